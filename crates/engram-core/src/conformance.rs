@@ -1,0 +1,1 @@
+//! Store conformance suite: the same cases run against every `Store` implementation.

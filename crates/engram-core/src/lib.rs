@@ -1,0 +1,20 @@
+//! engram-core: the engine of engram.
+//!
+//! It owns the domain types, the traits every back-end implements (store,
+//! vector index, keyword index, job queue, embedder), the filter language,
+//! rank fusion, and the write / embed / index / search logic. It knows nothing
+//! of HTTP or of any concrete database.
+
+pub mod error;
+pub mod filter;
+pub mod scope;
+pub mod traits;
+pub mod types;
+
+pub use error::{Error, Result};
+pub use scope::{AttrTable, Scope};
+pub use traits::*;
+pub use types::*;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;

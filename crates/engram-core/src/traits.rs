@@ -1,0 +1,211 @@
+//! The contracts back-ends implement. The engine only ever talks to these.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::scope::Scope;
+use crate::types::*;
+
+/// A namespace as listed by the store.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct NamespaceInfo {
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub memories: u64,
+}
+
+/// Retry schedule for failed jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// After this many failed attempts a job is dead-lettered.
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// Exponential back-off: base * 2^(attempt-1), capped.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(20);
+        self.base_delay
+            .saturating_mul(1u32 << exp)
+            .min(self.max_delay)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The authoritative store: memories, namespaces, jobs and the change feed.
+///
+/// Invariants every implementation keeps:
+/// - every change to a memory (insert, update, delete, embedding written) gives
+///   it a new `seq`, strictly greater than any seq committed before it, so that
+///   `changes_since` never misses a committed change;
+/// - a memory and its embedding job are inserted in one transaction;
+/// - nothing is returned as inserted before it is durable.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Insert memories and their embedding jobs atomically, creating namespaces
+    /// on first use. An item whose checksum or client id matches a live memory in
+    /// the same tenant and namespace returns that memory (`created: false`).
+    async fn insert(&self, items: Vec<NewMemory>) -> Result<Vec<Inserted>>;
+
+    /// A memory by id within a tenant, including soft-deleted ones.
+    async fn get(&self, tenant: &str, id: Uuid) -> Result<Option<Memory>>;
+
+    /// Apply a patch to a live memory. A new text resets it to `pending` and
+    /// enqueues an embedding job in the same transaction. `None` if there is no
+    /// live memory with that id. A text whose checksum equals another live
+    /// memory's in the namespace is a `Conflict`.
+    async fn update(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        patch: MemoryPatch,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Memory>>;
+
+    /// Soft-delete a live memory. `None` if there is none.
+    async fn soft_delete(&self, tenant: &str, id: Uuid, now: DateTime<Utc>)
+        -> Result<Option<Memory>>;
+
+    /// Live (not deleted) memories of a tenant, in key order, after `after`.
+    /// An empty `namespaces` means all namespaces.
+    async fn scan(
+        &self,
+        tenant: &str,
+        namespaces: &[String],
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<Memory>>;
+
+    async fn namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>>;
+
+    async fn namespace_exists(&self, tenant: &str, namespace: &str) -> Result<bool>;
+
+    /// Claim up to `limit` runnable jobs (queued and due, or running with an
+    /// expired lease), leasing them for `lease`.
+    async fn claim_jobs(
+        &self,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedJob>>;
+
+    /// Write embeddings, mark memories ready and delete their jobs, in one
+    /// transaction. A result whose checksum no longer matches the memory is stale
+    /// (the text changed meanwhile) and is dropped without touching the memory.
+    async fn complete_jobs(&self, done: Vec<Embedded>, now: DateTime<Utc>) -> Result<()>;
+
+    /// Record failed attempts: schedule a retry with back-off, or dead-letter the
+    /// job (and mark its memory `failed`) once `policy.max_attempts` is reached.
+    async fn fail_jobs(
+        &self,
+        failures: Vec<JobFailure>,
+        policy: RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    async fn list_jobs(
+        &self,
+        tenant: &str,
+        state: Option<JobState>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Job>>;
+
+    async fn get_job(&self, tenant: &str, job_id: u64) -> Result<Option<Job>>;
+
+    /// Put a dead job back in the queue with its attempts reset; its memory goes
+    /// back to `pending`. `None` if the job does not exist or is not dead.
+    async fn retry_job(&self, tenant: &str, job_id: u64, now: DateTime<Utc>)
+        -> Result<Option<Job>>;
+
+    /// Latest state of every memory changed after `after_seq`, in seq order.
+    async fn changes_since(&self, after_seq: u64, limit: usize) -> Result<Vec<Change>>;
+
+    /// Filter attributes of every ready, live memory, in key order after `after`.
+    async fn live_attrs(&self, after: Option<Key>, limit: usize) -> Result<Vec<(Key, DocAttrs)>>;
+
+    async fn stats(&self, tenant: Option<&str>) -> Result<StoreStats>;
+
+    /// Cheap liveness check for readiness probes.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// Something derived from the store's change feed that can be thrown away and
+/// rebuilt.
+#[async_trait]
+pub trait DerivedIndex: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Highest change seq whose effect is durably persisted. On start the
+    /// engine replays the feed from the smallest of these.
+    fn persisted_seq(&self) -> u64;
+
+    /// Apply changes (in seq order; idempotent). Once this returns, searches see them.
+    async fn apply(&self, changes: &[Change]) -> Result<()>;
+
+    /// Make everything applied so far durable and record `seq` as the persisted position.
+    async fn persist(&self, seq: u64) -> Result<()>;
+
+    /// Remove every entry and reset the persisted position to 0.
+    async fn clear(&self) -> Result<()>;
+
+    /// Number of indexed entries.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Approximate nearest-neighbour search over embeddings.
+#[async_trait]
+pub trait VectorIndex: DerivedIndex {
+    /// Top `k` keys the scope allows, by cosine similarity (higher is closer).
+    /// The scope is applied inside the search, so `k` hits come back when `k` exist.
+    async fn search(&self, query: &[f32], k: usize, scope: &Scope<'_>) -> Result<Vec<(Key, f32)>>;
+}
+
+/// BM25 keyword search.
+#[async_trait]
+pub trait KeywordIndex: DerivedIndex {
+    /// Top `k` keys the scope allows, by BM25 score. The scope is applied inside the search.
+    async fn search(&self, query: &str, k: usize, scope: &Scope<'_>) -> Result<Vec<(Key, f32)>>;
+}
+
+/// Turns texts into unit-length vectors.
+#[async_trait]
+pub trait Embedder: Send + Sync + 'static {
+    fn model(&self) -> &ModelInfo;
+
+    /// One vector per text, L2-normalised, `model().dims` long.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+}
+
+/// Delivers embedding jobs to workers. The store stays authoritative for job
+/// state; a queue only decides who works on what, when.
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// New jobs were committed to the store.
+    async fn enqueued(&self) -> Result<()>;
+
+    /// Up to `limit` jobs to work on; waits at most `wait` for one to appear.
+    async fn claim(&self, limit: usize, wait: Duration) -> Result<Vec<ClaimedJob>>;
+
+    async fn complete(&self, done: Vec<Embedded>) -> Result<()>;
+
+    async fn fail(&self, failures: Vec<JobFailure>) -> Result<()>;
+}

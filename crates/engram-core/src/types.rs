@@ -1,0 +1,379 @@
+//! Domain types shared by the engine, its back-ends and the API layer.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Internal, store-assigned key of a memory: stable for the memory's life and
+/// used as the key in every derived index (usearch needs a u64).
+pub type Key = u64;
+
+/// What kind of record a memory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    #[default]
+    Fact,
+    Message,
+    DocumentChunk,
+    Summary,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Fact => "fact",
+            Kind::Message => "message",
+            Kind::DocumentChunk => "document_chunk",
+            Kind::Summary => "summary",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "fact" => Kind::Fact,
+            "message" => Kind::Message,
+            "document_chunk" => Kind::DocumentChunk,
+            "summary" => Kind::Summary,
+            _ => return None,
+        })
+    }
+}
+
+/// Embedding state of a memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Stored, waiting for its embedding.
+    Pending,
+    /// Embedded and (once the indexer catches up) searchable.
+    Ready,
+    /// Its embedding job is dead-lettered.
+    Failed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Ready => "ready",
+            State::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "pending" => State::Pending,
+            "ready" => State::Ready,
+            "failed" => State::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a memory came from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Reference to a manifest or signature for the source content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+}
+
+/// A stored memory, as the store returns it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Memory {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub key: Key,
+    pub tenant: String,
+    pub namespace: String,
+    pub text: String,
+    pub kind: Kind,
+    pub metadata: Map<String, Value>,
+    pub tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    pub checksum: String,
+    pub state: State,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_version: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub legal_hold: bool,
+    pub pii: Vec<String>,
+    /// Store-wide change sequence of the memory's last change.
+    pub seq: u64,
+}
+
+impl Memory {
+    /// The attributes a derived index needs to evaluate filters for this memory.
+    pub fn attrs(&self) -> DocAttrs {
+        DocAttrs {
+            tenant: self.tenant.clone(),
+            namespace: self.namespace.clone(),
+            kind: self.kind,
+            tags: self.tags.clone(),
+            metadata: self.metadata.clone(),
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expires_at: self.expires_at,
+        }
+    }
+
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// A memory to insert, validated and normalised by the engine.
+#[derive(Debug, Clone)]
+pub struct NewMemory {
+    pub id: Uuid,
+    pub tenant: String,
+    pub namespace: String,
+    pub text: String,
+    pub kind: Kind,
+    pub metadata: Map<String, Value>,
+    pub tags: Vec<String>,
+    pub provenance: Option<Provenance>,
+    pub client_id: Option<String>,
+    pub checksum: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub pii: Vec<String>,
+}
+
+/// Outcome of inserting one memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Inserted {
+    pub id: Uuid,
+    #[serde(skip)]
+    pub key: Key,
+    /// False when an existing memory (same checksum or client id in the namespace) was returned.
+    pub created: bool,
+    pub state: State,
+    #[serde(skip)]
+    pub seq: u64,
+}
+
+/// A change to apply to a memory. `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryPatch {
+    /// New text and its checksum; the memory goes back to `pending` and is re-embedded.
+    pub text: Option<(String, String)>,
+    pub kind: Option<Kind>,
+    pub metadata: Option<Map<String, Value>>,
+    pub tags: Option<Vec<String>>,
+    /// `Some(None)` clears the expiry.
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    pub pii: Option<Vec<String>>,
+}
+
+/// The filterable attributes of an indexed memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocAttrs {
+    pub tenant: String,
+    pub namespace: String,
+    pub kind: Kind,
+    pub tags: Vec<String>,
+    pub metadata: Map<String, Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of the store's change feed: the latest state of a memory whose
+/// `seq` is greater than the reader's position.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub seq: u64,
+    pub key: Key,
+    pub op: ChangeOp,
+}
+
+#[derive(Debug, Clone)]
+pub enum ChangeOp {
+    /// The memory is ready and live: (re)index it.
+    Upsert(Arc<IndexDoc>),
+    /// The memory is deleted, pending re-embedding or failed: drop it from indexes.
+    Remove,
+}
+
+/// What a derived index needs to index one memory.
+#[derive(Debug, Clone)]
+pub struct IndexDoc {
+    pub key: Key,
+    pub text: String,
+    pub vector: Vec<f32>,
+    pub attrs: Arc<DocAttrs>,
+}
+
+/// Model identity recorded with every vector.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    pub dims: usize,
+}
+
+/// Lifecycle of a background job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Queued,
+    Running,
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Dead => "dead",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "queued" => JobState::Queued,
+            "running" => JobState::Running,
+            "dead" => JobState::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// A background job as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Job {
+    pub id: u64,
+    pub tenant: String,
+    pub kind: String,
+    pub memory_id: Uuid,
+    pub state: JobState,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    pub next_run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A job handed to a worker, with what it needs to do the work.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub job_id: u64,
+    pub key: Key,
+    pub memory_id: Uuid,
+    pub text: String,
+    pub checksum: String,
+    pub attempts: u32,
+    /// Checksum and model version of the vector already stored, if any,
+    /// so a redelivered job can be completed without re-embedding.
+    pub embedded_checksum: Option<String>,
+    pub embedding_version: Option<String>,
+}
+
+/// A finished embedding to write back.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    pub job_id: u64,
+    pub key: Key,
+    /// The checksum the vector was computed from; if the memory's text changed
+    /// meanwhile the result is stale and is discarded by the store.
+    pub checksum: String,
+    /// `None` when the stored vector is already current (idempotent redelivery).
+    pub vector: Option<Vec<f32>>,
+    pub model: ModelInfo,
+}
+
+/// A failed job attempt.
+#[derive(Debug, Clone)]
+pub struct JobFailure {
+    pub job_id: u64,
+    pub error: String,
+}
+
+/// Per-tenant store statistics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreStats {
+    pub memories: u64,
+    pub pending: u64,
+    pub failed: u64,
+    pub deleted: u64,
+    pub jobs_queued: u64,
+    pub jobs_dead: u64,
+    pub max_seq: u64,
+}
+
+/// What the caller may do. Every engine call takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Writer,
+    Reader,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: String,
+    pub subject: String,
+    pub role: Role,
+}
+
+/// Actions checked by [`Principal::authorize`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Principal {
+    pub fn new(tenant: impl Into<String>, subject: impl Into<String>, role: Role) -> Self {
+        Principal {
+            tenant: tenant.into(),
+            subject: subject.into(),
+            role,
+        }
+    }
+
+    /// Enforced inside the engine so that no route can skip it.
+    pub fn authorize(&self, action: Action) -> Result<()> {
+        let ok = match (self.role, action) {
+            (Role::Admin, _) => true,
+            (Role::Writer, Action::Read | Action::Write) => true,
+            (Role::Reader, Action::Read) => true,
+            _ => false,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "role {:?} may not perform {:?}",
+                self.role, action
+            )))
+        }
+    }
+}
