@@ -1,1 +1,1339 @@
 //! Store conformance suite: the same cases run against every `Store` implementation.
+//!
+//! Enabled by the `conformance` feature. A back-end's tests call [`run_all`]
+//! (or single cases) with a fresh or shared store:
+//!
+//! ```ignore
+//! engram_core::conformance::run_all(Arc::new(MyStore::open(..).await?)).await;
+//! ```
+//!
+//! Every case works in tenants of its own (a uuid in the name), so cases can
+//! share one store. The store's job queue and change feed are global, though:
+//! cases filter what they claim or read to their own memories, and claims made
+//! only to reach a case's own jobs use a zero lease, so that other cases' jobs
+//! are immediately claimable again. Run the cases one after another (as
+//! [`run_all`] does), not concurrently against the same store.
+//!
+//! Contract details pinned down here beyond the trait docs:
+//! - times round-trip with at least microsecond precision (the cases use
+//!   microsecond-truncated times);
+//! - a duplicate insert (same client id, else same checksum, among live memories
+//!   of the tenant and namespace) returns the existing memory unchanged,
+//!   including its `seq`; a client-id match wins over a checksum match;
+//! - `StoreStats::memories`, `pending` and `failed` count live memories,
+//!   `deleted` soft-deleted ones, `jobs_queued` jobs not yet finished or dead
+//!   (queued or running), `max_seq` the highest seq of the tenant's memories
+//!   (of all memories for `stats(None)`);
+//! - a soft delete drops the memory's jobs; a stale or orphaned completion is
+//!   accepted (`Ok`) and changes nothing.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::traits::{RetryPolicy, Store};
+use crate::types::*;
+
+/// Run every case, one after another, against `store`.
+pub async fn run_all(store: Arc<dyn Store>) {
+    let s = &*store;
+    ping(s).await;
+    insert_get_roundtrip(s).await;
+    dedupe_by_checksum(s).await;
+    dedupe_by_client_id(s).await;
+    tenant_isolation(s).await;
+    get_by_keys(s).await;
+    update_memory(s).await;
+    soft_delete_memory(s).await;
+    scan_pagination(s).await;
+    namespaces_listing(s).await;
+    seq_and_changes(s).await;
+    job_claim_complete_and_lease(s).await;
+    job_failure_dead_letter_and_retry(s).await;
+    stale_completion_after_text_change(s).await;
+    stats_counts(s).await;
+}
+
+// ---------------------------------------------------------------------------
+// helpers
+
+/// Now, truncated to microseconds.
+pub fn now() -> DateTime<Utc> {
+    micros(Utc::now())
+}
+
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).expect("time in range")
+}
+
+fn secs(n: i64) -> TimeDelta {
+    TimeDelta::seconds(n)
+}
+
+/// A tenant name unique to this run of a case.
+pub fn tenant(case: &str) -> String {
+    format!("conformance-{case}-{}", Uuid::now_v7().simple())
+}
+
+/// A checksum in the engine's format (hex sha256 over namespace and text).
+pub fn checksum(namespace: &str, text: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(namespace.as_bytes());
+    h.update([0u8]);
+    h.update(text.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// A minimal new memory: a fact with no metadata, tags, expiry or client id.
+pub fn new_memory(tenant: &str, namespace: &str, text: &str) -> NewMemory {
+    NewMemory {
+        id: Uuid::now_v7(),
+        tenant: tenant.to_string(),
+        namespace: namespace.to_string(),
+        text: text.to_string(),
+        kind: Kind::Fact,
+        metadata: Map::new(),
+        tags: Vec::new(),
+        provenance: None,
+        client_id: None,
+        checksum: checksum(namespace, text),
+        created_at: now(),
+        expires_at: None,
+        pii: Vec::new(),
+    }
+}
+
+fn model() -> ModelInfo {
+    ModelInfo {
+        name: "conformance-model".into(),
+        version: "v1".into(),
+        dims: 4,
+    }
+}
+
+/// A deterministic 4-d vector for a text.
+fn vector_for(text: &str) -> Vec<f32> {
+    let h = Sha256::digest(text.as_bytes());
+    let v: Vec<f32> = h[..4].iter().map(|b| f32::from(*b) / 255.0 + 0.01).collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / n).collect()
+}
+
+fn embedded(job: &ClaimedJob) -> Embedded {
+    Embedded {
+        job_id: job.job_id,
+        key: job.key,
+        checksum: job.checksum.clone(),
+        vector: Some(vector_for(&job.text)),
+        model: model(),
+    }
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+async fn insert_one(store: &dyn Store, m: NewMemory) -> Inserted {
+    let mut out = store.insert(vec![m]).await.expect("insert");
+    assert_eq!(out.len(), 1, "insert of one item returns one result");
+    out.pop().expect("one result")
+}
+
+async fn get(store: &dyn Store, tenant: &str, id: Uuid) -> Memory {
+    store
+        .get(tenant, id)
+        .await
+        .expect("get")
+        .unwrap_or_else(|| panic!("memory {id} should exist"))
+}
+
+/// Claim everything runnable at `at` and keep the jobs of `ids`. Other jobs
+/// that happened to be claimed stay claimable (with a zero lease).
+async fn claim_mine(
+    store: &dyn Store,
+    ids: &[Uuid],
+    at: DateTime<Utc>,
+    lease: Duration,
+) -> Vec<ClaimedJob> {
+    let mine: HashSet<Uuid> = ids.iter().copied().collect();
+    store
+        .claim_jobs(10_000, lease, at)
+        .await
+        .expect("claim_jobs")
+        .into_iter()
+        .filter(|j| mine.contains(&j.memory_id))
+        .collect()
+}
+
+/// Embed the given memories: claim their jobs and complete them.
+async fn make_ready(store: &dyn Store, tenant: &str, ids: &[Uuid]) {
+    let jobs = claim_mine(store, ids, now(), Duration::ZERO).await;
+    assert_eq!(jobs.len(), ids.len(), "one runnable job per pending memory");
+    store
+        .complete_jobs(jobs.iter().map(embedded).collect(), now())
+        .await
+        .expect("complete_jobs");
+    for id in ids {
+        assert_eq!(get(store, tenant, *id).await.state, State::Ready);
+    }
+}
+
+/// Every change after `after` concerning `keys`, read page by page.
+async fn changes_for(store: &dyn Store, after: u64, keys: &HashSet<Key>) -> Vec<Change> {
+    let mut out = Vec::new();
+    let mut pos = after;
+    loop {
+        let page = store.changes_since(pos, 100).await.expect("changes_since");
+        let Some(last) = page.last() else { break };
+        assert!(last.seq > pos, "changes_since must advance");
+        pos = last.seq;
+        out.extend(page.into_iter().filter(|c| keys.contains(&c.key)));
+    }
+    out
+}
+
+async fn jobs_of(store: &dyn Store, tenant: &str, state: Option<JobState>, id: Uuid) -> Vec<Job> {
+    store
+        .list_jobs(tenant, state, None, 10_000)
+        .await
+        .expect("list_jobs")
+        .into_iter()
+        .filter(|j| j.memory_id == id)
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// cases
+
+/// `ping` succeeds on a healthy store.
+pub async fn ping(store: &dyn Store) {
+    store.ping().await.expect("ping");
+}
+
+/// Every field of an inserted memory comes back from `get`.
+pub async fn insert_get_roundtrip(store: &dyn Store) {
+    let t = tenant("roundtrip");
+    let created = now() - secs(5);
+    let full = NewMemory {
+        kind: Kind::Summary,
+        metadata: obj(json!({
+            "source": "chat",
+            "n": 3,
+            "f": 1.5,
+            "nested": {"list": [true, null, "x"], "deep": {"k": -7}},
+        })),
+        tags: vec!["alpha".into(), "beta".into()],
+        provenance: Some(Provenance {
+            agent: Some("agent:coder".into()),
+            session: Some("s-42".into()),
+            parent: Some("doc-1".into()),
+            reference: Some("sig:abc".into()),
+        }),
+        client_id: Some("client-1".into()),
+        created_at: created,
+        expires_at: Some(created + TimeDelta::days(30)),
+        pii: vec!["email".into(), "phone".into()],
+        ..new_memory(&t, "user:alice/session:42", "Alice prefers tea over coffee.")
+    };
+    let minimal = new_memory(&t, "agent:coder", "The build uses cargo.");
+
+    assert!(store.insert(Vec::new()).await.expect("empty insert").is_empty());
+
+    let ins = store
+        .insert(vec![full.clone(), minimal.clone()])
+        .await
+        .expect("insert");
+    assert_eq!(ins.len(), 2);
+    for (i, n) in ins.iter().zip([&full, &minimal]) {
+        assert_eq!(i.id, n.id);
+        assert!(i.created);
+        assert_eq!(i.state, State::Pending);
+        assert!(i.key > 0 && i.seq > 0);
+    }
+    assert!(ins[1].key > ins[0].key, "keys increase");
+    assert!(ins[1].seq > ins[0].seq, "seqs increase");
+
+    for (i, n) in ins.iter().zip([&full, &minimal]) {
+        let m = get(store, &t, n.id).await;
+        let want = Memory {
+            id: n.id,
+            key: i.key,
+            tenant: t.clone(),
+            namespace: n.namespace.clone(),
+            text: n.text.clone(),
+            kind: n.kind,
+            metadata: n.metadata.clone(),
+            tags: n.tags.clone(),
+            provenance: n.provenance.clone(),
+            client_id: n.client_id.clone(),
+            checksum: n.checksum.clone(),
+            state: State::Pending,
+            embedding_model: None,
+            embedding_version: None,
+            created_at: n.created_at,
+            updated_at: n.created_at,
+            expires_at: n.expires_at,
+            deleted_at: None,
+            legal_hold: false,
+            pii: n.pii.clone(),
+            seq: i.seq,
+        };
+        assert_eq!(m, want, "get returns what was inserted");
+    }
+
+    assert!(store.get(&t, Uuid::now_v7()).await.expect("get").is_none());
+    assert!(store
+        .get(&tenant("other"), full.id)
+        .await
+        .expect("get")
+        .is_none());
+    assert!(store.namespace_exists(&t, "agent:coder").await.expect("exists"));
+    assert!(!store.namespace_exists(&t, "agent:none").await.expect("exists"));
+
+    // Each memory got one queued embedding job.
+    for n in [&full, &minimal] {
+        let jobs = jobs_of(store, &t, None, n.id).await;
+        assert_eq!(jobs.len(), 1, "one job per inserted memory");
+        let j = &jobs[0];
+        assert_eq!(j.tenant, t);
+        assert_eq!(j.kind, "embed");
+        assert_eq!(j.state, JobState::Queued);
+        assert_eq!(j.attempts, 0);
+        assert!(j.last_error.is_none());
+        let got = store.get_job(&t, j.id).await.expect("get_job");
+        assert_eq!(got.as_ref(), Some(j));
+    }
+}
+
+/// Same text in the same tenant and namespace returns the existing live memory,
+/// across calls and within one batch.
+pub async fn dedupe_by_checksum(store: &dyn Store) {
+    let t = tenant("dedupe-checksum");
+    let a = new_memory(&t, "ns", "Water boils at 100 C.");
+    let ia = insert_one(store, a.clone()).await;
+    assert!(ia.created);
+
+    let again = new_memory(&t, "ns", "Water boils at 100 C.");
+    let ib = insert_one(store, again.clone()).await;
+    assert!(!ib.created, "duplicate checksum is not created");
+    assert_eq!((ib.id, ib.key, ib.seq), (ia.id, ia.key, ia.seq));
+    assert_eq!(ib.state, State::Pending);
+    assert!(store.get(&t, again.id).await.expect("get").is_none());
+
+    // Another namespace is another memory.
+    let other_ns = insert_one(store, new_memory(&t, "ns2", "Water boils at 100 C.")).await;
+    assert!(other_ns.created);
+
+    // Within one batch, and mixed with an earlier duplicate.
+    let b1 = new_memory(&t, "ns", "Ice melts at 0 C.");
+    let b2 = new_memory(&t, "ns", "Ice melts at 0 C.");
+    let c = new_memory(&t, "ns", "Salt lowers the freezing point.");
+    let a3 = new_memory(&t, "ns", "Water boils at 100 C.");
+    let out = store
+        .insert(vec![b1.clone(), b2, c.clone(), a3])
+        .await
+        .expect("insert batch");
+    assert_eq!(out.len(), 4, "one result per input, in order");
+    assert!(out[0].created && out[0].id == b1.id);
+    assert!(!out[1].created && out[1].id == b1.id && out[1].key == out[0].key);
+    assert!(out[2].created && out[2].id == c.id);
+    assert!(!out[3].created && out[3].id == a.id);
+
+    // One job per created memory only.
+    let jobs = store.list_jobs(&t, None, None, 100).await.expect("list_jobs");
+    assert_eq!(jobs.len(), 4, "a, ns2, b1, c");
+
+    // Once the original is deleted, the same text creates a new memory.
+    store
+        .soft_delete(&t, a.id, now())
+        .await
+        .expect("delete")
+        .expect("deleted");
+    let fresh = new_memory(&t, "ns", "Water boils at 100 C.");
+    let ifresh = insert_one(store, fresh.clone()).await;
+    assert!(ifresh.created, "a deleted memory does not dedupe");
+    assert_eq!(ifresh.id, fresh.id);
+    assert_ne!(ifresh.key, ia.key);
+}
+
+/// Same client id in the same tenant and namespace returns the existing live
+/// memory, whatever the text.
+pub async fn dedupe_by_client_id(store: &dyn Store) {
+    let t = tenant("dedupe-client");
+    let x = NewMemory {
+        client_id: Some("req-1".into()),
+        ..new_memory(&t, "ns", "first text")
+    };
+    let ix = insert_one(store, x.clone()).await;
+    assert!(ix.created);
+
+    let y = NewMemory {
+        client_id: Some("req-1".into()),
+        ..new_memory(&t, "ns", "a different text")
+    };
+    let iy = insert_one(store, y.clone()).await;
+    assert!(!iy.created, "same client id is a duplicate");
+    assert_eq!((iy.id, iy.key), (ix.id, ix.key));
+    assert_eq!(get(store, &t, x.id).await.text, "first text");
+
+    // Within a batch.
+    let p = NewMemory {
+        client_id: Some("req-2".into()),
+        ..new_memory(&t, "ns", "p text")
+    };
+    let q = NewMemory {
+        client_id: Some("req-2".into()),
+        ..new_memory(&t, "ns", "q text")
+    };
+    let out = store.insert(vec![p.clone(), q]).await.expect("insert");
+    assert!(out[0].created && out[0].id == p.id);
+    assert!(!out[1].created && out[1].id == p.id);
+
+    // Another namespace, or no client id, is another memory.
+    let other_ns = NewMemory {
+        client_id: Some("req-1".into()),
+        ..new_memory(&t, "ns2", "first text")
+    };
+    assert!(insert_one(store, other_ns).await.created);
+    assert!(insert_one(store, new_memory(&t, "ns", "no client id")).await.created);
+
+    // After a delete the client id is free again.
+    store
+        .soft_delete(&t, x.id, now())
+        .await
+        .expect("delete")
+        .expect("deleted");
+    let z = NewMemory {
+        client_id: Some("req-1".into()),
+        ..new_memory(&t, "ns", "third text")
+    };
+    let iz = insert_one(store, z.clone()).await;
+    assert!(iz.created && iz.id == z.id);
+}
+
+/// Nothing of one tenant is visible to or changeable by another.
+pub async fn tenant_isolation(store: &dyn Store) {
+    let a = tenant("iso-a");
+    let b = tenant("iso-b");
+    let m = new_memory(&a, "shared", "Tenant A's secret.");
+    let im = insert_one(store, m.clone()).await;
+    let job = jobs_of(store, &a, None, m.id).await.pop().expect("job");
+    let before = get(store, &a, m.id).await;
+
+    assert!(store.get(&b, m.id).await.expect("get").is_none());
+    assert!(store.scan(&b, &[], None, 100).await.expect("scan").is_empty());
+    assert!(store
+        .scan(&b, &["shared".to_string()], None, 100)
+        .await
+        .expect("scan")
+        .is_empty());
+    assert!(store
+        .list_jobs(&b, None, None, 100)
+        .await
+        .expect("list_jobs")
+        .is_empty());
+    assert!(store.get_job(&b, job.id).await.expect("get_job").is_none());
+    assert!(store.retry_job(&b, job.id, now()).await.expect("retry").is_none());
+    let patch = MemoryPatch {
+        metadata: Some(obj(json!({"hacked": true}))),
+        ..Default::default()
+    };
+    assert!(store
+        .update(&b, m.id, patch, now())
+        .await
+        .expect("update")
+        .is_none());
+    assert!(store
+        .soft_delete(&b, m.id, now())
+        .await
+        .expect("delete")
+        .is_none());
+    assert!(store.namespaces(&b).await.expect("namespaces").is_empty());
+    assert!(!store.namespace_exists(&b, "shared").await.expect("exists"));
+    let sb = store.stats(Some(&b)).await.expect("stats");
+    assert_eq!(
+        (sb.memories, sb.pending, sb.deleted, sb.jobs_queued, sb.max_seq),
+        (0, 0, 0, 0, 0)
+    );
+
+    // A's memory is untouched.
+    assert_eq!(get(store, &a, m.id).await, before);
+    assert_eq!(before.seq, im.seq);
+
+    // The same text in B is B's own memory.
+    let mb = new_memory(&b, "shared", "Tenant A's secret.");
+    let ib = insert_one(store, mb.clone()).await;
+    assert!(ib.created && ib.id == mb.id);
+    assert_eq!(store.scan(&b, &[], None, 100).await.expect("scan").len(), 1);
+    assert_eq!(store.scan(&a, &[], None, 100).await.expect("scan").len(), 1);
+}
+
+/// `get_by_keys` returns the tenant's live memories among the keys, nothing else.
+pub async fn get_by_keys(store: &dyn Store) {
+    let t = tenant("by-keys");
+    let other = tenant("by-keys-other");
+    let [a, b, c] = ["a", "b", "c"].map(|x| new_memory(&t, "ns", x));
+    let ins = store
+        .insert(vec![a.clone(), b.clone(), c.clone()])
+        .await
+        .expect("insert");
+    let foreign = insert_one(store, new_memory(&other, "ns", "a")).await;
+    store
+        .soft_delete(&t, c.id, now())
+        .await
+        .expect("delete")
+        .expect("live");
+
+    let keys = [ins[0].key, ins[1].key, ins[2].key, foreign.key, u64::MAX / 4];
+    let mut got = store.get_by_keys(&t, &keys).await.expect("get_by_keys");
+    got.sort_by_key(|m| m.key);
+    let want = vec![get(store, &t, a.id).await, get(store, &t, b.id).await];
+    assert_eq!(got, want, "live memories of the tenant only");
+    assert!(store
+        .get_by_keys(&t, &[])
+        .await
+        .expect("get_by_keys")
+        .is_empty());
+    assert!(store
+        .get_by_keys(&other, &keys[..3])
+        .await
+        .expect("get_by_keys")
+        .is_empty());
+}
+
+/// Updates: metadata-only keeps the embedding; new text re-embeds; a text
+/// that duplicates another live memory is a conflict.
+pub async fn update_memory(store: &dyn Store) {
+    let t = tenant("update");
+    let m1 = new_memory(&t, "ns", "The sky is blue.");
+    let m2 = new_memory(&t, "ns", "Grass is green.");
+    store
+        .insert(vec![m1.clone(), m2.clone()])
+        .await
+        .expect("insert");
+    make_ready(store, &t, &[m1.id, m2.id]).await;
+    let ready = get(store, &t, m1.id).await;
+    assert_eq!(ready.embedding_model.as_deref(), Some("conformance-model"));
+    assert_eq!(ready.embedding_version.as_deref(), Some("v1"));
+
+    // Metadata-only.
+    let at = now() + secs(1);
+    let expiry = at + TimeDelta::days(7);
+    let patch = MemoryPatch {
+        text: None,
+        kind: Some(Kind::Message),
+        metadata: Some(obj(json!({"colour": "blue", "v": 2}))),
+        tags: Some(vec!["sky".into()]),
+        expires_at: Some(Some(expiry)),
+        pii: Some(vec!["none".into()]),
+    };
+    let u = store
+        .update(&t, m1.id, patch, at)
+        .await
+        .expect("update")
+        .expect("live memory");
+    assert_eq!(u.state, State::Ready, "metadata-only update keeps it ready");
+    assert_eq!(u.kind, Kind::Message);
+    assert_eq!(u.metadata, obj(json!({"colour": "blue", "v": 2})));
+    assert_eq!(u.tags, vec!["sky".to_string()]);
+    assert_eq!(u.expires_at, Some(expiry));
+    assert_eq!(u.pii, vec!["none".to_string()]);
+    assert_eq!(u.updated_at, at);
+    assert_eq!(u.created_at, ready.created_at);
+    assert_eq!(u.text, ready.text);
+    assert_eq!(u.checksum, ready.checksum);
+    assert_eq!(u.embedding_model, ready.embedding_model);
+    assert!(u.seq > ready.seq, "an update takes a new seq");
+    assert_eq!(get(store, &t, m1.id).await, u, "get sees the update");
+    assert!(
+        jobs_of(store, &t, None, m1.id).await.is_empty(),
+        "no re-embedding for a metadata change"
+    );
+    let keys: HashSet<Key> = [u.key].into();
+    let ch = changes_for(store, ready.seq, &keys).await;
+    assert_eq!(ch.len(), 1);
+    match &ch[0].op {
+        ChangeOp::Upsert(doc) => {
+            assert_eq!(doc.key, u.key);
+            assert_eq!(doc.vector, vector_for(&m1.text), "vector kept");
+            assert_eq!(doc.text, m1.text);
+            assert_eq!(*doc.attrs, u.attrs());
+        }
+        ChangeOp::Remove => panic!("a ready memory's metadata update is an upsert"),
+    }
+
+    // Clearing the expiry.
+    let cleared = store
+        .update(
+            &t,
+            m1.id,
+            MemoryPatch {
+                expires_at: Some(None),
+                ..Default::default()
+            },
+            now(),
+        )
+        .await
+        .expect("update")
+        .expect("live");
+    assert_eq!(cleared.expires_at, None);
+    assert_eq!(cleared.tags, vec!["sky".to_string()], "untouched fields stay");
+
+    // New text: pending, new checksum, a queued job.
+    let new_text = "The sky is grey today.";
+    let sum = checksum("ns", new_text);
+    let before = cleared.seq;
+    let r = store
+        .update(
+            &t,
+            m1.id,
+            MemoryPatch {
+                text: Some((new_text.into(), sum.clone())),
+                ..Default::default()
+            },
+            now(),
+        )
+        .await
+        .expect("update")
+        .expect("live");
+    assert_eq!(r.state, State::Pending);
+    assert_eq!(r.text, new_text);
+    assert_eq!(r.checksum, sum);
+    assert!(r.seq > before);
+    let queued = jobs_of(store, &t, Some(JobState::Queued), m1.id).await;
+    assert_eq!(queued.len(), 1, "new text enqueues one embedding job");
+    let ch = changes_for(store, before, &[r.key].into()).await;
+    assert!(matches!(ch.as_slice(), [c] if matches!(c.op, ChangeOp::Remove) && c.seq == r.seq));
+
+    // A conflicting text.
+    let m2_before = get(store, &t, m2.id).await;
+    let err = store
+        .update(
+            &t,
+            m2.id,
+            MemoryPatch {
+                text: Some((new_text.into(), sum.clone())),
+                ..Default::default()
+            },
+            now(),
+        )
+        .await
+        .expect_err("duplicate text must conflict");
+    assert!(matches!(err, Error::Conflict(_)), "got {err:?}");
+    assert_eq!(get(store, &t, m2.id).await, m2_before, "nothing changed");
+
+    // Unknown and deleted memories.
+    assert!(store
+        .update(&t, Uuid::now_v7(), MemoryPatch::default(), now())
+        .await
+        .expect("update")
+        .is_none());
+    store
+        .soft_delete(&t, m2.id, now())
+        .await
+        .expect("delete")
+        .expect("deleted");
+    assert!(store
+        .update(&t, m2.id, MemoryPatch::default(), now())
+        .await
+        .expect("update")
+        .is_none());
+}
+
+/// Soft delete hides from scans, keeps `get`, is not repeatable, drops jobs.
+pub async fn soft_delete_memory(store: &dyn Store) {
+    let t = tenant("delete");
+    let keep = new_memory(&t, "ns", "keep me");
+    let ready = new_memory(&t, "ns", "delete me when ready");
+    let pending = new_memory(&t, "ns", "delete me while pending");
+    let claimed = new_memory(&t, "ns", "delete me while claimed");
+    store
+        .insert(vec![
+            keep.clone(),
+            ready.clone(),
+            pending.clone(),
+            claimed.clone(),
+        ])
+        .await
+        .expect("insert");
+    make_ready(store, &t, &[ready.id]).await;
+    let job = claim_mine(store, &[claimed.id], now(), Duration::from_secs(600))
+        .await
+        .pop()
+        .expect("claimed job");
+    let start = store.stats(None).await.expect("stats").max_seq;
+
+    let at = now() + secs(2);
+    let before = get(store, &t, ready.id).await;
+    let d = store
+        .soft_delete(&t, ready.id, at)
+        .await
+        .expect("delete")
+        .expect("live memory");
+    assert_eq!(d.deleted_at, Some(at));
+    assert_eq!(d.updated_at, at);
+    assert!(d.seq > before.seq);
+    assert_eq!(d.text, before.text);
+    let g = get(store, &t, ready.id).await;
+    assert_eq!(g, d, "get returns deleted memories");
+
+    assert!(
+        store
+            .soft_delete(&t, ready.id, now())
+            .await
+            .expect("delete")
+            .is_none(),
+        "a second delete finds nothing"
+    );
+
+    for m in [&pending, &claimed] {
+        store
+            .soft_delete(&t, m.id, now())
+            .await
+            .expect("delete")
+            .expect("live");
+        assert!(
+            jobs_of(store, &t, None, m.id).await.is_empty(),
+            "a deleted memory has no jobs"
+        );
+    }
+    // Its job is never handed out again.
+    assert!(claim_mine(
+        store,
+        &[pending.id, claimed.id],
+        now() + TimeDelta::days(1),
+        Duration::ZERO
+    )
+    .await
+    .is_empty());
+    // A late completion of a deleted memory's job changes nothing.
+    store
+        .complete_jobs(vec![embedded(&job)], now())
+        .await
+        .expect("late completion is accepted");
+    let c = get(store, &t, claimed.id).await;
+    assert!(c.deleted_at.is_some());
+    assert_eq!(c.state, State::Pending);
+
+    let live = store.scan(&t, &[], None, 100).await.expect("scan");
+    assert_eq!(
+        live.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![keep.id],
+        "scan shows live memories only"
+    );
+    let ns = store.namespaces(&t).await.expect("namespaces");
+    assert_eq!(ns.len(), 1);
+    assert_eq!(ns[0].memories, 1, "namespace counts live memories");
+
+    let keys: HashSet<Key> = [d.key, c.key].into();
+    let ch = changes_for(store, start, &keys).await;
+    assert_eq!(ch.len(), 2, "one change per deleted memory");
+    assert!(ch.iter().all(|c| matches!(c.op, ChangeOp::Remove)));
+
+    let s = store.stats(Some(&t)).await.expect("stats");
+    assert_eq!((s.memories, s.deleted), (1, 3));
+}
+
+/// Scans page by key, in key order, per namespace or for the whole tenant.
+pub async fn scan_pagination(store: &dyn Store) {
+    let t = tenant("scan");
+    let items: Vec<NewMemory> = (0..25)
+        .map(|i| new_memory(&t, if i % 2 == 0 { "a" } else { "b" }, &format!("memory {i}")))
+        .collect();
+    let ins = store.insert(items.clone()).await.expect("insert");
+    let mut want: Vec<Key> = ins.iter().map(|i| i.key).collect();
+    want.sort_unstable();
+
+    let tr: &str = &t;
+    let scan_all = |namespaces: Vec<String>, page: usize| async move {
+        let mut out: Vec<Memory> = Vec::new();
+        let mut after = None;
+        loop {
+            let batch = store
+                .scan(tr, &namespaces, after, page)
+                .await
+                .expect("scan");
+            assert!(batch.len() <= page, "scan respects the limit");
+            let Some(last) = batch.last() else { break };
+            after = Some(last.key);
+            out.extend(batch);
+        }
+        out
+    };
+
+    let all = scan_all(Vec::new(), 10).await;
+    let keys: Vec<Key> = all.iter().map(|m| m.key).collect();
+    assert_eq!(keys, want, "every live memory once, in key order");
+    assert!(all.iter().all(|m| m.tenant == t));
+
+    let a = scan_all(vec!["a".into()], 4).await;
+    assert_eq!(a.len(), 13);
+    assert!(a.iter().all(|m| m.namespace == "a"));
+    assert!(a.windows(2).all(|w| w[0].key < w[1].key));
+    assert_eq!(scan_all(vec!["a".into(), "b".into()], 7).await.len(), 25);
+    assert!(scan_all(vec!["nope".into()], 10).await.is_empty());
+    assert!(store
+        .scan(&t, &[], None, 0)
+        .await
+        .expect("scan")
+        .is_empty());
+    let tail = store
+        .scan(&t, &[], Some(want[20]), 100)
+        .await
+        .expect("scan");
+    assert_eq!(tail.iter().map(|m| m.key).collect::<Vec<_>>(), want[21..]);
+}
+
+/// Namespaces are created on first use and list their live memory counts.
+pub async fn namespaces_listing(store: &dyn Store) {
+    let t = tenant("namespaces");
+    assert!(store.namespaces(&t).await.expect("namespaces").is_empty());
+    let start = now();
+    let x1 = new_memory(&t, "user:alice", "one");
+    store
+        .insert(vec![
+            x1.clone(),
+            new_memory(&t, "user:alice", "two"),
+            new_memory(&t, "agent:coder", "three"),
+        ])
+        .await
+        .expect("insert");
+    let mut ns = store.namespaces(&t).await.expect("namespaces");
+    ns.sort_by(|a, b| a.name.cmp(&b.name));
+    let counts: Vec<(&str, u64)> = ns.iter().map(|n| (n.name.as_str(), n.memories)).collect();
+    assert_eq!(counts, vec![("agent:coder", 1), ("user:alice", 2)]);
+    assert!(ns
+        .iter()
+        .all(|n| n.created_at >= start - secs(60) && n.created_at <= now() + secs(60)));
+    assert!(store.namespace_exists(&t, "user:alice").await.expect("exists"));
+
+    store
+        .soft_delete(&t, x1.id, now())
+        .await
+        .expect("delete")
+        .expect("live");
+    let ns = store.namespaces(&t).await.expect("namespaces");
+    let alice = ns.iter().find(|n| n.name == "user:alice").expect("alice");
+    assert_eq!(alice.memories, 1);
+}
+
+/// Every change takes a new, larger seq; the feed returns each memory's
+/// latest state once, in seq order; `live_attrs` lists ready live memories.
+pub async fn seq_and_changes(store: &dyn Store) {
+    let t = tenant("seq");
+    let base = store.stats(None).await.expect("stats").max_seq;
+    let mut seqs: Vec<u64> = Vec::new();
+
+    let a = new_memory(&t, "ns", "alpha");
+    let b = new_memory(&t, "ns", "beta");
+    let c = new_memory(&t, "ns", "gamma");
+    let ins = store
+        .insert(vec![a.clone(), b.clone(), c.clone()])
+        .await
+        .expect("insert");
+    for i in &ins {
+        assert!(i.seq > base, "seq above every earlier seq");
+        seqs.push(i.seq);
+    }
+
+    make_ready(store, &t, &[a.id]).await;
+    seqs.push(get(store, &t, a.id).await.seq);
+
+    let ub = store
+        .update(
+            &t,
+            b.id,
+            MemoryPatch {
+                tags: Some(vec!["x".into()]),
+                ..Default::default()
+            },
+            now(),
+        )
+        .await
+        .expect("update")
+        .expect("live");
+    seqs.push(ub.seq);
+
+    make_ready(store, &t, &[c.id]).await;
+    seqs.push(get(store, &t, c.id).await.seq);
+    let dc = store
+        .soft_delete(&t, c.id, now())
+        .await
+        .expect("delete")
+        .expect("live");
+    seqs.push(dc.seq);
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq strictly increases with every change: {seqs:?}"
+    );
+
+    let ma = get(store, &t, a.id).await;
+    let mb = get(store, &t, b.id).await;
+    let mc = get(store, &t, c.id).await;
+    let keys: HashSet<Key> = [ma.key, mb.key, mc.key].into();
+    let ch = changes_for(store, base, &keys).await;
+    assert_eq!(ch.len(), 3, "each changed memory once: {ch:?}");
+    assert!(ch.windows(2).all(|w| w[0].seq < w[1].seq), "in seq order");
+    let by_key: HashMap<Key, &Change> = ch.iter().map(|c| (c.key, c)).collect();
+    for m in [&ma, &mb, &mc] {
+        assert_eq!(by_key[&m.key].seq, m.seq, "latest state of {}", m.text);
+    }
+    match &by_key[&ma.key].op {
+        ChangeOp::Upsert(doc) => {
+            assert_eq!(doc.key, ma.key);
+            assert_eq!(doc.text, "alpha");
+            assert_eq!(doc.vector, vector_for("alpha"));
+            assert_eq!(*doc.attrs, ma.attrs());
+        }
+        ChangeOp::Remove => panic!("a ready live memory is an upsert"),
+    }
+    assert!(
+        matches!(by_key[&mb.key].op, ChangeOp::Remove),
+        "a pending memory is a remove"
+    );
+    assert!(
+        matches!(by_key[&mc.key].op, ChangeOp::Remove),
+        "a deleted memory is a remove"
+    );
+
+    // The same feed one entry at a time.
+    let mut pos = base;
+    let mut one_by_one = Vec::new();
+    loop {
+        let page = store.changes_since(pos, 1).await.expect("changes_since");
+        assert!(page.len() <= 1);
+        let Some(c) = page.into_iter().next() else { break };
+        pos = c.seq;
+        if keys.contains(&c.key) {
+            one_by_one.push((c.seq, c.key));
+        }
+    }
+    assert_eq!(
+        one_by_one,
+        ch.iter().map(|c| (c.seq, c.key)).collect::<Vec<_>>()
+    );
+    assert!(store
+        .changes_since(dc.seq.max(pos), 100)
+        .await
+        .expect("changes_since")
+        .iter()
+        .all(|c| !keys.contains(&c.key)));
+
+    let s = store.stats(Some(&t)).await.expect("stats");
+    assert_eq!(s.max_seq, dc.seq, "tenant max_seq is its latest change");
+    assert!(store.stats(None).await.expect("stats").max_seq >= dc.seq);
+
+    // live_attrs: ready, live memories only, in key order.
+    let mut attrs = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.live_attrs(after, 1000).await.expect("live_attrs");
+        let Some((last, _)) = page.last() else { break };
+        assert!(after.is_none_or(|a| *last > a));
+        after = Some(*last);
+        attrs.extend(page);
+    }
+    assert!(attrs.windows(2).all(|w| w[0].0 < w[1].0), "key order");
+    let mine: Vec<&(Key, DocAttrs)> = attrs.iter().filter(|(k, _)| keys.contains(k)).collect();
+    assert_eq!(mine.len(), 1, "only the ready live memory");
+    assert_eq!(mine[0].0, ma.key);
+    assert_eq!(mine[0].1, ma.attrs());
+}
+
+/// Claim hands out due jobs with their memory; a lease hides a job until it
+/// expires; completion writes the embedding, marks ready, removes the job.
+pub async fn job_claim_complete_and_lease(store: &dyn Store) {
+    let t = tenant("jobs");
+    let m = new_memory(&t, "ns", "Embed me.");
+    let im = insert_one(store, m.clone()).await;
+    let t0 = now();
+
+    let lease = Duration::from_secs(30);
+    let mut got = claim_mine(store, &[m.id], t0, lease).await;
+    assert_eq!(got.len(), 1, "the new job is runnable");
+    let job = got.pop().expect("job");
+    assert_eq!(job.key, im.key);
+    assert_eq!(job.memory_id, m.id);
+    assert_eq!(job.text, m.text);
+    assert_eq!(job.checksum, m.checksum);
+    assert_eq!(job.attempts, 0);
+    assert_eq!(job.embedded_checksum, None);
+    assert_eq!(job.embedding_version, None);
+    let listed = store
+        .get_job(&t, job.job_id)
+        .await
+        .expect("get_job")
+        .expect("job exists");
+    assert_eq!(listed.state, JobState::Running);
+    assert_eq!(listed.memory_id, m.id);
+
+    // Leased: not handed out again until the lease expires.
+    assert!(claim_mine(store, &[m.id], t0 + secs(10), lease)
+        .await
+        .is_empty());
+    let again = claim_mine(store, &[m.id], t0 + secs(31), lease).await;
+    assert_eq!(again.len(), 1, "an expired lease is re-claimable");
+    assert_eq!(again[0].job_id, job.job_id);
+
+    // A limit is respected.
+    let extra: Vec<NewMemory> = (0..3)
+        .map(|i| new_memory(&t, "ns", &format!("extra {i}")))
+        .collect();
+    store.insert(extra).await.expect("insert");
+    assert!(
+        store
+            .claim_jobs(1, Duration::ZERO, now())
+            .await
+            .expect("claim")
+            .len()
+            <= 1
+    );
+    assert!(store
+        .claim_jobs(0, Duration::ZERO, now())
+        .await
+        .expect("claim")
+        .is_empty());
+
+    let done_at = now() + secs(1);
+    store
+        .complete_jobs(vec![embedded(&again[0])], done_at)
+        .await
+        .expect("complete");
+    let r = get(store, &t, m.id).await;
+    assert_eq!(r.state, State::Ready);
+    assert_eq!(r.embedding_model.as_deref(), Some("conformance-model"));
+    assert_eq!(r.embedding_version.as_deref(), Some("v1"));
+    assert_eq!(r.updated_at, done_at);
+    assert!(r.seq > im.seq, "embedding written takes a new seq");
+    assert!(store
+        .get_job(&t, job.job_id)
+        .await
+        .expect("get_job")
+        .is_none());
+    assert!(jobs_of(store, &t, None, m.id).await.is_empty());
+    let ch = changes_for(store, im.seq, &[r.key].into()).await;
+    match &ch[..] {
+        [c] => match &c.op {
+            ChangeOp::Upsert(doc) => assert_eq!(doc.vector, vector_for(&m.text)),
+            ChangeOp::Remove => panic!("ready memory must be an upsert"),
+        },
+        other => panic!("expected one change, got {other:?}"),
+    }
+
+    // A redelivered completion (vector already current) is harmless.
+    let redelivered = Embedded {
+        vector: None,
+        ..embedded(&again[0])
+    };
+    store
+        .complete_jobs(vec![redelivered], now())
+        .await
+        .expect("idempotent completion");
+    assert_eq!(get(store, &t, m.id).await.state, State::Ready);
+
+    // A re-embed after a text change shows what is already stored.
+    let text2 = "Embed me again.";
+    store
+        .update(
+            &t,
+            m.id,
+            MemoryPatch {
+                text: Some((text2.into(), checksum("ns", text2))),
+                ..Default::default()
+            },
+            now(),
+        )
+        .await
+        .expect("update")
+        .expect("live");
+    let j2 = claim_mine(store, &[m.id], now(), Duration::ZERO)
+        .await
+        .pop()
+        .expect("re-embed job");
+    assert_eq!(j2.text, text2);
+    assert_eq!(j2.embedded_checksum.as_deref(), Some(m.checksum.as_str()));
+    assert_eq!(j2.embedding_version.as_deref(), Some("v1"));
+    store
+        .complete_jobs(vec![embedded(&j2)], now())
+        .await
+        .expect("complete");
+    assert_eq!(get(store, &t, m.id).await.state, State::Ready);
+}
+
+/// Failures back off, then dead-letter (memory failed); a dead job can be
+/// retried (memory pending again) and then completed.
+pub async fn job_failure_dead_letter_and_retry(store: &dyn Store) {
+    let t = tenant("dead-letter");
+    let policy = RetryPolicy {
+        max_attempts: 2,
+        base_delay: Duration::from_secs(10),
+        max_delay: Duration::from_secs(60),
+    };
+    let m = new_memory(&t, "ns", "I will fail twice.");
+    let im = insert_one(store, m.clone()).await;
+
+    let t0 = now();
+    let job = claim_mine(store, &[m.id], t0, Duration::from_secs(30))
+        .await
+        .pop()
+        .expect("job");
+    store
+        .fail_jobs(
+            vec![JobFailure {
+                job_id: job.job_id,
+                error: "boom 1".into(),
+            }],
+            policy,
+            t0,
+        )
+        .await
+        .expect("fail");
+    let j = store
+        .get_job(&t, job.job_id)
+        .await
+        .expect("get_job")
+        .expect("job");
+    assert_eq!(j.state, JobState::Queued);
+    assert_eq!(j.attempts, 1);
+    assert_eq!(j.last_error.as_deref(), Some("boom 1"));
+    assert_eq!(j.next_run_at, t0 + secs(10), "back-off of policy.delay(1)");
+    assert_eq!(get(store, &t, m.id).await.state, State::Pending);
+
+    assert!(claim_mine(store, &[m.id], t0 + secs(5), Duration::from_secs(30))
+        .await
+        .is_empty());
+    let t1 = t0 + secs(11);
+    let retry = claim_mine(store, &[m.id], t1, Duration::from_secs(30))
+        .await
+        .pop()
+        .expect("due again after the back-off");
+    assert_eq!(retry.job_id, job.job_id);
+    assert_eq!(retry.attempts, 1);
+
+    store
+        .fail_jobs(
+            vec![
+                JobFailure {
+                    job_id: job.job_id,
+                    error: "boom 2".into(),
+                },
+                JobFailure {
+                    job_id: u64::MAX / 2,
+                    error: "no such job".into(),
+                },
+            ],
+            policy,
+            t1,
+        )
+        .await
+        .expect("fail");
+    let dead = store
+        .get_job(&t, job.job_id)
+        .await
+        .expect("get_job")
+        .expect("job");
+    assert_eq!(dead.state, JobState::Dead);
+    assert_eq!(dead.attempts, 2);
+    assert_eq!(dead.last_error.as_deref(), Some("boom 2"));
+    let failed = get(store, &t, m.id).await;
+    assert_eq!(failed.state, State::Failed);
+    assert!(failed.seq > im.seq, "marked failed takes a new seq");
+    let listed = store
+        .list_jobs(&t, Some(JobState::Dead), None, 100)
+        .await
+        .expect("list");
+    assert_eq!(listed, vec![dead.clone()]);
+    assert!(store
+        .list_jobs(&t, Some(JobState::Queued), None, 100)
+        .await
+        .expect("list")
+        .is_empty());
+    let s = store.stats(Some(&t)).await.expect("stats");
+    assert_eq!((s.jobs_dead, s.failed, s.jobs_queued), (1, 1, 0));
+    assert!(
+        claim_mine(store, &[m.id], t1 + TimeDelta::days(1), Duration::ZERO)
+            .await
+            .is_empty(),
+        "dead jobs are never claimed"
+    );
+    let ch = changes_for(store, im.seq, &[failed.key].into()).await;
+    assert!(matches!(ch.as_slice(), [c] if matches!(c.op, ChangeOp::Remove)));
+
+    // Retry.
+    assert!(store
+        .retry_job(&tenant("other"), job.job_id, now())
+        .await
+        .expect("retry")
+        .is_none());
+    assert!(store
+        .retry_job(&t, u64::MAX / 2, now())
+        .await
+        .expect("retry")
+        .is_none());
+    let t2 = now();
+    let requeued = store
+        .retry_job(&t, job.job_id, t2)
+        .await
+        .expect("retry")
+        .expect("dead job is retryable");
+    assert_eq!(requeued.id, job.job_id);
+    assert_eq!(requeued.state, JobState::Queued);
+    assert_eq!(requeued.attempts, 0);
+    assert_eq!(requeued.next_run_at, t2);
+    let pending = get(store, &t, m.id).await;
+    assert_eq!(pending.state, State::Pending);
+    assert!(pending.seq > failed.seq, "retry takes a new seq");
+    assert!(
+        store
+            .retry_job(&t, job.job_id, now())
+            .await
+            .expect("retry")
+            .is_none(),
+        "only dead jobs are retryable"
+    );
+
+    let j = claim_mine(store, &[m.id], now(), Duration::ZERO)
+        .await
+        .pop()
+        .expect("retried job is claimable");
+    assert_eq!(j.attempts, 0);
+    store
+        .complete_jobs(vec![embedded(&j)], now())
+        .await
+        .expect("complete");
+    assert_eq!(get(store, &t, m.id).await.state, State::Ready);
+    let s = store.stats(Some(&t)).await.expect("stats");
+    assert_eq!((s.jobs_dead, s.failed, s.jobs_queued), (0, 0, 0));
+}
+
+/// An embedding computed for an old text is dropped; the job for the new text
+/// survives and completes normally.
+pub async fn stale_completion_after_text_change(store: &dyn Store) {
+    let t = tenant("stale");
+    let m = new_memory(&t, "ns", "old text");
+    insert_one(store, m.clone()).await;
+    let old_job = claim_mine(store, &[m.id], now(), Duration::from_secs(600))
+        .await
+        .pop()
+        .expect("job");
+
+    let new_text = "new text";
+    let u = store
+        .update(
+            &t,
+            m.id,
+            MemoryPatch {
+                text: Some((new_text.into(), checksum("ns", new_text))),
+                ..Default::default()
+            },
+            now(),
+        )
+        .await
+        .expect("update")
+        .expect("live");
+
+    store
+        .complete_jobs(vec![embedded(&old_job)], now())
+        .await
+        .expect("stale completion is accepted");
+    let after = get(store, &t, m.id).await;
+    assert_eq!(after, u, "a stale result does not touch the memory");
+    assert_eq!(after.state, State::Pending);
+    assert!(
+        changes_for(store, u.seq, &[u.key].into()).await.is_empty(),
+        "and makes no change"
+    );
+    let live_jobs = jobs_of(store, &t, None, m.id).await;
+    assert_eq!(live_jobs.len(), 1, "the job for the new text remains");
+    assert_eq!(live_jobs[0].state, JobState::Queued);
+
+    let job = claim_mine(store, &[m.id], now(), Duration::ZERO)
+        .await
+        .pop()
+        .expect("job for the new text");
+    assert_eq!(job.text, new_text);
+    assert_eq!(job.checksum, checksum("ns", new_text));
+    store
+        .complete_jobs(vec![embedded(&job)], now())
+        .await
+        .expect("complete");
+    let r = get(store, &t, m.id).await;
+    assert_eq!(r.state, State::Ready);
+    let ch = changes_for(store, u.seq, &[r.key].into()).await;
+    match &ch[..] {
+        [c] => match &c.op {
+            ChangeOp::Upsert(doc) => {
+                assert_eq!(doc.text, new_text);
+                assert_eq!(doc.vector, vector_for(new_text));
+            }
+            ChangeOp::Remove => panic!("ready memory must be an upsert"),
+        },
+        other => panic!("expected one change, got {other:?}"),
+    }
+}
+
+/// Per-tenant counts.
+pub async fn stats_counts(store: &dyn Store) {
+    let t = tenant("stats");
+    let s = store.stats(Some(&t)).await.expect("stats");
+    assert_eq!(
+        (
+            s.memories,
+            s.pending,
+            s.failed,
+            s.deleted,
+            s.jobs_queued,
+            s.jobs_dead,
+            s.max_seq
+        ),
+        (0, 0, 0, 0, 0, 0, 0)
+    );
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|x| new_memory(&t, "ns", x));
+    store
+        .insert(vec![a.clone(), b.clone(), c.clone(), d.clone()])
+        .await
+        .expect("insert");
+    make_ready(store, &t, &[a.id]).await;
+    let jb = claim_mine(store, &[b.id], now(), Duration::ZERO)
+        .await
+        .pop()
+        .expect("job b");
+    store
+        .fail_jobs(
+            vec![JobFailure {
+                job_id: jb.job_id,
+                error: "nope".into(),
+            }],
+            RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
+            now(),
+        )
+        .await
+        .expect("fail");
+    let dd = store
+        .soft_delete(&t, d.id, now())
+        .await
+        .expect("delete")
+        .expect("live");
+
+    let s = store.stats(Some(&t)).await.expect("stats");
+    assert_eq!(s.memories, 3, "a, b, c are live");
+    assert_eq!(s.pending, 1, "c");
+    assert_eq!(s.failed, 1, "b");
+    assert_eq!(s.deleted, 1, "d");
+    assert_eq!(s.jobs_queued, 1, "c's job");
+    assert_eq!(s.jobs_dead, 1, "b's job");
+    assert_eq!(s.max_seq, dd.seq);
+    let all = store.stats(None).await.expect("stats");
+    assert!(all.memories >= 3 && all.deleted >= 1 && all.max_seq >= dd.seq);
+}

@@ -5,12 +5,17 @@
 //! rank fusion, and the write / embed / index / search logic. It knows nothing
 //! of HTTP or of any concrete database.
 
+pub mod engine;
 pub mod error;
 pub mod filter;
+pub mod fusion;
+pub mod requests;
+pub mod text;
 pub mod scope;
 pub mod traits;
 pub mod types;
 
+pub use engine::{Backends, EmbedWorker, Engine, EngineConfig, EngineStats, StoreQueue};
 pub use error::{Error, Result};
 pub use scope::{AttrTable, Scope};
 pub use traits::*;

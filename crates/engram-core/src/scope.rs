@@ -18,6 +18,10 @@ use crate::types::{DocAttrs, Key};
 #[derive(Default)]
 pub struct AttrTable {
     map: RwLock<HashMap<Key, Arc<DocAttrs>>>,
+    /// Seq of the last versioned change per key, so that a change the indexer
+    /// applies late cannot undo a newer one the engine applied directly (for
+    /// example a delete, which must hide the memory at once).
+    versions: RwLock<HashMap<Key, u64>>,
 }
 
 impl AttrTable {
@@ -33,6 +37,26 @@ impl AttrTable {
         self.map.write().remove(&key);
     }
 
+    /// Apply the state of `key` as of change `seq`, unless a newer one was
+    /// applied already. `None` hides the key.
+    pub fn apply_versioned(&self, key: Key, seq: u64, attrs: Option<Arc<DocAttrs>>) {
+        let mut versions = self.versions.write();
+        let v = versions.entry(key).or_insert(0);
+        if *v > seq {
+            return;
+        }
+        *v = seq;
+        let mut map = self.map.write();
+        match attrs {
+            Some(a) => {
+                map.insert(key, a);
+            }
+            None => {
+                map.remove(&key);
+            }
+        }
+    }
+
     pub fn get(&self, key: Key) -> Option<Arc<DocAttrs>> {
         self.map.read().get(&key).cloned()
     }
@@ -46,6 +70,7 @@ impl AttrTable {
     }
 
     pub fn clear(&self) {
+        self.versions.write().clear();
         self.map.write().clear();
     }
 

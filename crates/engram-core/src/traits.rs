@@ -64,6 +64,10 @@ pub trait Store: Send + Sync + 'static {
     /// A memory by id within a tenant, including soft-deleted ones.
     async fn get(&self, tenant: &str, id: Uuid) -> Result<Option<Memory>>;
 
+    /// Live (not deleted) memories of a tenant with these keys, in any order;
+    /// missing, deleted or other tenants' keys are left out. Used to hydrate search hits.
+    async fn get_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Memory>>;
+
     /// Apply a patch to a live memory. A new text resets it to `pending` and
     /// enqueues an embedding job in the same transaction. `None` if there is no
     /// live memory with that id. A text whose checksum equals another live
@@ -177,6 +181,15 @@ pub trait VectorIndex: DerivedIndex {
     /// Top `k` keys the scope allows, by cosine similarity (higher is closer).
     /// The scope is applied inside the search, so `k` hits come back when `k` exist.
     async fn search(&self, query: &[f32], k: usize, scope: &Scope<'_>) -> Result<Vec<(Key, f32)>>;
+
+    /// Exact (brute-force) top `k` within the scope: the ground truth the ANN
+    /// search is measured against, and what callers get with `"exact": true`.
+    async fn search_exact(
+        &self,
+        query: &[f32],
+        k: usize,
+        scope: &Scope<'_>,
+    ) -> Result<Vec<(Key, f32)>>;
 }
 
 /// BM25 keyword search.

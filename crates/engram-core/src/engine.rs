@@ -1,0 +1,916 @@
+//! The engine: validates and authorizes every call, writes through the store,
+//! embeds in background workers, keeps derived indexes in step with the
+//! store's change feed, and answers searches.
+
+use chrono::{DateTime, Utc};
+use moka::sync::Cache;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::fusion::{self, FusionParams};
+use crate::requests::*;
+use crate::scope::{AttrTable, Scope};
+use crate::text;
+use crate::traits::*;
+use crate::types::*;
+
+/// Tunables of the engine. Limits are enforced on every call.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub max_text_bytes: usize,
+    pub max_batch: usize,
+    pub max_metadata_bytes: usize,
+    pub max_tags: usize,
+    pub max_k: usize,
+    pub default_k: usize,
+    pub max_list_limit: usize,
+    /// Each signal fetches `max(k * candidate_factor, min_candidates)` before fusion.
+    pub candidate_factor: usize,
+    pub min_candidates: usize,
+    pub fusion: FusionParams,
+    pub worker_batch: usize,
+    pub job_lease: Duration,
+    pub retry: RetryPolicy,
+    /// How often the vector index is saved while it has unsaved changes.
+    pub persist_interval: Duration,
+    pub query_cache_entries: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_text_bytes: 32 * 1024,
+            max_batch: 256,
+            max_metadata_bytes: 64 * 1024,
+            max_tags: 64,
+            max_k: 1000,
+            default_k: 10,
+            max_list_limit: 1000,
+            candidate_factor: 4,
+            min_candidates: 50,
+            fusion: FusionParams::default(),
+            worker_batch: 32,
+            job_lease: Duration::from_secs(120),
+            retry: RetryPolicy::default(),
+            persist_interval: Duration::from_secs(30),
+            query_cache_entries: 10_000,
+        }
+    }
+}
+
+/// The back-ends an engine runs on.
+pub struct Backends {
+    pub store: Arc<dyn Store>,
+    pub vectors: Arc<dyn VectorIndex>,
+    pub keywords: Arc<dyn KeywordIndex>,
+    pub embedder: Arc<dyn Embedder>,
+    pub queue: Arc<dyn JobQueue>,
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    vectors: Arc<dyn VectorIndex>,
+    keywords: Arc<dyn KeywordIndex>,
+    embedder: Arc<dyn Embedder>,
+    queue: Arc<dyn JobQueue>,
+    attrs: Arc<AttrTable>,
+    cfg: EngineConfig,
+    /// Highest change seq applied to every derived index.
+    indexed: watch::Sender<u64>,
+    indexer_wake: Notify,
+    query_cache: Cache<String, Arc<Vec<f32>>>,
+}
+
+impl Engine {
+    /// Build an engine and load the derived in-memory state (filter attributes).
+    /// Call [`Engine::catch_up`] before serving so indexes reflect the store.
+    pub async fn open(b: Backends, cfg: EngineConfig) -> Result<Arc<Engine>> {
+        let attrs = Arc::new(AttrTable::new());
+        let mut after = None;
+        loop {
+            let page = b.store.live_attrs(after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.0);
+            for (key, a) in page {
+                attrs.insert(key, Arc::new(a));
+            }
+        }
+        let start = b.vectors.persisted_seq().min(b.keywords.persisted_seq());
+        let (indexed, _) = watch::channel(start);
+        Ok(Arc::new(Engine {
+            store: b.store,
+            vectors: b.vectors,
+            keywords: b.keywords,
+            embedder: b.embedder,
+            queue: b.queue,
+            attrs,
+            query_cache: Cache::new(cfg.query_cache_entries),
+            cfg,
+            indexed,
+            indexer_wake: Notify::new(),
+        }))
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub fn model(&self) -> &ModelInfo {
+        self.embedder.model()
+    }
+
+    // ---- writes -------------------------------------------------------------
+
+    /// Store memories in a namespace and queue their embedding. Returns once
+    /// they are durable (not yet searchable: see [`Engine::wait_searchable`]).
+    pub async fn create(
+        &self,
+        p: &Principal,
+        namespace: &str,
+        items: Vec<MemoryInput>,
+    ) -> Result<Vec<(Created, Inserted)>> {
+        p.authorize(Action::Write)?;
+        validate_namespace(namespace)?;
+        if items.is_empty() {
+            return Err(Error::invalid("no memories given"));
+        }
+        if items.len() > self.cfg.max_batch {
+            return Err(Error::TooLarge(format!(
+                "{} memories in one batch; the limit is {}",
+                items.len(),
+                self.cfg.max_batch
+            )));
+        }
+        let now = Utc::now();
+        let mut news = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let n = self
+                .new_memory(p, namespace, item, now)
+                .map_err(|e| prefix_item(e, i))?;
+            news.push(n);
+        }
+        let inserted = self.store.insert(news).await?;
+        if inserted.iter().any(|i| i.created) {
+            self.queue.enqueued().await?;
+        }
+        Ok(inserted
+            .into_iter()
+            .map(|ins| {
+                let c = Created {
+                    id: ins.id,
+                    status: if ins.created { "created" } else { "duplicate" },
+                    state: ins.state,
+                };
+                (c, ins)
+            })
+            .collect())
+    }
+
+    fn new_memory(
+        &self,
+        p: &Principal,
+        namespace: &str,
+        m: MemoryInput,
+        now: DateTime<Utc>,
+    ) -> Result<NewMemory> {
+        let text = self.validate_text(&m.text)?;
+        let metadata = m.metadata.unwrap_or_default();
+        self.validate_metadata(&metadata)?;
+        let tags = self.validate_tags(m.tags)?;
+        if let Some(c) = &m.client_id {
+            if c.is_empty() || c.len() > 256 {
+                return Err(Error::invalid("client_id must be 1 to 256 bytes"));
+            }
+        }
+        let expires_at = match (m.expires_at, m.ttl_seconds) {
+            (Some(_), Some(_)) => {
+                return Err(Error::invalid("give expires_at or ttl_seconds, not both"))
+            }
+            (Some(t), None) if t <= now => {
+                return Err(Error::invalid("expires_at is in the past"))
+            }
+            (Some(t), None) => Some(t),
+            (None, Some(0)) => return Err(Error::invalid("ttl_seconds must be positive")),
+            (None, Some(s)) => Some(
+                chrono::Duration::try_seconds(s.min(i64::MAX as u64 / 1000) as i64)
+                    .and_then(|d| now.checked_add_signed(d))
+                    .ok_or_else(|| Error::invalid("ttl_seconds is too large"))?,
+            ),
+            (None, None) => None,
+        };
+        Ok(NewMemory {
+            id: Uuid::now_v7(),
+            tenant: p.tenant.clone(),
+            namespace: namespace.to_string(),
+            checksum: text::checksum(namespace, &text),
+            text,
+            kind: m.kind.unwrap_or_default(),
+            metadata,
+            tags,
+            provenance: m.provenance,
+            client_id: m.client_id,
+            created_at: now,
+            expires_at,
+            pii: Vec::new(),
+        })
+    }
+
+    /// Wait until these memories are searchable (embedded and indexed) or
+    /// failed, at most `timeout`. Returns whether all got there.
+    pub async fn wait_searchable(&self, ids: &[Uuid], p: &Principal, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        let mut rx = self.indexed.subscribe();
+        let mut pending: Vec<Uuid> = ids.to_vec();
+        loop {
+            let indexed = *rx.borrow_and_update();
+            let mut still = Vec::new();
+            for id in pending {
+                match self.store.get(&p.tenant, id).await? {
+                    Some(m) if m.deleted_at.is_none() => match m.state {
+                        State::Ready if m.seq <= indexed => {}
+                        State::Failed => {}
+                        _ => still.push(id),
+                    },
+                    _ => {}
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            // Woken by index progress; the short cap covers embeddings that
+            // complete without a new indexer round (duplicates).
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), rx.changed()).await;
+        }
+    }
+
+    pub async fn get(&self, p: &Principal, id: Uuid) -> Result<Memory> {
+        p.authorize(Action::Read)?;
+        match self.store.get(&p.tenant, id).await? {
+            Some(m) if m.deleted_at.is_none() && !m.is_expired(Utc::now()) => Ok(m),
+            _ => Err(Error::MemoryNotFound(id.to_string())),
+        }
+    }
+
+    pub async fn update(&self, p: &Principal, id: Uuid, u: MemoryUpdate) -> Result<Memory> {
+        p.authorize(Action::Write)?;
+        let current = self.get(p, id).await?;
+        let now = Utc::now();
+        let mut patch = MemoryPatch::default();
+        if let Some(t) = u.text {
+            let t = self.validate_text(&t)?;
+            let sum = text::checksum(&current.namespace, &t);
+            if sum != current.checksum {
+                patch.text = Some((t, sum));
+            }
+        }
+        if let Some(m) = u.metadata {
+            self.validate_metadata(&m)?;
+            patch.metadata = Some(m);
+        }
+        if let Some(t) = u.tags {
+            patch.tags = Some(self.validate_tags(t)?);
+        }
+        patch.kind = u.kind;
+        if let Some(e) = u.expires_at {
+            if e.is_some_and(|t| t <= now) {
+                return Err(Error::invalid("expires_at is in the past"));
+            }
+            patch.expires_at = Some(e);
+        }
+        let reembed = patch.text.is_some();
+        let m = self
+            .store
+            .update(&p.tenant, id, patch, now)
+            .await?
+            .ok_or_else(|| Error::MemoryNotFound(id.to_string()))?;
+        // Make the new state visible to searches now rather than when the
+        // indexer gets there: new filter attributes, or hidden until re-embedded.
+        let visible = (m.state == State::Ready).then(|| Arc::new(m.attrs()));
+        self.attrs.apply_versioned(m.key, m.seq, visible);
+        if reembed {
+            self.queue.enqueued().await?;
+        }
+        self.indexer_wake.notify_one();
+        Ok(m)
+    }
+
+    /// Soft delete. The memory disappears from get, list and search at once.
+    pub async fn delete(&self, p: &Principal, id: Uuid) -> Result<()> {
+        p.authorize(Action::Write)?;
+        let m = self
+            .store
+            .soft_delete(&p.tenant, id, Utc::now())
+            .await?
+            .ok_or_else(|| Error::MemoryNotFound(id.to_string()))?;
+        self.attrs.apply_versioned(m.key, m.seq, None);
+        self.indexer_wake.notify_one();
+        Ok(())
+    }
+
+    // ---- reads --------------------------------------------------------------
+
+    pub async fn list(&self, p: &Principal, req: ListRequest) -> Result<Page> {
+        p.authorize(Action::Read)?;
+        let namespaces = match &req.namespace {
+            Some(ns) => {
+                self.check_namespace(p, ns).await?;
+                vec![ns.clone()]
+            }
+            None => vec![],
+        };
+        let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
+        let limit = req.limit.unwrap_or(100);
+        if limit == 0 || limit > self.cfg.max_list_limit {
+            return Err(Error::invalid(format!(
+                "limit must be between 1 and {}",
+                self.cfg.max_list_limit
+            )));
+        }
+        let mut after = match &req.cursor {
+            Some(c) => Some(
+                c.parse::<Key>()
+                    .map_err(|_| Error::invalid(format!("invalid cursor {c:?}")))?,
+            ),
+            None => None,
+        };
+        let now = Utc::now();
+        let mut out = Vec::with_capacity(limit);
+        // The filter runs here, over pages of the scan, so that a page is full
+        // whenever enough matches exist.
+        let page_size = (limit * 2).clamp(100, 2000);
+        loop {
+            let page = self.store.scan(&p.tenant, &namespaces, after, page_size).await?;
+            let exhausted = page.len() < page_size;
+            for m in page {
+                after = Some(m.key);
+                if m.is_expired(now) || filter.as_ref().is_some_and(|f| !f.matches(&m.attrs())) {
+                    continue;
+                }
+                out.push(m);
+                if out.len() == limit {
+                    return Ok(Page {
+                        next_cursor: Some(after.expect("set above").to_string()),
+                        memories: out,
+                    });
+                }
+            }
+            if exhausted {
+                return Ok(Page {
+                    memories: out,
+                    next_cursor: None,
+                });
+            }
+        }
+    }
+
+    pub async fn search(&self, p: &Principal, req: SearchRequest) -> Result<SearchResponse> {
+        p.authorize(Action::Read)?;
+        let query = req.query.trim();
+        if query.is_empty() {
+            return Err(Error::invalid("query must not be empty"));
+        }
+        if query.len() > self.cfg.max_text_bytes {
+            return Err(Error::TooLarge(format!(
+                "query is {} bytes; the limit is {}",
+                query.len(),
+                self.cfg.max_text_bytes
+            )));
+        }
+        let k = req.k.unwrap_or(self.cfg.default_k);
+        if k == 0 || k > self.cfg.max_k {
+            return Err(Error::invalid(format!("k must be between 1 and {}", self.cfg.max_k)));
+        }
+        for ns in &req.namespaces {
+            self.check_namespace(p, ns).await?;
+        }
+        let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
+        let mut params = self.cfg.fusion;
+        if let Some(w) = req.weights {
+            if !(w.vector.is_finite() && w.keyword.is_finite() && w.vector >= 0.0 && w.keyword >= 0.0)
+                || w.vector + w.keyword == 0.0
+            {
+                return Err(Error::invalid("weights must be non-negative and not both zero"));
+            }
+            params.vector_weight = w.vector;
+            params.keyword_weight = w.keyword;
+        }
+        let scope = Scope::new(&p.tenant, &req.namespaces, filter.as_ref(), Utc::now(), &self.attrs);
+        let candidates = (k * self.cfg.candidate_factor).max(self.cfg.min_candidates);
+        let fused = match req.mode {
+            SearchMode::Vector => {
+                let q = self.embed_query(query).await?;
+                let hits = if req.exact {
+                    self.vectors.search_exact(&q, k, &scope).await?
+                } else {
+                    self.vectors.search(&q, k, &scope).await?
+                };
+                fusion::single(&hits, true)
+            }
+            SearchMode::Keyword => fusion::single(&self.keywords.search(query, k, &scope).await?, false),
+            SearchMode::Hybrid => {
+                let q = self.embed_query(query).await?;
+                let vector = async {
+                    if req.exact {
+                        self.vectors.search_exact(&q, candidates, &scope).await
+                    } else {
+                        self.vectors.search(&q, candidates, &scope).await
+                    }
+                };
+                let (v, kw) =
+                    tokio::try_join!(vector, self.keywords.search(query, candidates, &scope))?;
+                fusion::rrf(&v, &kw, params)
+            }
+        };
+        let top: Vec<_> = fused.into_iter().take(k).collect();
+        let keys: Vec<Key> = top.iter().map(|f| f.key).collect();
+        let mut by_key: HashMap<Key, Memory> = self
+            .store
+            .get_by_keys(&p.tenant, &keys)
+            .await?
+            .into_iter()
+            .map(|m| (m.key, m))
+            .collect();
+        let hits = top
+            .into_iter()
+            .filter_map(|f| {
+                // A memory deleted between the index search and this read is skipped.
+                let m = by_key.remove(&f.key)?;
+                Some(SearchHit {
+                    id: m.id,
+                    namespace: m.namespace,
+                    text: m.text,
+                    kind: m.kind,
+                    metadata: m.metadata,
+                    tags: m.tags,
+                    created_at: m.created_at,
+                    scores: f,
+                })
+            })
+            .collect();
+        Ok(SearchResponse { hits, mode: req.mode })
+    }
+
+    async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>> {
+        let key = text::normalize(query);
+        if let Some(v) = self.query_cache.get(&key) {
+            return Ok(v);
+        }
+        let mut out = self.embedder.embed(std::slice::from_ref(&key)).await?;
+        let v = Arc::new(out.pop().ok_or_else(|| Error::internal("embedder returned nothing"))?);
+        self.query_cache.insert(key, v.clone());
+        Ok(v)
+    }
+
+    pub async fn namespaces(&self, p: &Principal) -> Result<Vec<NamespaceInfo>> {
+        p.authorize(Action::Read)?;
+        self.store.namespaces(&p.tenant).await
+    }
+
+    async fn check_namespace(&self, p: &Principal, ns: &str) -> Result<()> {
+        validate_namespace(ns)?;
+        if self.store.namespace_exists(&p.tenant, ns).await? {
+            Ok(())
+        } else {
+            Err(Error::NamespaceNotFound(ns.to_string()))
+        }
+    }
+
+    // ---- jobs ---------------------------------------------------------------
+
+    pub async fn jobs(
+        &self,
+        p: &Principal,
+        state: Option<JobState>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
+        p.authorize(Action::Read)?;
+        if limit == 0 || limit > self.cfg.max_list_limit {
+            return Err(Error::invalid(format!(
+                "limit must be between 1 and {}",
+                self.cfg.max_list_limit
+            )));
+        }
+        self.store.list_jobs(&p.tenant, state, after, limit).await
+    }
+
+    pub async fn job(&self, p: &Principal, id: u64) -> Result<Job> {
+        p.authorize(Action::Read)?;
+        self.store
+            .get_job(&p.tenant, id)
+            .await?
+            .ok_or_else(|| Error::JobNotFound(id.to_string()))
+    }
+
+    /// Put a dead-lettered job back in the queue.
+    pub async fn retry_job(&self, p: &Principal, id: u64) -> Result<Job> {
+        p.authorize(Action::Write)?;
+        match self.store.retry_job(&p.tenant, id, Utc::now()).await? {
+            Some(j) => {
+                self.queue.enqueued().await?;
+                Ok(j)
+            }
+            None => match self.store.get_job(&p.tenant, id).await? {
+                Some(j) => Err(Error::Conflict(format!(
+                    "job {id} is {}, only dead jobs can be retried",
+                    j.state.as_str()
+                ))),
+                None => Err(Error::JobNotFound(id.to_string())),
+            },
+        }
+    }
+
+    pub async fn stats(&self, p: &Principal) -> Result<EngineStats> {
+        p.authorize(Action::Read)?;
+        Ok(EngineStats {
+            store: self.store.stats(Some(&p.tenant)).await?,
+            indexed_seq: *self.indexed.borrow(),
+            vectors: self.vectors.len(),
+            keywords: self.keywords.len(),
+            model: self.embedder.model().clone(),
+        })
+    }
+
+    /// Readiness: the store answers and the indexes have caught up with it.
+    pub async fn ready(&self) -> Result<()> {
+        self.store.ping().await?;
+        let max = self.store.stats(None).await?.max_seq;
+        let indexed = *self.indexed.borrow();
+        if indexed < max && max - indexed > 10_000 {
+            return Err(Error::unavailable(
+                "index",
+                format!("catching up: {indexed} of {max} changes applied"),
+            ));
+        }
+        Ok(())
+    }
+
+    // ---- background work ------------------------------------------------------
+
+    /// An embedding worker wired to this engine's queue, embedder and indexer.
+    pub fn worker(self: &Arc<Self>) -> EmbedWorker {
+        let me = Arc::downgrade(self);
+        EmbedWorker {
+            queue: self.queue.clone(),
+            embedder: self.embedder.clone(),
+            batch: self.cfg.worker_batch,
+            on_progress: Arc::new(move || {
+                if let Some(e) = me.upgrade() {
+                    e.indexer_wake.notify_one();
+                }
+            }),
+        }
+    }
+
+    /// Apply the next page of the change feed to every derived index.
+    /// Returns the number of changes applied.
+    pub async fn index_once(&self) -> Result<usize> {
+        let from = *self.indexed.borrow();
+        let changes = self.store.changes_since(from, 1024).await?;
+        let Some(last) = changes.last().map(|c| c.seq) else {
+            return Ok(0);
+        };
+        for c in &changes {
+            let attrs = match &c.op {
+                ChangeOp::Upsert(d) => Some(d.attrs.clone()),
+                ChangeOp::Remove => None,
+            };
+            self.attrs.apply_versioned(c.key, c.seq, attrs);
+        }
+        let vec_from = self.vectors.persisted_seq();
+        let kw_from = self.keywords.persisted_seq();
+        let for_vec: Vec<Change> = changes.iter().filter(|c| c.seq > vec_from).cloned().collect();
+        let for_kw: Vec<Change> = changes.iter().filter(|c| c.seq > kw_from).cloned().collect();
+        tokio::try_join!(self.vectors.apply(&for_vec), self.keywords.apply(&for_kw))?;
+        self.indexed.send_replace(last);
+        Ok(changes.len())
+    }
+
+    /// Replay the change feed until the indexes have everything the store has.
+    pub async fn catch_up(&self) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let n = self.index_once().await?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+        }
+        Ok(total)
+    }
+
+    /// Save every derived index at the current position.
+    pub async fn persist_indexes(&self) -> Result<()> {
+        let seq = *self.indexed.borrow();
+        self.vectors.persist(seq).await?;
+        self.keywords.persist(seq).await?;
+        Ok(())
+    }
+
+    /// Throw the derived indexes away and re-derive them from the store.
+    pub async fn rebuild(&self) -> Result<u64> {
+        self.vectors.clear().await?;
+        self.keywords.clear().await?;
+        self.attrs.clear();
+        self.indexed.send_replace(0);
+        self.query_cache.invalidate_all();
+        let n = self.catch_up().await?;
+        self.persist_indexes().await?;
+        Ok(n)
+    }
+
+    /// Run the indexer until `shutdown` fires, persisting periodically and on exit.
+    pub async fn run_indexer(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut last_persist = Instant::now();
+        let mut persisted_at = *self.indexed.borrow();
+        loop {
+            match self.index_once().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "indexer round failed"),
+            }
+            let at = *self.indexed.borrow();
+            if at != persisted_at && last_persist.elapsed() >= self.cfg.persist_interval {
+                match self.persist_indexes().await {
+                    Ok(()) => persisted_at = at,
+                    Err(e) => tracing::error!(error = %e, "persisting indexes failed"),
+                }
+                last_persist = Instant::now();
+            }
+            tokio::select! {
+                _ = self.indexer_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        let _ = self.index_once().await;
+        if let Err(e) = self.persist_indexes().await {
+            tracing::error!(error = %e, "persisting indexes on shutdown failed");
+        }
+    }
+
+    fn validate_text(&self, t: &str) -> Result<String> {
+        if t.len() > self.cfg.max_text_bytes {
+            return Err(Error::TooLarge(format!(
+                "text is {} bytes; the limit is {}",
+                t.len(),
+                self.cfg.max_text_bytes
+            )));
+        }
+        let n = text::normalize(t);
+        if n.is_empty() {
+            return Err(Error::invalid("text must not be empty"));
+        }
+        Ok(t.trim().to_string())
+    }
+
+    fn validate_metadata(&self, m: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+        let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > self.cfg.max_metadata_bytes {
+            return Err(Error::TooLarge(format!(
+                "metadata is {size} bytes; the limit is {}",
+                self.cfg.max_metadata_bytes
+            )));
+        }
+        if let Some(k) = m.keys().find(|k| k.is_empty() || k.contains('.')) {
+            return Err(Error::invalid(format!(
+                "metadata key {k:?} is invalid: keys must be non-empty and contain no '.'"
+            )));
+        }
+        Ok(())
+    }
+
+    fn validate_tags(&self, tags: Vec<String>) -> Result<Vec<String>> {
+        if tags.len() > self.cfg.max_tags {
+            return Err(Error::TooLarge(format!(
+                "{} tags; the limit is {}",
+                tags.len(),
+                self.cfg.max_tags
+            )));
+        }
+        let mut out: Vec<String> = Vec::with_capacity(tags.len());
+        for t in tags {
+            if t.is_empty() || t.len() > 128 || t.chars().any(char::is_control) {
+                return Err(Error::invalid(format!(
+                    "tag {t:?} is invalid: 1 to 128 bytes, no control characters"
+                )));
+            }
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Claims embedding jobs from a queue, embeds them in batches and writes the
+/// vectors back. Runs inside `serve` or alone in `engram worker`.
+pub struct EmbedWorker {
+    queue: Arc<dyn JobQueue>,
+    embedder: Arc<dyn Embedder>,
+    batch: usize,
+    on_progress: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl EmbedWorker {
+    pub fn new(queue: Arc<dyn JobQueue>, embedder: Arc<dyn Embedder>, batch: usize) -> Self {
+        EmbedWorker {
+            queue,
+            embedder,
+            batch,
+            on_progress: Arc::new(|| {}),
+        }
+    }
+
+    /// One embedding worker round: claim a batch, embed, write back. Returns
+    /// the number of jobs handled (0 when idle after waiting up to `wait`).
+    pub async fn work_once(&self, wait: Duration) -> Result<usize> {
+        let jobs = self.queue.claim(self.batch, wait).await?;
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let n = jobs.len();
+        let model = self.embedder.model().clone();
+        let mut done = Vec::with_capacity(n);
+        let mut todo = Vec::with_capacity(n);
+        for j in jobs {
+            // Idempotent by checksum: a redelivered job whose vector is already
+            // current completes without embedding again.
+            if j.embedded_checksum.as_deref() == Some(j.checksum.as_str())
+                && j.embedding_version.as_deref() == Some(model.version.as_str())
+            {
+                done.push(Embedded {
+                    job_id: j.job_id,
+                    key: j.key,
+                    checksum: j.checksum,
+                    vector: None,
+                    model: model.clone(),
+                });
+            } else {
+                todo.push(j);
+            }
+        }
+        let mut failures = Vec::new();
+        if !todo.is_empty() {
+            let texts: Vec<String> = todo.iter().map(|j| j.text.clone()).collect();
+            match self.embedder.embed(&texts).await {
+                Ok(vectors) if vectors.len() == todo.len() => {
+                    for (j, v) in todo.into_iter().zip(vectors) {
+                        done.push(embedded(j, v, &model));
+                    }
+                }
+                _ => {
+                    // Isolate the failing input so one bad text cannot hold
+                    // back the rest of the batch.
+                    for j in todo {
+                        match self.embedder.embed(std::slice::from_ref(&j.text)).await {
+                            Ok(mut v) if v.len() == 1 => {
+                                let v = v.pop().expect("one vector");
+                                done.push(embedded(j, v, &model));
+                            }
+                            Ok(_) => failures.push(JobFailure {
+                                job_id: j.job_id,
+                                error: "embedder returned no vector".into(),
+                            }),
+                            Err(e) => failures.push(JobFailure {
+                                job_id: j.job_id,
+                                error: e.to_string(),
+                            }),
+                        }
+                    }
+                }
+            }
+        }
+        if !done.is_empty() {
+            self.queue.complete(done).await?;
+            (self.on_progress)();
+        }
+        if !failures.is_empty() {
+            tracing::warn!(count = failures.len(), "embedding attempts failed");
+            self.queue.fail(failures).await?;
+            (self.on_progress)();
+        }
+        Ok(n)
+    }
+
+    /// Run until `shutdown` fires.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                r = self.work_once(Duration::from_secs(1)) => {
+                    if let Err(e) = r {
+                        tracing::error!(error = %e, "worker round failed");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    }
+}
+
+fn embedded(j: ClaimedJob, v: Vec<f32>, model: &ModelInfo) -> Embedded {
+    Embedded {
+        job_id: j.job_id,
+        key: j.key,
+        checksum: j.checksum,
+        vector: Some(v),
+        model: model.clone(),
+    }
+}
+
+fn prefix_item(e: Error, i: usize) -> Error {
+    match e {
+        Error::InvalidInput(m) => Error::InvalidInput(format!("memories[{i}]: {m}")),
+        Error::TooLarge(m) => Error::TooLarge(format!("memories[{i}]: {m}")),
+        other => other,
+    }
+}
+
+/// Namespaces: 1 to 128 bytes of letters, digits and `_-:./@`.
+pub fn validate_namespace(ns: &str) -> Result<()> {
+    let ok = !ns.is_empty()
+        && ns.len() <= 128
+        && ns
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-:./@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "namespace {ns:?} is invalid: 1 to 128 characters of letters, digits and _-:./@"
+        )))
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineStats {
+    pub store: StoreStats,
+    pub indexed_seq: u64,
+    pub vectors: usize,
+    pub keywords: usize,
+    pub model: ModelInfo,
+}
+
+/// The embedded job queue: the store's job table, claimed with leases.
+pub struct StoreQueue {
+    store: Arc<dyn Store>,
+    lease: Duration,
+    retry: RetryPolicy,
+    wake: Notify,
+}
+
+impl StoreQueue {
+    pub fn new(store: Arc<dyn Store>, lease: Duration, retry: RetryPolicy) -> Self {
+        StoreQueue {
+            store,
+            lease,
+            retry,
+            wake: Notify::new(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl JobQueue for StoreQueue {
+    async fn enqueued(&self) -> Result<()> {
+        self.wake.notify_waiters();
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn claim(&self, limit: usize, wait: Duration) -> Result<Vec<ClaimedJob>> {
+        let jobs = self.store.claim_jobs(limit, self.lease, Utc::now()).await?;
+        if !jobs.is_empty() || wait.is_zero() {
+            return Ok(jobs);
+        }
+        // Sleep until new jobs are announced or `wait` passes (retries become
+        // due by time, so polling at this interval picks them up).
+        let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+        self.store.claim_jobs(limit, self.lease, Utc::now()).await
+    }
+
+    async fn complete(&self, done: Vec<Embedded>) -> Result<()> {
+        self.store.complete_jobs(done, Utc::now()).await
+    }
+
+    async fn fail(&self, failures: Vec<JobFailure>) -> Result<()> {
+        self.store.fail_jobs(failures, self.retry, Utc::now()).await
+    }
+}

@@ -1,0 +1,102 @@
+//! Engine errors and request rejections to HTTP responses.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use engram_core::Error;
+use serde_json::json;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let message = e.to_string();
+        // The one place where engine errors get their status and stable code.
+        let (status, code, retry_after) = match &e {
+            Error::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_request", None),
+            Error::InvalidFilter(_) => (StatusCode::BAD_REQUEST, "invalid_filter", None),
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
+            Error::MemoryNotFound(_) => (StatusCode::NOT_FOUND, "memory_not_found", None),
+            Error::NamespaceNotFound(_) => (StatusCode::NOT_FOUND, "namespace_not_found", None),
+            Error::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found", None),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            Error::Unavailable { retry_after, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend_unavailable",
+                Some(retry_after.as_secs().max(1)),
+            ),
+            Error::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
+            Error::Embedding(_) => (StatusCode::UNPROCESSABLE_ENTITY, "embedding_failed", None),
+            Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, code, "request failed");
+        }
+        ApiError {
+            status,
+            code,
+            message,
+            retry_after,
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let code = match &r {
+            JsonRejection::JsonDataError(_) => "invalid_body",
+            JsonRejection::JsonSyntaxError(_) => "malformed_json",
+            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+            JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                "payload_too_large"
+            }
+            _ => "invalid_body",
+        };
+        // serde's message names the field and the problem; keep it.
+        ApiError::new(r.status(), code, r.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_path", r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut res = (self.status, body).into_response();
+        if let Some(s) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        res
+    }
+}

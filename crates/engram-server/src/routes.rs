@@ -1,0 +1,266 @@
+//! Routes and their (thin) handlers.
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use engram_core::requests::{ListRequest, MemoryInput, MemoryUpdate, SearchRequest};
+use engram_core::{Error, JobState};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::extract::{Caller, Json, Path, Query};
+use crate::AppState;
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+pub fn router(state: AppState) -> Router {
+    let limit = state.cfg.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/memories", post(create).get(list_get))
+        .route("/v1/memories/list", post(list_post))
+        .route(
+            "/v1/memories/{id}",
+            get(get_memory).patch(update).delete(delete),
+        )
+        .route("/v1/search", post(search))
+        .route("/v1/namespaces", get(namespaces))
+        .route("/v1/jobs", get(jobs))
+        .route("/v1/jobs/{id}", get(job))
+        .route("/v1/jobs/{id}/retry", post(retry_job))
+        .route("/v1/stats", get(stats))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the server hit a bug handling this request",
+            )
+            .into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<AppState>) -> ApiResult {
+    s.engine.ready().await?;
+    Ok(Json(json!({"status": "ready"})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitParam {
+    #[serde(default)]
+    wait: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    memories: Vec<MemoryInput>,
+}
+
+/// `POST /v1/memories`: `{"namespace", ...one memory}` or
+/// `{"namespace", "memories": [...]}`. 202 once durable; with `?wait=true`,
+/// 201 once searchable (202 if that took longer than the wait timeout).
+async fn create(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Query(q): Query<WaitParam>,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    let Value::Object(mut obj) = body else {
+        return Err(Error::invalid("body must be a JSON object").into());
+    };
+    let namespace = match obj.remove("namespace") {
+        Some(Value::String(ns)) => ns,
+        Some(_) => return Err(Error::invalid("namespace must be a string").into()),
+        None => return Err(Error::invalid("missing field `namespace`").into()),
+    };
+    let batch = obj.contains_key("memories");
+    let items = if batch {
+        serde_json::from_value::<Batch>(Value::Object(obj))
+            .map_err(body_error)?
+            .memories
+    } else {
+        vec![serde_json::from_value::<MemoryInput>(Value::Object(obj)).map_err(body_error)?]
+    };
+    let created = s.engine.create(&p, &namespace, items).await?;
+    let mut status = StatusCode::ACCEPTED;
+    if q.wait {
+        let ids: Vec<Uuid> = created.iter().map(|(c, _)| c.id).collect();
+        if s.engine.wait_searchable(&ids, &p, s.cfg.wait_timeout).await? {
+            status = StatusCode::CREATED;
+        }
+    }
+    let mut out: Vec<Value> = Vec::with_capacity(created.len());
+    for (c, _) in &created {
+        let mut v = serde_json::to_value(c).map_err(|e| Error::internal(e))?;
+        if q.wait {
+            // Report the state after waiting, not the one at insert time.
+            if let Ok(m) = s.engine.get(&p, c.id).await {
+                v["state"] = json!(m.state);
+            }
+        }
+        out.push(v);
+    }
+    let body = if batch {
+        json!({ "memories": out })
+    } else {
+        out.pop().unwrap_or(Value::Null)
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+fn body_error(e: serde_json::Error) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.to_string())
+}
+
+async fn get_memory(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<Uuid>,
+) -> ApiResult {
+    Ok(Json(s.engine.get(&p, id).await?).into_response())
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<Uuid>,
+    Query(q): Query<WaitParam>,
+    Json(u): Json<MemoryUpdate>,
+) -> ApiResult {
+    let mut m = s.engine.update(&p, id, u).await?;
+    if q.wait && s.engine.wait_searchable(&[id], &p, s.cfg.wait_timeout).await? {
+        m = s.engine.get(&p, id).await?;
+    }
+    Ok(Json(m).into_response())
+}
+
+async fn delete(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<Uuid>) -> ApiResult {
+    s.engine.delete(&p, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParams {
+    namespace: Option<String>,
+    /// A filter as URL-encoded JSON.
+    filter: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_get(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Query(q): Query<ListParams>,
+) -> ApiResult {
+    let filter = match q.filter {
+        Some(f) => Some(
+            serde_json::from_str(&f)
+                .map_err(|e| Error::InvalidFilter(format!("filter is not valid JSON: {e}")))?,
+        ),
+        None => None,
+    };
+    let req = ListRequest {
+        namespace: q.namespace,
+        filter,
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    Ok(Json(s.engine.list(&p, req).await?).into_response())
+}
+
+async fn list_post(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Json(req): Json<ListRequest>,
+) -> ApiResult {
+    Ok(Json(s.engine.list(&p, req).await?).into_response())
+}
+
+async fn search(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Json(req): Json<SearchRequest>,
+) -> ApiResult {
+    Ok(Json(s.engine.search(&p, req).await?).into_response())
+}
+
+async fn namespaces(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+    let ns = s.engine.namespaces(&p).await?;
+    Ok(Json(json!({ "namespaces": ns })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobParams {
+    state: Option<String>,
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn jobs(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Query(q): Query<JobParams>,
+) -> ApiResult {
+    let state = match q.state.as_deref() {
+        None => None,
+        Some(st) => Some(JobState::parse(st).ok_or_else(|| {
+            Error::invalid(format!("unknown job state {st:?}: use queued, running or dead"))
+        })?),
+    };
+    let jobs = s
+        .engine
+        .jobs(&p, state, q.after, q.limit.unwrap_or(100))
+        .await?;
+    Ok(Json(json!({ "jobs": jobs })).into_response())
+}
+
+async fn job(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<u64>) -> ApiResult {
+    Ok(Json(s.engine.job(&p, id).await?).into_response())
+}
+
+async fn retry_job(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<u64>,
+) -> ApiResult {
+    Ok(Json(s.engine.retry_job(&p, id).await?).into_response())
+}
+
+async fn stats(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+    Ok(Json(s.engine.stats(&p).await?).into_response())
+}
