@@ -119,7 +119,10 @@ fn model() -> ModelInfo {
 /// A deterministic 4-d vector for a text.
 fn vector_for(text: &str) -> Vec<f32> {
     let h = Sha256::digest(text.as_bytes());
-    let v: Vec<f32> = h[..4].iter().map(|b| f32::from(*b) / 255.0 + 0.01).collect();
+    let v: Vec<f32> = h[..4]
+        .iter()
+        .map(|b| f32::from(*b) / 255.0 + 0.01)
+        .collect();
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.into_iter().map(|x| x / n).collect()
 }
@@ -241,11 +244,19 @@ pub async fn insert_get_roundtrip(store: &dyn Store) {
         created_at: created,
         expires_at: Some(created + TimeDelta::days(30)),
         pii: vec!["email".into(), "phone".into()],
-        ..new_memory(&t, "user:alice/session:42", "Alice prefers tea over coffee.")
+        ..new_memory(
+            &t,
+            "user:alice/session:42",
+            "Alice prefers tea over coffee.",
+        )
     };
     let minimal = new_memory(&t, "agent:coder", "The build uses cargo.");
 
-    assert!(store.insert(Vec::new()).await.expect("empty insert").is_empty());
+    assert!(store
+        .insert(Vec::new())
+        .await
+        .expect("empty insert")
+        .is_empty());
 
     let ins = store
         .insert(vec![full.clone(), minimal.clone()])
@@ -295,8 +306,14 @@ pub async fn insert_get_roundtrip(store: &dyn Store) {
         .await
         .expect("get")
         .is_none());
-    assert!(store.namespace_exists(&t, "agent:coder").await.expect("exists"));
-    assert!(!store.namespace_exists(&t, "agent:none").await.expect("exists"));
+    assert!(store
+        .namespace_exists(&t, "agent:coder")
+        .await
+        .expect("exists"));
+    assert!(!store
+        .namespace_exists(&t, "agent:none")
+        .await
+        .expect("exists"));
 
     // Each memory got one queued embedding job.
     for n in [&full, &minimal] {
@@ -348,7 +365,10 @@ pub async fn dedupe_by_checksum(store: &dyn Store) {
     assert!(!out[3].created && out[3].id == a.id);
 
     // One job per created memory only.
-    let jobs = store.list_jobs(&t, None, None, 100).await.expect("list_jobs");
+    let jobs = store
+        .list_jobs(&t, None, None, 100)
+        .await
+        .expect("list_jobs");
     assert_eq!(jobs.len(), 4, "a, ns2, b1, c");
 
     // Once the original is deleted, the same text creates a new memory.
@@ -403,7 +423,11 @@ pub async fn dedupe_by_client_id(store: &dyn Store) {
         ..new_memory(&t, "ns2", "first text")
     };
     assert!(insert_one(store, other_ns).await.created);
-    assert!(insert_one(store, new_memory(&t, "ns", "no client id")).await.created);
+    assert!(
+        insert_one(store, new_memory(&t, "ns", "no client id"))
+            .await
+            .created
+    );
 
     // After a delete the client id is free again.
     store
@@ -429,7 +453,11 @@ pub async fn tenant_isolation(store: &dyn Store) {
     let before = get(store, &a, m.id).await;
 
     assert!(store.get(&b, m.id).await.expect("get").is_none());
-    assert!(store.scan(&b, &[], None, 100).await.expect("scan").is_empty());
+    assert!(store
+        .scan(&b, &[], None, 100)
+        .await
+        .expect("scan")
+        .is_empty());
     assert!(store
         .scan(&b, &["shared".to_string()], None, 100)
         .await
@@ -441,7 +469,11 @@ pub async fn tenant_isolation(store: &dyn Store) {
         .expect("list_jobs")
         .is_empty());
     assert!(store.get_job(&b, job.id).await.expect("get_job").is_none());
-    assert!(store.retry_job(&b, job.id, now()).await.expect("retry").is_none());
+    assert!(store
+        .retry_job(&b, job.id, now())
+        .await
+        .expect("retry")
+        .is_none());
     let patch = MemoryPatch {
         metadata: Some(obj(json!({"hacked": true}))),
         ..Default::default()
@@ -460,7 +492,13 @@ pub async fn tenant_isolation(store: &dyn Store) {
     assert!(!store.namespace_exists(&b, "shared").await.expect("exists"));
     let sb = store.stats(Some(&b)).await.expect("stats");
     assert_eq!(
-        (sb.memories, sb.pending, sb.deleted, sb.jobs_queued, sb.max_seq),
+        (
+            sb.memories,
+            sb.pending,
+            sb.deleted,
+            sb.jobs_queued,
+            sb.max_seq
+        ),
         (0, 0, 0, 0, 0)
     );
 
@@ -492,7 +530,13 @@ pub async fn get_by_keys(store: &dyn Store) {
         .expect("delete")
         .expect("live");
 
-    let keys = [ins[0].key, ins[1].key, ins[2].key, foreign.key, u64::MAX / 4];
+    let keys = [
+        ins[0].key,
+        ins[1].key,
+        ins[2].key,
+        foreign.key,
+        u64::MAX / 4,
+    ];
     let mut got = store.get_by_keys(&t, &keys).await.expect("get_by_keys");
     got.sort_by_key(|m| m.key);
     let want = vec![get(store, &t, a.id).await, get(store, &t, b.id).await];
@@ -585,7 +629,11 @@ pub async fn update_memory(store: &dyn Store) {
         .expect("update")
         .expect("live");
     assert_eq!(cleared.expires_at, None);
-    assert_eq!(cleared.tags, vec!["sky".to_string()], "untouched fields stay");
+    assert_eq!(
+        cleared.tags,
+        vec!["sky".to_string()],
+        "untouched fields stay"
+    );
 
     // New text: pending, new checksum, a queued job.
     let new_text = "The sky is grey today.";
@@ -746,7 +794,13 @@ pub async fn soft_delete_memory(store: &dyn Store) {
 pub async fn scan_pagination(store: &dyn Store) {
     let t = tenant("scan");
     let items: Vec<NewMemory> = (0..25)
-        .map(|i| new_memory(&t, if i % 2 == 0 { "a" } else { "b" }, &format!("memory {i}")))
+        .map(|i| {
+            new_memory(
+                &t,
+                if i % 2 == 0 { "a" } else { "b" },
+                &format!("memory {i}"),
+            )
+        })
         .collect();
     let ins = store.insert(items.clone()).await.expect("insert");
     let mut want: Vec<Key> = ins.iter().map(|i| i.key).collect();
@@ -780,11 +834,7 @@ pub async fn scan_pagination(store: &dyn Store) {
     assert!(a.windows(2).all(|w| w[0].key < w[1].key));
     assert_eq!(scan_all(vec!["a".into(), "b".into()], 7).await.len(), 25);
     assert!(scan_all(vec!["nope".into()], 10).await.is_empty());
-    assert!(store
-        .scan(&t, &[], None, 0)
-        .await
-        .expect("scan")
-        .is_empty());
+    assert!(store.scan(&t, &[], None, 0).await.expect("scan").is_empty());
     let tail = store
         .scan(&t, &[], Some(want[20]), 100)
         .await
@@ -813,7 +863,10 @@ pub async fn namespaces_listing(store: &dyn Store) {
     assert!(ns
         .iter()
         .all(|n| n.created_at >= start - secs(60) && n.created_at <= now() + secs(60)));
-    assert!(store.namespace_exists(&t, "user:alice").await.expect("exists"));
+    assert!(store
+        .namespace_exists(&t, "user:alice")
+        .await
+        .expect("exists"));
 
     store
         .soft_delete(&t, x1.id, now())
@@ -910,7 +963,9 @@ pub async fn seq_and_changes(store: &dyn Store) {
     loop {
         let page = store.changes_since(pos, 1).await.expect("changes_since");
         assert!(page.len() <= 1);
-        let Some(c) = page.into_iter().next() else { break };
+        let Some(c) = page.into_iter().next() else {
+            break;
+        };
         pos = c.seq;
         if keys.contains(&c.key) {
             one_by_one.push((c.seq, c.key));
@@ -1107,9 +1162,11 @@ pub async fn job_failure_dead_letter_and_retry(store: &dyn Store) {
     assert_eq!(j.next_run_at, t0 + secs(10), "back-off of policy.delay(1)");
     assert_eq!(get(store, &t, m.id).await.state, State::Pending);
 
-    assert!(claim_mine(store, &[m.id], t0 + secs(5), Duration::from_secs(30))
-        .await
-        .is_empty());
+    assert!(
+        claim_mine(store, &[m.id], t0 + secs(5), Duration::from_secs(30))
+            .await
+            .is_empty()
+    );
     let t1 = t0 + secs(11);
     let retry = claim_mine(store, &[m.id], t1, Duration::from_secs(30))
         .await

@@ -115,7 +115,7 @@ impl<'a> Scope<'a> {
     /// Whether these attributes are visible in this scope.
     pub fn matches(&self, a: &DocAttrs) -> bool {
         a.tenant == self.tenant
-            && (self.namespaces.is_empty() || self.namespaces.iter().any(|n| *n == a.namespace))
+            && (self.namespaces.is_empty() || self.namespaces.contains(&a.namespace))
             && a.expires_at.is_none_or(|t| t > self.now)
             && self.filter.is_none_or(|f| f.matches(a))
     }

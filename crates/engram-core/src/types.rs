@@ -361,12 +361,12 @@ impl Principal {
 
     /// Enforced inside the engine so that no route can skip it.
     pub fn authorize(&self, action: Action) -> Result<()> {
-        let ok = match (self.role, action) {
-            (Role::Admin, _) => true,
-            (Role::Writer, Action::Read | Action::Write) => true,
-            (Role::Reader, Action::Read) => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (self.role, action),
+            (Role::Admin, _)
+                | (Role::Writer, Action::Read | Action::Write)
+                | (Role::Reader, Action::Read)
+        );
         if ok {
             Ok(())
         } else {

@@ -1,0 +1,64 @@
+//! The change feed derived indexes replay, and the attribute table loader.
+
+use engram_core::{Change, ChangeOp, DocAttrs, IndexDoc, Key};
+use sqlx::Row;
+use std::sync::Arc;
+
+use crate::codec::{self, attr_cols};
+use crate::{Result, SqliteStore};
+
+impl SqliteStore {
+    pub(crate) async fn changes(&self, after_seq: u64, limit: usize) -> Result<Vec<Change>> {
+        // Text and vector are only read for rows that become an upsert.
+        let rows = sqlx::query(concat!(
+            "SELECT seq, ",
+            attr_cols!(),
+            ", (state = 'ready' AND deleted_at IS NULL AND vector IS NOT NULL) AS indexable, \
+             CASE WHEN state = 'ready' AND deleted_at IS NULL THEN text END AS text, \
+             CASE WHEN state = 'ready' AND deleted_at IS NULL THEN vector END AS vector \
+             FROM memories WHERE seq > ? ORDER BY seq LIMIT ?"
+        ))
+        .bind(codec::int(after_seq))
+        .bind(codec::limit(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq = codec::unsigned(row.try_get("seq")?, "seq")?;
+            let key = codec::unsigned(row.try_get("key")?, "key")?;
+            let op = if row.try_get::<bool, _>("indexable")? {
+                let (_, attrs) = codec::attrs(row)?;
+                let text: Option<String> = row.try_get("text")?;
+                let vector: Option<Vec<u8>> = row.try_get("vector")?;
+                ChangeOp::Upsert(Arc::new(IndexDoc {
+                    key,
+                    text: text.unwrap_or_default(),
+                    vector: codec::blob_to_vector(vector.as_deref().unwrap_or_default())?,
+                    attrs: Arc::new(attrs),
+                }))
+            } else {
+                ChangeOp::Remove
+            };
+            out.push(Change { seq, key, op });
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn attrs_page(
+        &self,
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, DocAttrs)>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            attr_cols!(),
+            " FROM memories WHERE key > ? AND state = 'ready' AND deleted_at IS NULL \
+             AND vector IS NOT NULL ORDER BY key LIMIT ?"
+        ))
+        .bind(after.map_or(0, codec::int))
+        .bind(codec::limit(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(codec::attrs).collect()
+    }
+}

@@ -1,0 +1,300 @@
+//! Memories and namespaces: insert, get, update, soft delete, scan, listing, stats.
+
+use chrono::{DateTime, Utc};
+use engram_core::{Key, Memory, MemoryPatch, NamespaceInfo, State, StoreStats};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::codec::{self, memory_cols, micros, to_json};
+use crate::{Result, SqliteError, SqliteStore};
+
+/// Enqueue an embedding job for a memory.
+const INSERT_JOB: &str = "INSERT INTO jobs (tenant, kind, memory_key, state, attempts, \
+     next_run_at, created_at) VALUES (?, 'embed', ?, 'queued', 0, ?, ?)";
+
+impl SqliteStore {
+    pub(crate) async fn get_memory(&self, tenant: &str, id: Uuid) -> Result<Option<Memory>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            memory_cols!(),
+            " FROM memories WHERE id = ? AND tenant = ?"
+        ))
+        .bind(id.to_string())
+        .bind(tenant)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(codec::memory).transpose()
+    }
+
+    pub(crate) async fn memories_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Memory>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            memory_cols!(),
+            " FROM memories WHERE key IN (SELECT value FROM json_each(?)) \
+             AND tenant = ? AND deleted_at IS NULL"
+        ))
+        .bind(to_json!(keys, "keys")?)
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(codec::memory).collect()
+    }
+
+    pub(crate) async fn update_memory(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        patch: MemoryPatch,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Memory>> {
+        let mut tx = self.begin_write().await?;
+        let Some(row) = sqlx::query(concat!(
+            "SELECT ",
+            memory_cols!(),
+            " FROM memories WHERE id = ? AND tenant = ? AND deleted_at IS NULL"
+        ))
+        .bind(id.to_string())
+        .bind(tenant)
+        .fetch_optional(tx.conn())
+        .await?
+        else {
+            return Ok(None);
+        };
+        let mut m = codec::memory(&row)?;
+        let key = codec::int(m.key);
+
+        let mut reembed = false;
+        if let Some((text, checksum)) = patch.text {
+            if checksum != m.checksum {
+                let other: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM memories WHERE tenant = ? AND namespace = ? AND checksum = ? \
+                     AND deleted_at IS NULL AND key <> ?",
+                )
+                .bind(&m.tenant)
+                .bind(&m.namespace)
+                .bind(&checksum)
+                .bind(key)
+                .fetch_optional(tx.conn())
+                .await?;
+                if let Some(other) = other {
+                    return Err(SqliteError::Conflict(format!(
+                        "memory {other} in namespace {:?} already has this text",
+                        m.namespace
+                    )));
+                }
+                m.checksum = checksum;
+                m.state = State::Pending;
+                reembed = true;
+            }
+            // Same checksum: only the un-normalised form changed; the embedding stays valid.
+            m.text = text;
+        }
+        if let Some(kind) = patch.kind {
+            m.kind = kind;
+        }
+        if let Some(metadata) = patch.metadata {
+            m.metadata = metadata;
+        }
+        if let Some(tags) = patch.tags {
+            m.tags = tags;
+        }
+        if let Some(expires_at) = patch.expires_at {
+            m.expires_at = expires_at;
+        }
+        if let Some(pii) = patch.pii {
+            m.pii = pii;
+        }
+
+        let seq = tx.next_seq().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE memories SET text = ?, checksum = ?, state = ?, kind = ?, metadata = ?, \
+             tags = ?, expires_at = ?, pii = ?, updated_at = ?, seq = ? WHERE key = ? RETURNING ",
+            memory_cols!()
+        ))
+        .bind(&m.text)
+        .bind(&m.checksum)
+        .bind(m.state.as_str())
+        .bind(m.kind.as_str())
+        .bind(to_json!(&m.metadata, "metadata")?)
+        .bind(to_json!(&m.tags, "tags")?)
+        .bind(m.expires_at.map(micros))
+        .bind(to_json!(&m.pii, "pii")?)
+        .bind(micros(now))
+        .bind(seq)
+        .bind(key)
+        .fetch_one(tx.conn())
+        .await?;
+        let updated = codec::memory(&row)?;
+
+        if reembed {
+            // Replace whatever job the memory had with a fresh one for the new
+            // text. A fresh id (rather than resetting the old row) keeps a
+            // late completion or failure of the old job from touching it.
+            sqlx::query("DELETE FROM jobs WHERE memory_key = ?")
+                .bind(key)
+                .execute(tx.conn())
+                .await?;
+            sqlx::query(INSERT_JOB)
+                .bind(&m.tenant)
+                .bind(key)
+                .bind(micros(now))
+                .bind(micros(now))
+                .execute(tx.conn())
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(updated))
+    }
+
+    pub(crate) async fn soft_delete_memory(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Memory>> {
+        let mut tx = self.begin_write().await?;
+        let Some(key) = sqlx::query_scalar::<_, i64>(
+            "SELECT key FROM memories WHERE id = ? AND tenant = ? AND deleted_at IS NULL",
+        )
+        .bind(id.to_string())
+        .bind(tenant)
+        .fetch_optional(tx.conn())
+        .await?
+        else {
+            return Ok(None);
+        };
+        let seq = tx.next_seq().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE memories SET deleted_at = ?1, updated_at = ?1, seq = ?2 WHERE key = ?3 \
+             RETURNING ",
+            memory_cols!()
+        ))
+        .bind(micros(now))
+        .bind(seq)
+        .bind(key)
+        .fetch_one(tx.conn())
+        .await?;
+        let deleted = codec::memory(&row)?;
+        // Nothing left to embed; dead jobs of a deleted memory are not retryable either.
+        sqlx::query("DELETE FROM jobs WHERE memory_key = ?")
+            .bind(key)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        Ok(Some(deleted))
+    }
+
+    pub(crate) async fn scan_memories(
+        &self,
+        tenant: &str,
+        namespaces: &[String],
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<Memory>> {
+        let after = after.map_or(0, codec::int);
+        let rows = if namespaces.is_empty() {
+            sqlx::query(concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE tenant = ? AND deleted_at IS NULL AND key > ? \
+                 ORDER BY key LIMIT ?"
+            ))
+            .bind(tenant)
+            .bind(after)
+            .bind(codec::limit(limit))
+            .fetch_all(&self.reader)
+            .await?
+        } else {
+            sqlx::query(concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE tenant = ? \
+                 AND namespace IN (SELECT value FROM json_each(?)) \
+                 AND deleted_at IS NULL AND key > ? ORDER BY key LIMIT ?"
+            ))
+            .bind(tenant)
+            .bind(to_json!(namespaces, "namespaces")?)
+            .bind(after)
+            .bind(codec::limit(limit))
+            .fetch_all(&self.reader)
+            .await?
+        };
+        rows.iter().map(codec::memory).collect()
+    }
+
+    pub(crate) async fn list_namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>> {
+        let rows = sqlx::query(
+            "SELECT n.name, n.created_at, \
+             (SELECT count(*) FROM memories m WHERE m.tenant = n.tenant \
+              AND m.namespace = n.name AND m.deleted_at IS NULL) AS memories \
+             FROM namespaces n WHERE n.tenant = ? ORDER BY n.name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(codec::namespace).collect()
+    }
+
+    pub(crate) async fn has_namespace(&self, tenant: &str, namespace: &str) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM namespaces WHERE tenant = ? AND name = ?")
+                .bind(tenant)
+                .bind(namespace)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    pub(crate) async fn store_stats(&self, tenant: Option<&str>) -> Result<StoreStats> {
+        // Both answered from covering indexes (memories_tenant_state, jobs_tenant_state).
+        macro_rules! memories {
+            () => {
+                "SELECT \
+                 coalesce(sum(deleted_at IS NULL), 0) AS memories, \
+                 coalesce(sum(deleted_at IS NULL AND state = 'pending'), 0) AS pending, \
+                 coalesce(sum(deleted_at IS NULL AND state = 'failed'), 0) AS failed, \
+                 coalesce(sum(deleted_at IS NOT NULL), 0) AS deleted, \
+                 coalesce(max(seq), 0) AS max_seq \
+                 FROM memories"
+            };
+        }
+        macro_rules! jobs {
+            () => {
+                "SELECT \
+                 coalesce(sum(state IN ('queued', 'running')), 0) AS queued, \
+                 coalesce(sum(state = 'dead'), 0) AS dead FROM jobs"
+            };
+        }
+        let (m, j) = match tenant {
+            Some(t) => (
+                sqlx::query(concat!(memories!(), " WHERE tenant = ?"))
+                    .bind(t)
+                    .fetch_one(&self.reader)
+                    .await?,
+                sqlx::query(concat!(jobs!(), " WHERE tenant = ?"))
+                    .bind(t)
+                    .fetch_one(&self.reader)
+                    .await?,
+            ),
+            None => (
+                sqlx::query(memories!()).fetch_one(&self.reader).await?,
+                sqlx::query(jobs!()).fetch_one(&self.reader).await?,
+            ),
+        };
+        let n = |row: &sqlx::sqlite::SqliteRow, col: &str| -> Result<u64> {
+            codec::unsigned(row.try_get(col)?, col)
+        };
+        Ok(StoreStats {
+            memories: n(&m, "memories")?,
+            pending: n(&m, "pending")?,
+            failed: n(&m, "failed")?,
+            deleted: n(&m, "deleted")?,
+            jobs_queued: n(&j, "queued")?,
+            jobs_dead: n(&j, "dead")?,
+            max_seq: n(&m, "max_seq")?,
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! [`engram_core::Store`] for [`SqliteStore`]: thin wrappers mapping errors.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use engram_core::{
+    Change, ClaimedJob, DocAttrs, Embedded, Inserted, Job, JobFailure, JobState, Key, Memory,
+    MemoryPatch, NamespaceInfo, NewMemory, Result, RetryPolicy, Store, StoreStats,
+};
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::SqliteStore;
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert(&self, items: Vec<NewMemory>) -> Result<Vec<Inserted>> {
+        Ok(self.insert_memories(items).await?)
+    }
+
+    async fn get(&self, tenant: &str, id: Uuid) -> Result<Option<Memory>> {
+        Ok(self.get_memory(tenant, id).await?)
+    }
+
+    async fn get_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Memory>> {
+        Ok(self.memories_by_keys(tenant, keys).await?)
+    }
+
+    async fn update(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        patch: MemoryPatch,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Memory>> {
+        Ok(self.update_memory(tenant, id, patch, now).await?)
+    }
+
+    async fn soft_delete(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Memory>> {
+        Ok(self.soft_delete_memory(tenant, id, now).await?)
+    }
+
+    async fn scan(
+        &self,
+        tenant: &str,
+        namespaces: &[String],
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<Memory>> {
+        Ok(self.scan_memories(tenant, namespaces, after, limit).await?)
+    }
+
+    async fn namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>> {
+        Ok(self.list_namespaces(tenant).await?)
+    }
+
+    async fn namespace_exists(&self, tenant: &str, namespace: &str) -> Result<bool> {
+        Ok(self.has_namespace(tenant, namespace).await?)
+    }
+
+    async fn claim_jobs(
+        &self,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedJob>> {
+        Ok(self.claim(limit, lease, now).await?)
+    }
+
+    async fn complete_jobs(&self, done: Vec<Embedded>, now: DateTime<Utc>) -> Result<()> {
+        Ok(self.complete(done, now).await?)
+    }
+
+    async fn fail_jobs(
+        &self,
+        failures: Vec<JobFailure>,
+        policy: RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        Ok(self.fail(failures, policy, now).await?)
+    }
+
+    async fn list_jobs(
+        &self,
+        tenant: &str,
+        state: Option<JobState>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
+        Ok(self.jobs(tenant, state, after, limit).await?)
+    }
+
+    async fn get_job(&self, tenant: &str, job_id: u64) -> Result<Option<Job>> {
+        Ok(self.job(tenant, job_id).await?)
+    }
+
+    async fn retry_job(
+        &self,
+        tenant: &str,
+        job_id: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Job>> {
+        Ok(self.retry(tenant, job_id, now).await?)
+    }
+
+    async fn changes_since(&self, after_seq: u64, limit: usize) -> Result<Vec<Change>> {
+        Ok(self.changes(after_seq, limit).await?)
+    }
+
+    async fn live_attrs(&self, after: Option<Key>, limit: usize) -> Result<Vec<(Key, DocAttrs)>> {
+        Ok(self.attrs_page(after, limit).await?)
+    }
+
+    async fn stats(&self, tenant: Option<&str>) -> Result<StoreStats> {
+        Ok(self.store_stats(tenant).await?)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map_err(crate::SqliteError::from)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,324 @@
+//! SqliteStore: the shared Store conformance suite plus SQLite-specific checks
+//! (durability settings, reopen, concurrent writers, error mapping).
+
+use chrono::Utc;
+use engram_core::conformance::{self, new_memory, tenant};
+use engram_core::{ChangeOp, Embedded, Error, ModelInfo, Store};
+use engram_sqlite::SqliteStore;
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+async fn open(dir: &Path) -> SqliteStore {
+    SqliteStore::open(&dir.join("engram.db"))
+        .await
+        .expect("open store")
+}
+
+fn model() -> ModelInfo {
+    ModelInfo {
+        name: "test".into(),
+        version: "1".into(),
+        dims: 3,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    conformance::run_all(Arc::new(store)).await;
+}
+
+#[tokio::test]
+async fn durability_pragmas() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    assert_eq!(store.pragma("journal_mode").await.unwrap(), "wal");
+    assert_eq!(store.pragma("synchronous").await.unwrap(), "2", "FULL");
+    assert_eq!(store.pragma("foreign_keys").await.unwrap(), "1");
+    assert_ne!(store.pragma("busy_timeout").await.unwrap(), "0");
+    assert!(store
+        .pragma("journal_mode; DROP TABLE memories")
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant("reopen");
+    let (a, b) = (
+        new_memory(&t, "ns", "persisted one"),
+        new_memory(&t, "ns", "persisted two"),
+    );
+    let (before_a, before_b, max_seq) = {
+        let store = open(dir.path()).await;
+        store.insert(vec![a.clone(), b.clone()]).await.unwrap();
+        let job = store
+            .claim_jobs(10, Duration::ZERO, Utc::now())
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|j| j.memory_id == a.id)
+            .unwrap();
+        store
+            .complete_jobs(
+                vec![Embedded {
+                    job_id: job.job_id,
+                    key: job.key,
+                    checksum: job.checksum,
+                    vector: Some(vec![1.0, 0.0, 0.0]),
+                    model: model(),
+                }],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let ga = store.get(&t, a.id).await.unwrap().unwrap();
+        let gb = store.get(&t, b.id).await.unwrap().unwrap();
+        let max = store.stats(None).await.unwrap().max_seq;
+        store.close().await;
+        (ga, gb, max)
+    };
+
+    let store = open(dir.path()).await;
+    assert_eq!(store.get(&t, a.id).await.unwrap().unwrap(), before_a);
+    assert_eq!(store.get(&t, b.id).await.unwrap().unwrap(), before_b);
+    assert_eq!(store.stats(None).await.unwrap().max_seq, max_seq);
+    assert!(store.namespace_exists(&t, "ns").await.unwrap());
+
+    // The feed still has both, with the vector.
+    let ch = store.changes_since(0, 100).await.unwrap();
+    assert_eq!(ch.len(), 2);
+    match &ch.iter().find(|c| c.key == before_a.key).unwrap().op {
+        ChangeOp::Upsert(doc) => assert_eq!(doc.vector, vec![1.0, 0.0, 0.0]),
+        ChangeOp::Remove => panic!("a is ready"),
+    }
+
+    // b's job is still there, and seq continues above the old maximum.
+    let jobs = store
+        .claim_jobs(10, Duration::ZERO, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs.iter().map(|j| j.memory_id).collect::<Vec<_>>(),
+        vec![b.id]
+    );
+    let c = store
+        .insert(vec![new_memory(&t, "ns", "after reopen")])
+        .await
+        .unwrap();
+    assert_eq!(c[0].seq, max_seq + 1);
+    assert!(c[0].key > before_b.key);
+    // Dedupe still sees the old rows.
+    let dup = store
+        .insert(vec![new_memory(&t, "ns", "persisted one")])
+        .await
+        .unwrap();
+    assert!(!dup[0].created && dup[0].id == a.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_inserts_get_unique_increasing_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()).await);
+    let t = tenant("concurrent");
+    let tasks = 16;
+    let per_task = 20;
+    let mut handles = Vec::new();
+    for task in 0..tasks {
+        let store = store.clone();
+        let t = t.clone();
+        handles.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..per_task {
+                let m = new_memory(
+                    &t,
+                    &format!("ns{}", task % 3),
+                    &format!("task {task} item {i}"),
+                );
+                let ins = store.insert(vec![m]).await.expect("insert");
+                seqs.push((ins[0].seq, ins[0].key));
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        let seqs = h.await.unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0].0 < w[1].0),
+            "one task's inserts commit in order"
+        );
+        all.extend(seqs);
+    }
+    let n = tasks * per_task;
+    assert_eq!(all.len(), n);
+    assert_eq!(
+        all.iter().map(|s| s.0).collect::<HashSet<_>>().len(),
+        n,
+        "unique seqs"
+    );
+    assert_eq!(
+        all.iter().map(|s| s.1).collect::<HashSet<_>>().len(),
+        n,
+        "unique keys"
+    );
+    // With one writer, seq order is commit order is key order for inserts.
+    all.sort_unstable();
+    assert!(all.windows(2).all(|w| w[0].1 < w[1].1));
+
+    let feed = store.changes_since(0, 10_000).await.unwrap();
+    assert_eq!(feed.len(), n);
+    assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(store.stats(Some(&t)).await.unwrap().memories, n as u64);
+}
+
+#[tokio::test]
+async fn corrupt_rows_are_internal_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let t = tenant("corrupt");
+    let m = new_memory(&t, "ns", "soon corrupt");
+    store.insert(vec![m.clone()]).await.unwrap();
+
+    let raw = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("engram.db").display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("UPDATE memories SET metadata = 'not json', kind = 'bogus' WHERE id = ?")
+        .bind(m.id.to_string())
+        .execute(&raw)
+        .await
+        .unwrap();
+    raw.close().await;
+
+    let err = store.get(&t, m.id).await.unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    let err = store.scan(&t, &[], None, 10).await.unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn closed_store_is_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store.close().await;
+    let err = store.ping().await.unwrap_err();
+    assert!(
+        matches!(err, Error::Unavailable { what: "store", .. }),
+        "{err:?}"
+    );
+    let err = store
+        .insert(vec![new_memory("t", "ns", "x")])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn single_insert_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let t = tenant("latency");
+    let mut times = Vec::new();
+    for i in 0..50 {
+        let m = new_memory(&t, "ns", &format!("latency probe {i}"));
+        let start = Instant::now();
+        store.insert(vec![m]).await.unwrap();
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let p50 = times[times.len() / 2];
+    let p95 = times[times.len() * 95 / 100];
+    eprintln!("single insert (synchronous=FULL): p50 {p50:?}, p95 {p95:?}");
+    // Generous: catches a missing index or a per-insert full scan, not a slow disk.
+    assert!(p50 < Duration::from_millis(250), "p50 {p50:?}");
+}
+
+/// Many rows: batch inserts, then the whole feed page by page.
+#[tokio::test]
+async fn change_feed_pages_through_many_rows() {
+    let rows: usize = std::env::var("ENGRAM_FEED_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let t = tenant("feed");
+    let start = Instant::now();
+    let mut i = 0;
+    while i < rows {
+        let batch: Vec<_> = (i..(i + 500).min(rows))
+            .map(|n| new_memory(&t, "ns", &format!("row {n}")))
+            .collect();
+        i += batch.len();
+        store.insert(batch).await.unwrap();
+    }
+    let inserted = start.elapsed();
+
+    let start = Instant::now();
+    let mut pos = 0;
+    let mut seen = 0;
+    loop {
+        let page = store.changes_since(pos, 1000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        pos = last.seq;
+        seen += page.len();
+    }
+    let fed = start.elapsed();
+    eprintln!("{rows} rows: insert {inserted:?} (batches of 500), feed {fed:?} (pages of 1000)");
+    assert_eq!(seen, rows);
+    let s = store.stats(Some(&t)).await.unwrap();
+    assert_eq!(
+        (s.memories, s.pending, s.jobs_queued),
+        (rows as u64, rows as u64, rows as u64)
+    );
+}
+
+#[tokio::test]
+async fn awkward_text_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let t = tenant("awkward");
+    let texts = [
+        "nul \0 inside".to_string(),
+        "quotes \" ' and \\ backslashes \\\" and json: {\"a\": [1]}".to_string(),
+        "emoji 🦀 and combining e\u{301} and RTL \u{202e}abc".to_string(),
+        "control \u{1} \u{1f} \t\r\n".to_string(),
+        "long ".repeat(50_000),
+    ];
+    let items: Vec<_> = texts
+        .iter()
+        .map(|x| {
+            let mut m = new_memory(&t, "ns \" ' \\ 🦀", x);
+            m.metadata = serde_json::json!({"k\0": "v\"\\🦀", "n": u64::MAX, "f": -0.1})
+                .as_object()
+                .unwrap()
+                .clone();
+            m.tags = vec!["\0".into(), "🦀".into()];
+            m.client_id = Some(format!("client \0 {}", x.len()));
+            m
+        })
+        .collect();
+    let ins = store.insert(items.clone()).await.unwrap();
+    assert!(ins.iter().all(|i| i.created));
+    for m in &items {
+        let got = store.get(&t, m.id).await.unwrap().unwrap();
+        assert_eq!(got.text, m.text);
+        assert_eq!(got.namespace, m.namespace);
+        assert_eq!(got.metadata, m.metadata);
+        assert_eq!(got.tags, m.tags);
+        assert_eq!(got.client_id, m.client_id);
+    }
+    // And they dedupe against themselves.
+    let again = store.insert(items.clone()).await.unwrap();
+    assert!(again
+        .iter()
+        .zip(&ins)
+        .all(|(a, i)| !a.created && a.id == i.id));
+}
