@@ -1,1 +1,590 @@
-fn main() {}
+//! engram-bench: a load generator and a retrieval-quality evaluation that
+//! drive a running engram over HTTP, the way clients do.
+//!
+//! * `load`: ingest N memories (synthetic or LoCoMo turns), report ingest
+//!   rate and write-acknowledgement latency, then search latency percentiles at
+//!   several concurrencies and the vector index's recall@k against exact search.
+//! * `locomo`: store every LoCoMo turn as a memory and report evidence
+//!   recall@{1,5,10,25} for keyword, vector and hybrid search.
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "engram-bench")]
+struct Cli {
+    #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
+    url: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Ingest then search under load.
+    Load {
+        /// Memories to ingest (0: search what is already there).
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        #[arg(long, default_value = "bench")]
+        namespace: String,
+        /// synthetic or a path to locomo-dev.json.
+        #[arg(long, default_value = "synthetic")]
+        source: String,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Concurrent ingest requests.
+        #[arg(long, default_value_t = 2)]
+        ingest_concurrency: usize,
+        /// Single-memory writes timed for acknowledgement latency.
+        #[arg(long, default_value_t = 300)]
+        ack_samples: usize,
+        #[arg(long, default_value_t = 500)]
+        queries: usize,
+        #[arg(long, value_delimiter = ',', default_value = "1,4")]
+        concurrency: Vec<usize>,
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        #[arg(long, default_value = "hybrid")]
+        mode: String,
+        /// Queries used to measure recall@k of the vector index against exact search.
+        #[arg(long, default_value_t = 200)]
+        recall_queries: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// LoCoMo evidence recall per search mode.
+    Locomo {
+        #[arg(long, default_value = "../shared/data/locomo-dev.json")]
+        data: PathBuf,
+        /// How each turn becomes a memory: plain (`speaker: text`) or context
+        /// (session date and the previous turn added).
+        #[arg(long, default_value = "context")]
+        format: String,
+        #[arg(long, default_value = "locomo")]
+        prefix: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .pool_max_idle_per_host(64)
+        .build()?;
+    let c = Client {
+        http,
+        url: cli.url.trim_end_matches('/').to_string(),
+    };
+    match cli.cmd {
+        Cmd::Load {
+            n,
+            namespace,
+            source,
+            batch,
+            ingest_concurrency,
+            ack_samples,
+            queries,
+            concurrency,
+            k,
+            mode,
+            recall_queries,
+            seed,
+        } => {
+            load(
+                &c,
+                LoadArgs {
+                    n,
+                    namespace,
+                    source,
+                    batch,
+                    ingest_concurrency,
+                    ack_samples,
+                    queries,
+                    concurrency,
+                    k,
+                    mode,
+                    recall_queries,
+                    seed,
+                },
+            )
+            .await
+        }
+        Cmd::Locomo {
+            data,
+            format,
+            prefix,
+        } => locomo(&c, &data, &format, &prefix).await,
+    }
+}
+
+#[derive(Clone)]
+struct Client {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Client {
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(body)
+            .send()
+            .await
+            .with_context(|| format!("POST {path}"))?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("POST {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let r = self.http.get(format!("{}{path}", self.url)).send().await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("GET {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+
+    /// Wait until nothing is pending and the indexes have every change.
+    async fn wait_idle(&self) -> anyhow::Result<Value> {
+        loop {
+            let s = self.get("/v1/stats").await?;
+            if s["store"]["pending"] == 0 && s["indexed_seq"] == s["store"]["max_seq"] {
+                return Ok(s);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+struct LoadArgs {
+    n: usize,
+    namespace: String,
+    source: String,
+    batch: usize,
+    ingest_concurrency: usize,
+    ack_samples: usize,
+    queries: usize,
+    concurrency: Vec<usize>,
+    k: usize,
+    mode: String,
+    recall_queries: usize,
+    seed: u64,
+}
+
+const NAMES: &[&str] = &[
+    "Alice", "Bob", "Carol", "Dmitri", "Esha", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemal",
+    "Lena", "Mateo", "Noor", "Oskar", "Priya",
+];
+const TOPICS: &[&str] = &[
+    "the billing service",
+    "the Kubernetes cluster",
+    "our vLLM deployment",
+    "the onboarding flow",
+    "the quarterly report",
+    "the mobile app",
+    "the data warehouse",
+    "the search ranking",
+    "customer churn",
+    "the GPU budget",
+    "the marketing site",
+    "the incident review",
+    "the hiring plan",
+    "the API gateway",
+    "the nightly backups",
+    "the recommendation model",
+];
+const VERBS: &[&str] = &[
+    "is blocked by",
+    "depends on",
+    "was migrated to",
+    "needs more tests for",
+    "should be rewritten with",
+    "regressed after",
+    "got faster thanks to",
+    "is owned by the team behind",
+    "conflicts with",
+    "will be replaced by",
+];
+const DETAILS: &[&str] = &[
+    "a flaky integration test",
+    "the new caching layer",
+    "an expired TLS certificate",
+    "the PostgreSQL upgrade",
+    "a memory leak in the worker",
+    "the vendor contract",
+    "a misconfigured load balancer",
+    "the holiday freeze",
+    "a schema change",
+    "the EU data rules",
+    "rate limits from the provider",
+    "a bug in the tokenizer",
+];
+const WHEN: &[&str] = &[
+    "on Monday",
+    "last sprint",
+    "before the release",
+    "during the outage",
+    "in the retro",
+    "after lunch",
+    "next quarter",
+    "this morning",
+];
+
+fn synthetic(rng: &mut impl Rng, i: usize) -> String {
+    format!(
+        "{} said {} {} {} {} (note {i}).",
+        NAMES.choose(rng).unwrap(),
+        TOPICS.choose(rng).unwrap(),
+        VERBS.choose(rng).unwrap(),
+        DETAILS.choose(rng).unwrap(),
+        WHEN.choose(rng).unwrap()
+    )
+}
+
+fn locomo_turns(path: &str) -> anyhow::Result<Vec<String>> {
+    let data: Value = serde_json::from_slice(&std::fs::read(path)?)?;
+    let mut out = Vec::new();
+    for conv in data.as_array().context("expected an array")? {
+        for (_, turns) in sessions(&conv["conversation"]) {
+            for t in turns {
+                out.push(format!(
+                    "{}: {}",
+                    t["speaker"].as_str().unwrap_or(""),
+                    t["text"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn summary(mut ms: Vec<f64>) -> String {
+    ms.sort_by(f64::total_cmp);
+    format!(
+        "p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms (n={})",
+        pct(&ms, 0.5),
+        pct(&ms, 0.95),
+        pct(&ms, 0.99),
+        ms.last().copied().unwrap_or(f64::NAN),
+        ms.len()
+    )
+}
+
+async fn load(c: &Client, a: LoadArgs) -> anyhow::Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
+    let texts: Vec<String> = if a.source == "synthetic" {
+        (0..a.n).map(|i| synthetic(&mut rng, i)).collect()
+    } else {
+        let turns = locomo_turns(&a.source)?;
+        // Repeat the turns with a suffix when N exceeds the data set.
+        (0..a.n)
+            .map(|i| {
+                let t = &turns[i % turns.len()];
+                if i < turns.len() {
+                    t.clone()
+                } else {
+                    format!("{t} (copy {})", i / turns.len())
+                }
+            })
+            .collect()
+    };
+    let before = c.get("/v1/stats").await?;
+    println!("# engram-bench load");
+    println!("model: {}", before["model"]);
+    if a.n > 0 {
+        // Ingest: batches with bounded concurrency; rate counts until searchable.
+        let started = Instant::now();
+        let sem = Arc::new(tokio::sync::Semaphore::new(a.ingest_concurrency));
+        let mut set = tokio::task::JoinSet::new();
+        for (bi, chunk) in texts.chunks(a.batch).enumerate() {
+            let memories: Vec<Value> = chunk
+                .iter()
+                .enumerate()
+                .map(|(j, t)| json!({"text": t, "metadata": {"i": bi * a.batch + j, "shard": (bi * a.batch + j) % 10}}))
+                .collect();
+            let body = json!({"namespace": a.namespace, "memories": memories});
+            let permit = sem.clone().acquire_owned().await?;
+            let c = c.clone();
+            set.spawn(async move {
+                let r = c.post("/v1/memories", &body).await;
+                drop(permit);
+                r
+            });
+        }
+        let mut acked = 0usize;
+        while let Some(r) = set.join_next().await {
+            acked += r??["memories"].as_array().map_or(0, |m| m.len());
+        }
+        let ack_secs = started.elapsed().as_secs_f64();
+        c.wait_idle().await?;
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "ingest: {acked} memories acknowledged in {ack_secs:.1}s; searchable after {secs:.1}s → {:.1} memories/s (embedding included)",
+            acked as f64 / secs
+        );
+    }
+    if a.ack_samples > 0 {
+        // Write acknowledgement latency of single-memory writes (durable, not yet embedded).
+        let mut lat = Vec::with_capacity(a.ack_samples);
+        for i in 0..a.ack_samples {
+            let body = json!({"namespace": format!("{}-ack", a.namespace), "text": synthetic(&mut rng, 10_000_000 + i)});
+            let t = Instant::now();
+            c.post("/v1/memories", &body).await?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        println!("write ack (single memory, concurrency 1): {}", summary(lat));
+        c.wait_idle().await?;
+    }
+    let stats = c.get("/v1/stats").await?;
+    println!(
+        "index: {} vectors, {} keyword docs",
+        stats["vectors"], stats["keywords"]
+    );
+    // Queries: fresh synthetic sentences (so the query embedding is computed, not cached).
+    let queries: Vec<String> = (0..a.queries)
+        .map(|i| {
+            let q = synthetic(&mut rng, 20_000_000 + i);
+            q[..q.find(" (note").unwrap_or(q.len())].to_string()
+        })
+        .collect();
+    for &conc in &a.concurrency {
+        let queries = Arc::new(queries.clone());
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..conc {
+            let (c, queries, next) = (c.clone(), queries.clone(), next.clone());
+            let (k, mode, ns) = (a.k, a.mode.clone(), a.namespace.clone());
+            set.spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(q) = queries.get(i) else { break };
+                    // Each query string is made unique so no cache can answer it.
+                    let body = json!({"query": format!("{q} #{conc}"), "k": k, "mode": mode, "namespaces": [ns]});
+                    let t = Instant::now();
+                    c.post("/v1/search", &body).await?;
+                    lat.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                anyhow::Ok(lat)
+            });
+        }
+        let mut lat = Vec::new();
+        while let Some(r) = set.join_next().await {
+            lat.extend(r??);
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "search {} k={} concurrency {conc}: {:.0} QPS, {}",
+            a.mode,
+            a.k,
+            lat.len() as f64 / secs,
+            summary(lat)
+        );
+    }
+    if a.recall_queries > 0 {
+        let mut total = 0.0;
+        for q in queries.iter().take(a.recall_queries) {
+            let base = json!({"query": q, "k": a.k, "mode": "vector", "namespaces": [a.namespace]});
+            let mut exact = base.clone();
+            exact["exact"] = json!(true);
+            let approx = c.post("/v1/search", &base).await?;
+            let truth = c.post("/v1/search", &exact).await?;
+            let ids = |v: &Value| -> HashSet<String> {
+                v["hits"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| h["id"].as_str().map(str::to_string))
+                    .collect()
+            };
+            let t = ids(&truth);
+            if !t.is_empty() {
+                total += ids(&approx).intersection(&t).count() as f64 / t.len() as f64;
+            }
+        }
+        println!(
+            "vector recall@{} vs exact search: {:.4} over {} queries",
+            a.k,
+            total / a.recall_queries.min(queries.len()) as f64,
+            a.recall_queries.min(queries.len())
+        );
+    }
+    Ok(())
+}
+
+fn sessions(conv: &Value) -> Vec<(u32, Vec<Value>)> {
+    let mut out = Vec::new();
+    if let Some(o) = conv.as_object() {
+        for (k, v) in o {
+            if let Some(n) = k
+                .strip_prefix("session_")
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                if let Some(turns) = v.as_array() {
+                    out.push((n, turns.clone()));
+                }
+            }
+        }
+    }
+    out.sort_by_key(|(n, _)| *n);
+    out
+}
+
+/// Evidence ids are sometimes malformed ("D8:6; D9:17", "D"): take every
+/// well-formed `D<session>:<turn>` inside.
+fn evidence_ids(ev: &Value) -> HashSet<String> {
+    let mut out = HashSet::new();
+    for e in ev.as_array().into_iter().flatten() {
+        for part in e.as_str().unwrap_or("").split([';', ',', ' ']) {
+            let p = part.trim();
+            if let Some(rest) = p.strip_prefix('D') {
+                if let Some((s, t)) = rest.split_once(':') {
+                    if s.parse::<u32>().is_ok() && t.parse::<u32>().is_ok() {
+                        out.insert(p.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn locomo(c: &Client, path: &PathBuf, format: &str, prefix: &str) -> anyhow::Result<()> {
+    if !matches!(format, "plain" | "context") {
+        bail!("--format is plain or context");
+    }
+    let data: Value = serde_json::from_slice(
+        &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    )?;
+    let convs = data
+        .as_array()
+        .context("expected an array of conversations")?;
+    let ks = [1usize, 5, 10, 25];
+    let modes = ["keyword", "vector", "hybrid"];
+    // mode -> k -> (any-evidence hits, evidence fraction sum)
+    let mut res: BTreeMap<&str, BTreeMap<usize, (f64, f64)>> = BTreeMap::new();
+    let mut questions = 0usize;
+    let started = Instant::now();
+    let mut turns_total = 0usize;
+    for conv in convs {
+        let id = conv["sample_id"].as_str().unwrap_or("conv");
+        let ns = format!("{prefix}:{format}:{id}");
+        let mut memories = Vec::new();
+        for (n, turns) in sessions(&conv["conversation"]) {
+            let date = conv["conversation"][format!("session_{n}_date_time")]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            let mut prev: Option<String> = None;
+            for t in turns {
+                let speaker = t["speaker"].as_str().unwrap_or("");
+                let mut text = t["text"].as_str().unwrap_or("").to_string();
+                if let Some(cap) = t["blip_caption"].as_str() {
+                    text.push_str(&format!(" [shares a photo: {cap}]"));
+                }
+                let line = format!("{speaker}: {text}");
+                let body = match format {
+                    "plain" => line.clone(),
+                    _ => {
+                        let mut s = format!("[{date}] ");
+                        if let Some(p) = &prev {
+                            s.push_str(&format!("(after: {p}) "));
+                        }
+                        s.push_str(&line);
+                        s
+                    }
+                };
+                prev = Some(line.chars().take(200).collect());
+                memories.push(json!({
+                    "text": body,
+                    "kind": "message",
+                    "client_id": t["dia_id"],
+                    "metadata": {"dia_id": t["dia_id"], "session": n, "speaker": speaker, "date": date},
+                }));
+            }
+        }
+        turns_total += memories.len();
+        for chunk in memories.chunks(200) {
+            c.post("/v1/memories", &json!({"namespace": ns, "memories": chunk}))
+                .await?;
+        }
+        c.wait_idle().await?;
+        for qa in conv["qa"].as_array().into_iter().flatten() {
+            let cat = qa["category"].as_u64().unwrap_or(0);
+            if !(1..=4).contains(&cat) {
+                continue;
+            }
+            let evidence = evidence_ids(&qa["evidence"]);
+            if evidence.is_empty() {
+                continue;
+            }
+            questions += 1;
+            let question = qa["question"].as_str().unwrap_or("");
+            for mode in modes {
+                let r = c
+                    .post(
+                        "/v1/search",
+                        &json!({"query": question, "k": 25, "mode": mode, "namespaces": [ns]}),
+                    )
+                    .await?;
+                let got: Vec<String> = r["hits"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|h| h["metadata"]["dia_id"].as_str().map(str::to_string))
+                    .collect();
+                for &k in &ks {
+                    let top: HashSet<&String> = got.iter().take(k).collect();
+                    let found = evidence.iter().filter(|e| top.contains(e)).count();
+                    let e = res.entry(mode).or_default().entry(k).or_default();
+                    e.0 += (found > 0) as u8 as f64;
+                    e.1 += found as f64 / evidence.len() as f64;
+                }
+            }
+        }
+    }
+    println!(
+        "# LoCoMo dev evidence recall ({} conversations, {turns_total} turns, {questions} questions, categories 1-4, format {format}, {:.0}s)",
+        convs.len(),
+        started.elapsed().as_secs_f64()
+    );
+    println!("| mode | R@1 | R@5 | R@10 | R@25 | evidence fraction @10 |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for mode in modes {
+        let m = &res[mode];
+        let q = questions as f64;
+        println!(
+            "| {mode} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            m[&1].0 / q,
+            m[&5].0 / q,
+            m[&10].0 / q,
+            m[&25].0 / q,
+            m[&10].1 / q
+        );
+    }
+    Ok(())
+}

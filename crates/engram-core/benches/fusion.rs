@@ -3,9 +3,13 @@
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use engram_core::fusion::{rrf, FusionParams};
 
-fn lists(n: usize) -> (Vec<(u64, f32)>, Vec<(u64, f32)>) {
+type Ranked = Vec<(u64, f32)>;
+
+fn lists(n: usize) -> (Ranked, Ranked) {
     // Half of each list overlaps the other, as in real hybrid queries.
-    let v = (0..n as u64).map(|i| (i, 1.0 - i as f32 / n as f32)).collect();
+    let v = (0..n as u64)
+        .map(|i| (i, 1.0 - i as f32 / n as f32))
+        .collect();
     let k = (n as u64 / 2..n as u64 * 3 / 2)
         .map(|i| (i, 20.0 - i as f32 / n as f32))
         .collect();

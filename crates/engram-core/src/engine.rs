@@ -191,9 +191,7 @@ impl Engine {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid("give expires_at or ttl_seconds, not both"))
             }
-            (Some(t), None) if t <= now => {
-                return Err(Error::invalid("expires_at is in the past"))
-            }
+            (Some(t), None) if t <= now => return Err(Error::invalid("expires_at is in the past")),
             (Some(t), None) => Some(t),
             (None, Some(0)) => return Err(Error::invalid("ttl_seconds must be positive")),
             (None, Some(s)) => Some(
@@ -222,7 +220,12 @@ impl Engine {
 
     /// Wait until these memories are searchable (embedded and indexed) or
     /// failed, at most `timeout`. Returns whether all got there.
-    pub async fn wait_searchable(&self, ids: &[Uuid], p: &Principal, timeout: Duration) -> Result<bool> {
+    pub async fn wait_searchable(
+        &self,
+        ids: &[Uuid],
+        p: &Principal,
+        timeout: Duration,
+    ) -> Result<bool> {
         let deadline = Instant::now() + timeout;
         let mut rx = self.indexed.subscribe();
         let mut pending: Vec<Uuid> = ids.to_vec();
@@ -349,7 +352,10 @@ impl Engine {
         // whenever enough matches exist.
         let page_size = (limit * 2).clamp(100, 2000);
         loop {
-            let page = self.store.scan(&p.tenant, &namespaces, after, page_size).await?;
+            let page = self
+                .store
+                .scan(&p.tenant, &namespaces, after, page_size)
+                .await?;
             let exhausted = page.len() < page_size;
             for m in page {
                 after = Some(m.key);
@@ -388,7 +394,10 @@ impl Engine {
         }
         let k = req.k.unwrap_or(self.cfg.default_k);
         if k == 0 || k > self.cfg.max_k {
-            return Err(Error::invalid(format!("k must be between 1 and {}", self.cfg.max_k)));
+            return Err(Error::invalid(format!(
+                "k must be between 1 and {}",
+                self.cfg.max_k
+            )));
         }
         for ns in &req.namespaces {
             self.check_namespace(p, ns).await?;
@@ -396,15 +405,26 @@ impl Engine {
         let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
         let mut params = self.cfg.fusion;
         if let Some(w) = req.weights {
-            if !(w.vector.is_finite() && w.keyword.is_finite() && w.vector >= 0.0 && w.keyword >= 0.0)
+            if !(w.vector.is_finite()
+                && w.keyword.is_finite()
+                && w.vector >= 0.0
+                && w.keyword >= 0.0)
                 || w.vector + w.keyword == 0.0
             {
-                return Err(Error::invalid("weights must be non-negative and not both zero"));
+                return Err(Error::invalid(
+                    "weights must be non-negative and not both zero",
+                ));
             }
             params.vector_weight = w.vector;
             params.keyword_weight = w.keyword;
         }
-        let scope = Scope::new(&p.tenant, &req.namespaces, filter.as_ref(), Utc::now(), &self.attrs);
+        let scope = Scope::new(
+            &p.tenant,
+            &req.namespaces,
+            filter.as_ref(),
+            Utc::now(),
+            &self.attrs,
+        );
         let candidates = (k * self.cfg.candidate_factor).max(self.cfg.min_candidates);
         let fused = match req.mode {
             SearchMode::Vector => {
@@ -416,7 +436,9 @@ impl Engine {
                 };
                 fusion::single(&hits, true)
             }
-            SearchMode::Keyword => fusion::single(&self.keywords.search(query, k, &scope).await?, false),
+            SearchMode::Keyword => {
+                fusion::single(&self.keywords.search(query, k, &scope).await?, false)
+            }
             SearchMode::Hybrid => {
                 let q = self.embed_query(query).await?;
                 let vector = async {
@@ -457,7 +479,10 @@ impl Engine {
                 })
             })
             .collect();
-        Ok(SearchResponse { hits, mode: req.mode })
+        Ok(SearchResponse {
+            hits,
+            mode: req.mode,
+        })
     }
 
     async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>> {
@@ -466,7 +491,10 @@ impl Engine {
             return Ok(v);
         }
         let mut out = self.embedder.embed(std::slice::from_ref(&key)).await?;
-        let v = Arc::new(out.pop().ok_or_else(|| Error::internal("embedder returned nothing"))?);
+        let v = Arc::new(
+            out.pop()
+                .ok_or_else(|| Error::internal("embedder returned nothing"))?,
+        );
         self.query_cache.insert(key, v.clone());
         Ok(v)
     }
@@ -589,8 +617,16 @@ impl Engine {
         }
         let vec_from = self.vectors.persisted_seq();
         let kw_from = self.keywords.persisted_seq();
-        let for_vec: Vec<Change> = changes.iter().filter(|c| c.seq > vec_from).cloned().collect();
-        let for_kw: Vec<Change> = changes.iter().filter(|c| c.seq > kw_from).cloned().collect();
+        let for_vec: Vec<Change> = changes
+            .iter()
+            .filter(|c| c.seq > vec_from)
+            .cloned()
+            .collect();
+        let for_kw: Vec<Change> = changes
+            .iter()
+            .filter(|c| c.seq > kw_from)
+            .cloned()
+            .collect();
         tokio::try_join!(self.vectors.apply(&for_vec), self.keywords.apply(&for_kw))?;
         self.indexed.send_replace(last);
         Ok(changes.len())

@@ -87,8 +87,14 @@ impl Filter {
     /// Serialise back to the JSON form (`parse(to_json(f)) == f`).
     pub fn to_json(&self) -> Value {
         match self {
-            Filter::And(fs) => json_obj("$and", Value::Array(fs.iter().map(|f| f.to_json()).collect())),
-            Filter::Or(fs) => json_obj("$or", Value::Array(fs.iter().map(|f| f.to_json()).collect())),
+            Filter::And(fs) => json_obj(
+                "$and",
+                Value::Array(fs.iter().map(|f| f.to_json()).collect()),
+            ),
+            Filter::Or(fs) => json_obj(
+                "$or",
+                Value::Array(fs.iter().map(|f| f.to_json()).collect()),
+            ),
             Filter::Not(f) => json_obj("$not", f.to_json()),
             Filter::Cond(field, op) => {
                 let (name, operand) = match op {
@@ -182,11 +188,15 @@ impl Field {
 
 fn parse_node(v: &Value, depth: usize, nodes: &mut usize) -> Result<Filter> {
     if depth > MAX_DEPTH {
-        return Err(Error::InvalidFilter(format!("nested deeper than {MAX_DEPTH} levels")));
+        return Err(Error::InvalidFilter(format!(
+            "nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     *nodes += 1;
     if *nodes > MAX_NODES {
-        return Err(Error::InvalidFilter(format!("more than {MAX_NODES} clauses")));
+        return Err(Error::InvalidFilter(format!(
+            "more than {MAX_NODES} clauses"
+        )));
     }
     let obj = v
         .as_object()
@@ -202,7 +212,9 @@ fn parse_node(v: &Value, depth: usize, nodes: &mut usize) -> Result<Filter> {
                     Error::InvalidFilter(format!("{key} takes an array of filters"))
                 })?;
                 if arr.is_empty() {
-                    return Err(Error::InvalidFilter(format!("{key} needs at least one filter")));
+                    return Err(Error::InvalidFilter(format!(
+                        "{key} needs at least one filter"
+                    )));
                 }
                 let fs = arr
                     .iter()
@@ -255,7 +267,9 @@ fn parse_condition(field: Field, v: &Value, nodes: &mut usize) -> Result<Filter>
     for (name, operand) in ops {
         *nodes += 1;
         if *nodes > MAX_NODES {
-            return Err(Error::InvalidFilter(format!("more than {MAX_NODES} clauses")));
+            return Err(Error::InvalidFilter(format!(
+                "more than {MAX_NODES} clauses"
+            )));
         }
         let op = match name.as_str() {
             "$eq" => check_eq(&field, operand)?,
@@ -294,12 +308,10 @@ fn parse_condition(field: Field, v: &Value, nodes: &mut usize) -> Result<Filter>
                     )))
                 }
             },
-            other => {
-                return Err(Error::InvalidFilter(format!(
-                    "unknown operator {other:?} on {}: use $eq $ne $in $nin $gt $gte $lt $lte $exists",
-                    field.name()
-                )))
-            }
+            other => return Err(Error::InvalidFilter(format!(
+                "unknown operator {other:?} on {}: use $eq $ne $in $nin $gt $gte $lt $lte $exists",
+                field.name()
+            ))),
         };
         conds.push(Filter::Cond(field.clone(), op));
     }
@@ -369,7 +381,9 @@ fn parse_bound(field: &Field, op: &str, v: &Value) -> Result<Bound> {
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -478,30 +492,57 @@ mod tests {
 
     #[test]
     fn scalar_and_operator_conditions() {
-        let d = doc(json!({"topic": "billing", "n": 3, "nested": {"x": "y"}, "when": "2026-05-01T00:00:00Z"}), &["a", "b"]);
+        let d = doc(
+            json!({"topic": "billing", "n": 3, "nested": {"x": "y"}, "when": "2026-05-01T00:00:00Z"}),
+            &["a", "b"],
+        );
         assert!(m(json!({"metadata.topic": "billing"}), &d));
         assert!(!m(json!({"metadata.topic": "other"}), &d));
         assert!(m(json!({"metadata.n": {"$gte": 3, "$lt": 4}}), &d));
         assert!(!m(json!({"metadata.n": {"$gt": 3}}), &d));
-        assert!(m(json!({"metadata.n": 3.0}), &d), "numbers compare by value");
+        assert!(
+            m(json!({"metadata.n": 3.0}), &d),
+            "numbers compare by value"
+        );
         assert!(m(json!({"metadata.nested.x": "y"}), &d));
-        assert!(m(json!({"metadata.when": {"$gt": "2026-04-30T23:00:00Z"}}), &d));
+        assert!(m(
+            json!({"metadata.when": {"$gt": "2026-04-30T23:00:00Z"}}),
+            &d
+        ));
         // 00:30+01:00 is 23:30Z the day before: offsets are honoured.
-        assert!(!m(json!({"metadata.when": {"$lt": "2026-05-01T00:30:00+01:00"}}), &d));
-        assert!(m(json!({"metadata.when": {"$lt": "2026-05-01T02:00:00+01:00"}}), &d));
+        assert!(!m(
+            json!({"metadata.when": {"$lt": "2026-05-01T00:30:00+01:00"}}),
+            &d
+        ));
+        assert!(m(
+            json!({"metadata.when": {"$lt": "2026-05-01T02:00:00+01:00"}}),
+            &d
+        ));
         assert!(m(json!({"tags": "a"}), &d));
         assert!(m(json!({"tags": {"$in": ["z", "b"]}}), &d));
         assert!(m(json!({"tags": {"$nin": ["z"]}}), &d));
         assert!(!m(json!({"tags": {"$nin": ["a"]}}), &d));
         assert!(m(json!({"kind": "fact"}), &d));
-        assert!(m(json!({"created_at": {"$lt": "2026-03-01T10:00:01Z"}}), &d));
-        assert!(!m(json!({"created_at": {"$gt": "2026-03-01T10:00:00Z"}}), &d));
+        assert!(m(
+            json!({"created_at": {"$lt": "2026-03-01T10:00:01Z"}}),
+            &d
+        ));
+        assert!(!m(
+            json!({"created_at": {"$gt": "2026-03-01T10:00:00Z"}}),
+            &d
+        ));
         assert!(m(json!({"metadata.missing": {"$exists": false}}), &d));
         assert!(m(json!({"metadata.missing": {"$ne": 1}}), &d));
         assert!(!m(json!({"metadata.missing": {"$lt": 1}}), &d));
-        assert!(m(json!({"$or": [{"metadata.n": 1}, {"metadata.n": 3}]}), &d));
+        assert!(m(
+            json!({"$or": [{"metadata.n": 1}, {"metadata.n": 3}]}),
+            &d
+        ));
         assert!(m(json!({"$not": {"metadata.n": 1}}), &d));
-        assert!(!m(json!({"metadata.topic": "billing", "metadata.n": 1}), &d), "implicit and");
+        assert!(
+            !m(json!({"metadata.topic": "billing", "metadata.n": 1}), &d),
+            "implicit and"
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ pub mod error;
 pub mod filter;
 pub mod fusion;
 pub mod requests;
-pub mod text;
 pub mod scope;
+pub mod text;
 pub mod traits;
 pub mod types;
 

@@ -81,8 +81,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Memory>>;
 
     /// Soft-delete a live memory. `None` if there is none.
-    async fn soft_delete(&self, tenant: &str, id: Uuid, now: DateTime<Utc>)
-        -> Result<Option<Memory>>;
+    async fn soft_delete(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Memory>>;
 
     /// Live (not deleted) memories of a tenant, in key order, after `after`.
     /// An empty `namespaces` means all namespaces.

@@ -117,13 +117,16 @@ async fn create(
     let mut status = StatusCode::ACCEPTED;
     if q.wait {
         let ids: Vec<Uuid> = created.iter().map(|(c, _)| c.id).collect();
-        if s.engine.wait_searchable(&ids, &p, s.cfg.wait_timeout).await? {
+        if s.engine
+            .wait_searchable(&ids, &p, s.cfg.wait_timeout)
+            .await?
+        {
             status = StatusCode::CREATED;
         }
     }
     let mut out: Vec<Value> = Vec::with_capacity(created.len());
     for (c, _) in &created {
-        let mut v = serde_json::to_value(c).map_err(|e| Error::internal(e))?;
+        let mut v = serde_json::to_value(c).map_err(Error::internal)?;
         if q.wait {
             // Report the state after waiting, not the one at insert time.
             if let Ok(m) = s.engine.get(&p, c.id).await {
@@ -141,7 +144,11 @@ async fn create(
 }
 
 fn body_error(e: serde_json::Error) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", e.to_string())
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_body",
+        e.to_string(),
+    )
 }
 
 async fn get_memory(
@@ -160,7 +167,11 @@ async fn update(
     Json(u): Json<MemoryUpdate>,
 ) -> ApiResult {
     let mut m = s.engine.update(&p, id, u).await?;
-    if q.wait && s.engine.wait_searchable(&[id], &p, s.cfg.wait_timeout).await? {
+    if q.wait
+        && s.engine
+            .wait_searchable(&[id], &p, s.cfg.wait_timeout)
+            .await?
+    {
         m = s.engine.get(&p, id).await?;
     }
     Ok(Json(m).into_response())
@@ -239,7 +250,9 @@ async fn jobs(
     let state = match q.state.as_deref() {
         None => None,
         Some(st) => Some(JobState::parse(st).ok_or_else(|| {
-            Error::invalid(format!("unknown job state {st:?}: use queued, running or dead"))
+            Error::invalid(format!(
+                "unknown job state {st:?}: use queued, running or dead"
+            ))
         })?),
     };
     let jobs = s
@@ -253,11 +266,7 @@ async fn job(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<u64>) 
     Ok(Json(s.engine.job(&p, id).await?).into_response())
 }
 
-async fn retry_job(
-    State(s): State<AppState>,
-    Caller(p): Caller,
-    Path(id): Path<u64>,
-) -> ApiResult {
+async fn retry_job(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<u64>) -> ApiResult {
     Ok(Json(s.engine.retry_job(&p, id).await?).into_response())
 }
 

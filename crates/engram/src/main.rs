@@ -1,1 +1,226 @@
-fn main() {}
+//! `engram`: the memory service binary. It picks the concrete back-ends from
+//! configuration, runs the HTTP API and workers, and offers a small CLI.
+
+mod client;
+mod config;
+mod embedded;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "engram",
+    version,
+    about = "Long-term memory service for AI agents"
+)]
+struct Cli {
+    /// TOML config file (layers: defaults < file < ENGRAM_* env < flags).
+    #[arg(long, global = true, env = "ENGRAM_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Local {
+    /// Data directory of the embedded store and indexes.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// all-MiniLM-L6-v2 model folder.
+    #[arg(long)]
+    model_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct Remote {
+    /// Base URL of a running engram.
+    #[arg(long, env = "ENGRAM_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the HTTP API (with embedding workers unless --workers 0).
+    Serve {
+        #[command(flatten)]
+        local: Local,
+        #[arg(long)]
+        listen: Option<String>,
+        /// Embedding workers inside this process.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Run embedding workers only, against the data directory of a `serve`.
+    Worker {
+        #[command(flatten)]
+        local: Local,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Add one memory through the API.
+    Add {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long, short)]
+        namespace: String,
+        /// The text (or read it from stdin with "-").
+        text: String,
+        /// Metadata as a JSON object.
+        #[arg(long)]
+        metadata: Option<String>,
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        /// Return once the memory is searchable.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Search through the API and print the hits as JSON.
+    Search {
+        #[command(flatten)]
+        remote: Remote,
+        query: String,
+        #[arg(long = "namespace", short)]
+        namespaces: Vec<String>,
+        #[arg(long, short, default_value_t = 10)]
+        k: usize,
+        /// hybrid, vector or keyword.
+        #[arg(long, default_value = "hybrid")]
+        mode: String,
+        /// Metadata filter as JSON.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Import memories from JSONL (one memory object per line; a line may carry its own "namespace").
+    Import {
+        #[command(flatten)]
+        remote: Remote,
+        file: PathBuf,
+        #[arg(long, short)]
+        namespace: String,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Wait until everything is searchable.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Export memories as JSONL to stdout or a file.
+    Export {
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(long, short)]
+        namespace: Option<String>,
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Recreate the vector and keyword indexes from the store (server stopped).
+    Rebuild {
+        #[command(flatten)]
+        local: Local,
+    },
+}
+
+fn overrides(local: &Local) -> Vec<(&'static str, figment::value::Value)> {
+    let mut o = Vec::new();
+    if let Some(d) = &local.data_dir {
+        o.push(("data_dir", d.display().to_string().into()));
+    }
+    if let Some(m) = &local.model_dir {
+        o.push(("model_dir", m.display().to_string().into()));
+    }
+    o
+}
+
+fn init_logs(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENGRAM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tantivy=warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().flatten_event(true).init();
+    } else {
+        b.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let file = cli.config.as_deref();
+    match cli.cmd {
+        Cmd::Serve {
+            local,
+            listen,
+            workers,
+        } => {
+            let mut o = overrides(&local);
+            if let Some(l) = listen {
+                o.push(("listen", l.into()));
+            }
+            if let Some(w) = workers {
+                o.push(("workers", w.into()));
+            }
+            let cfg = Config::load(file, &o)?;
+            init_logs(&cfg.log_format);
+            embedded::serve(cfg).await
+        }
+        Cmd::Worker { local, workers } => {
+            let mut o = overrides(&local);
+            o.push(("workers", workers.into()));
+            let cfg = Config::load(file, &o)?;
+            init_logs(&cfg.log_format);
+            embedded::worker(cfg).await
+        }
+        Cmd::Rebuild { local } => {
+            let cfg = Config::load(file, &overrides(&local))?;
+            init_logs(&cfg.log_format);
+            embedded::rebuild(cfg).await
+        }
+        Cmd::Add {
+            remote,
+            namespace,
+            text,
+            metadata,
+            tags,
+            kind,
+            wait,
+        } => {
+            let text = if text == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading stdin")?
+            } else {
+                text
+            };
+            client::add(&remote.url, &namespace, text, metadata, tags, kind, wait).await
+        }
+        Cmd::Search {
+            remote,
+            query,
+            namespaces,
+            k,
+            mode,
+            filter,
+        } => client::search(&remote.url, query, namespaces, k, mode, filter).await,
+        Cmd::Import {
+            remote,
+            file,
+            namespace,
+            batch,
+            wait,
+        } => client::import(&remote.url, &file, &namespace, batch, wait).await,
+        Cmd::Export {
+            remote,
+            namespace,
+            out,
+        } => client::export(&remote.url, namespace, out).await,
+    }
+}
+
+/// How long `serve` waits for in-flight requests on shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -1,0 +1,175 @@
+//! CLI commands that talk to a running engram over HTTP.
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+async fn call(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let res = req.send().await.context("cannot reach engram")?;
+    let status = res.status();
+    let body: Value = if status == reqwest::StatusCode::NO_CONTENT {
+        Value::Null
+    } else {
+        res.json().await.context("reading the response")?
+    };
+    if !status.is_success() {
+        let code = body["error"]["code"].as_str().unwrap_or("unknown");
+        let msg = body["error"]["message"].as_str().unwrap_or("");
+        bail!("{status} {code}: {msg}");
+    }
+    Ok(body)
+}
+
+fn parse_json(what: &str, s: Option<String>) -> anyhow::Result<Option<Value>> {
+    s.map(|s| serde_json::from_str(&s).with_context(|| format!("{what} is not valid JSON")))
+        .transpose()
+}
+
+pub async fn add(
+    url: &str,
+    namespace: &str,
+    text: String,
+    metadata: Option<String>,
+    tags: Vec<String>,
+    kind: Option<String>,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let mut body = json!({"namespace": namespace, "text": text, "tags": tags});
+    if let Some(m) = parse_json("--metadata", metadata)? {
+        body["metadata"] = m;
+    }
+    if let Some(k) = kind {
+        body["kind"] = json!(k);
+    }
+    let http = reqwest::Client::new();
+    let out = call(
+        http.post(format!("{url}/v1/memories"))
+            .query(&[("wait", wait)])
+            .json(&body),
+    )
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+pub async fn search(
+    url: &str,
+    query: String,
+    namespaces: Vec<String>,
+    k: usize,
+    mode: String,
+    filter: Option<String>,
+) -> anyhow::Result<()> {
+    let mut body = json!({"query": query, "namespaces": namespaces, "k": k, "mode": mode});
+    if let Some(f) = parse_json("--filter", filter)? {
+        body["filter"] = f;
+    }
+    let out = call(
+        reqwest::Client::new()
+            .post(format!("{url}/v1/search"))
+            .json(&body),
+    )
+    .await?;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+pub async fn import(
+    url: &str,
+    file: &Path,
+    namespace: &str,
+    batch: usize,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let http = reqwest::Client::new();
+    // Batches are per namespace: a line may name its own.
+    let mut pending: Vec<(String, Value)> = Vec::new();
+    let (mut created, mut duplicates) = (0u64, 0u64);
+    let flush = |items: Vec<(String, Value)>| {
+        let http = http.clone();
+        async move {
+            let mut by_ns: std::collections::BTreeMap<String, Vec<Value>> = Default::default();
+            for (ns, v) in items {
+                by_ns.entry(ns).or_default().push(v);
+            }
+            let mut counts = (0u64, 0u64);
+            for (ns, memories) in by_ns {
+                let out = call(
+                    http.post(format!("{url}/v1/memories"))
+                        .query(&[("wait", wait)])
+                        .json(&json!({"namespace": ns, "memories": memories})),
+                )
+                .await?;
+                for m in out["memories"].as_array().into_iter().flatten() {
+                    if m["status"] == "created" {
+                        counts.0 += 1;
+                    } else {
+                        counts.1 += 1;
+                    }
+                }
+            }
+            anyhow::Ok(counts)
+        }
+    };
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut v: Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not valid JSON", file.display(), i + 1))?;
+        let ns = match v.as_object_mut().and_then(|o| o.remove("namespace")) {
+            Some(Value::String(s)) => s,
+            Some(_) => bail!("{}:{}: namespace must be a string", file.display(), i + 1),
+            None => namespace.to_string(),
+        };
+        pending.push((ns, v));
+        if pending.len() >= batch {
+            let (c, d) = flush(std::mem::take(&mut pending)).await?;
+            created += c;
+            duplicates += d;
+            eprint!("\rimported {created} (+{duplicates} duplicates)");
+        }
+    }
+    if !pending.is_empty() {
+        let (c, d) = flush(pending).await?;
+        created += c;
+        duplicates += d;
+    }
+    eprintln!("\rimported {created} (+{duplicates} duplicates)");
+    Ok(())
+}
+
+pub async fn export(
+    url: &str,
+    namespace: Option<String>,
+    out: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let mut w: Box<dyn Write> = match &out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let mut cursor: Option<String> = None;
+    let mut n = 0u64;
+    loop {
+        let body = json!({"namespace": namespace, "limit": 1000, "cursor": cursor});
+        let page = call(http.post(format!("{url}/v1/memories/list")).json(&body)).await?;
+        for m in page["memories"].as_array().into_iter().flatten() {
+            serde_json::to_writer(&mut w, m)?;
+            w.write_all(b"\n")?;
+            n += 1;
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    w.flush()?;
+    eprintln!("exported {n} memories");
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Configuration: one struct, layered defaults < file < `ENGRAM_*` env < CLI
+//! flags, validated at start-up.
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// Where the embedded store and indexes live.
+    pub data_dir: PathBuf,
+    /// Folder with the all-MiniLM-L6-v2 files (see scripts/fetch-model.sh).
+    pub model_dir: PathBuf,
+    /// The tenant every request acts in until authentication is configured.
+    pub tenant: String,
+    /// Embedding workers run inside `serve` (0: run `engram worker` separately).
+    pub workers: usize,
+    /// `text` or `json`.
+    pub log_format: String,
+    pub max_body_bytes: usize,
+    pub max_text_bytes: usize,
+    pub max_batch: usize,
+    pub wait_timeout_secs: u64,
+    pub persist_interval_secs: u64,
+    pub worker_batch: usize,
+    /// A claimed job returns to the queue if its worker has not finished it in
+    /// this time (a killed worker's jobs are picked up after it).
+    pub job_lease_secs: u64,
+    pub retry_max_attempts: u32,
+    pub retry_base_delay_ms: u64,
+    pub vector: VectorConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VectorConfig {
+    pub connectivity: usize,
+    pub expansion_add: usize,
+    pub expansion_search: usize,
+    /// Below this many vectors, search scans exactly instead of using HNSW.
+    pub exact_threshold: usize,
+}
+
+impl Default for VectorConfig {
+    fn default() -> Self {
+        VectorConfig {
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+            exact_threshold: 20_000,
+        }
+    }
+}
+
+/// `$ENGRAM_CACHE`, else `$XDG_CACHE_HOME/engram`, else `~/.cache/engram`.
+pub fn cache_dir() -> PathBuf {
+    if let Ok(c) = std::env::var("ENGRAM_CACHE") {
+        return PathBuf::from(c);
+    }
+    if let Ok(x) = std::env::var("XDG_CACHE_HOME") {
+        return Path::new(&x).join("engram");
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    Path::new(&home).join(".cache/engram")
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./engram-data"),
+            model_dir: cache_dir().join("models/all-MiniLM-L6-v2"),
+            tenant: "default".into(),
+            workers: 1,
+            log_format: "text".into(),
+            max_body_bytes: 8 * 1024 * 1024,
+            max_text_bytes: 32 * 1024,
+            max_batch: 256,
+            wait_timeout_secs: 30,
+            persist_interval_secs: 30,
+            worker_batch: 32,
+            job_lease_secs: 30,
+            retry_max_attempts: 5,
+            retry_base_delay_ms: 1000,
+            vector: VectorConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Merge the layers; `overrides` are the CLI flags that were given.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(&str, figment::value::Value)],
+    ) -> anyhow::Result<Config> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(f) = file {
+            if !f.exists() {
+                bail!("config file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        // ENGRAM_VECTOR__EXACT_THRESHOLD sets vector.exact_threshold.
+        fig = fig.merge(
+            Env::prefixed("ENGRAM_")
+                .ignore(&["config", "cache", "url", "log", "test_threads"])
+                .split("__"),
+        );
+        for (k, v) in overrides {
+            fig = fig.merge(Serialized::default(k, v.clone()));
+        }
+        let cfg: Config = fig.extract().context("invalid configuration")?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            bail!(
+                "listen = {:?} is not an address like 127.0.0.1:8080",
+                self.listen
+            );
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!(
+                "log_format must be \"text\" or \"json\", not {:?}",
+                self.log_format
+            );
+        }
+        if self.tenant.is_empty() {
+            bail!("tenant must not be empty");
+        }
+        if self.max_batch == 0 || self.worker_batch == 0 {
+            bail!("max_batch and worker_batch must be positive");
+        }
+        if self.max_text_bytes == 0 || self.max_body_bytes < self.max_text_bytes {
+            bail!("max_body_bytes must be at least max_text_bytes (> 0)");
+        }
+        if self.job_lease_secs == 0 {
+            bail!("job_lease_secs must be at least 1");
+        }
+        if self.retry_max_attempts == 0 {
+            bail!("retry_max_attempts must be at least 1");
+        }
+        if self.vector.connectivity < 2 || self.vector.expansion_search == 0 {
+            bail!("vector.connectivity must be >= 2 and vector.expansion_search > 0");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_and_bad_values_fail_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "listen = \"127.0.0.1:9\"\nbogus = 1\n").unwrap();
+        let e = Config::load(Some(&f), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("bogus"), "{e:#}");
+
+        std::fs::write(&f, "listen = \"nowhere\"\n").unwrap();
+        let e = Config::load(Some(&f), &[]).unwrap_err();
+        assert!(format!("{e:#}").contains("listen"), "{e:#}");
+
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9\"\n[vector]\nexact_threshold = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), &[("workers", 3.into())]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9");
+        assert_eq!(c.vector.exact_threshold, 5);
+        assert_eq!(c.workers, 3, "CLI flags win over the file");
+        assert!(Config::load(Some(&dir.path().join("missing.toml")), &[]).is_err());
+    }
+}

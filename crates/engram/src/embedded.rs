@@ -1,0 +1,168 @@
+//! The embedded mode: SQLite store, usearch + tantivy indexes, local model,
+//! the store's job table as the queue — all under one data directory.
+
+use anyhow::Context;
+use engram_core::{
+    Backends, EmbedWorker, Embedder, Engine, EngineConfig, JobQueue, Principal, RetryPolicy, Role,
+    Store, StoreQueue,
+};
+use engram_embed::LocalEmbedder;
+use engram_index::{TantivyIndex, UsearchIndex, VectorOptions};
+use engram_server::ServerConfig;
+use engram_sqlite::SqliteStore;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+use crate::config::Config;
+
+fn engine_config(cfg: &Config) -> EngineConfig {
+    EngineConfig {
+        max_text_bytes: cfg.max_text_bytes,
+        max_batch: cfg.max_batch,
+        worker_batch: cfg.worker_batch,
+        job_lease: Duration::from_secs(cfg.job_lease_secs),
+        retry: RetryPolicy {
+            max_attempts: cfg.retry_max_attempts,
+            base_delay: Duration::from_millis(cfg.retry_base_delay_ms),
+            ..RetryPolicy::default()
+        },
+        persist_interval: Duration::from_secs(cfg.persist_interval_secs),
+        ..EngineConfig::default()
+    }
+}
+
+async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+    let path = cfg.data_dir.join("engram.db");
+    let store = SqliteStore::open(&path)
+        .await
+        .with_context(|| format!("opening store {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+fn open_embedder(cfg: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
+    let e = LocalEmbedder::load(&cfg.model_dir).with_context(|| {
+        format!(
+            "loading the embedding model from {} (run scripts/fetch-model.sh)",
+            cfg.model_dir.display()
+        )
+    })?;
+    Ok(Arc::new(e))
+}
+
+fn queue(cfg: &Config, store: Arc<dyn Store>) -> Arc<dyn JobQueue> {
+    let ec = engine_config(cfg);
+    Arc::new(StoreQueue::new(store, ec.job_lease, ec.retry))
+}
+
+pub async fn open_engine(cfg: &Config) -> anyhow::Result<Arc<Engine>> {
+    let store = open_store(cfg).await?;
+    let embedder = open_embedder(cfg)?;
+    let dims = embedder.model().dims;
+    let index_dir = cfg.data_dir.join("index");
+    let v = &cfg.vector;
+    let vectors = UsearchIndex::open(
+        &index_dir.join("vectors"),
+        dims,
+        VectorOptions {
+            connectivity: v.connectivity,
+            expansion_add: v.expansion_add,
+            expansion_search: v.expansion_search,
+            exact_threshold: v.exact_threshold,
+        },
+    )
+    .context("opening the vector index")?;
+    let keywords =
+        TantivyIndex::open(&index_dir.join("keywords")).context("opening the keyword index")?;
+    let backends = Backends {
+        queue: queue(cfg, store.clone()),
+        store,
+        vectors: Arc::new(vectors),
+        keywords: Arc::new(keywords),
+        embedder,
+    };
+    Ok(Engine::open(backends, engine_config(cfg)).await?)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let engine = open_engine(&cfg).await?;
+    let replayed = engine.catch_up().await?;
+    tracing::info!(replayed, model = %engine.model().version, "indexes caught up");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = vec![tokio::spawn(engine.clone().run_indexer(stop_rx.clone()))];
+    for _ in 0..cfg.workers {
+        tasks.push(tokio::spawn(engine.worker().run(stop_rx.clone())));
+    }
+    let server_cfg = ServerConfig {
+        max_body_bytes: cfg.max_body_bytes,
+        wait_timeout: Duration::from_secs(cfg.wait_timeout_secs),
+        principal: Principal::new(cfg.tenant.clone(), "local", Role::Admin),
+    };
+    let app = engram_server::router(engine.clone(), server_cfg);
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "engram listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(crate::SHUTDOWN_GRACE, t).await;
+    }
+    Ok(())
+}
+
+pub async fn worker(cfg: Config) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let embedder = open_embedder(&cfg)?;
+    let q = queue(&cfg, store);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    for _ in 0..cfg.workers.max(1) {
+        let w = EmbedWorker::new(q.clone(), embedder.clone(), cfg.worker_batch);
+        tasks.push(tokio::spawn(w.run(stop_rx.clone())));
+    }
+    tracing::info!(workers = tasks.len(), "embedding workers running");
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(crate::SHUTDOWN_GRACE, t).await;
+    }
+    Ok(())
+}
+
+pub async fn rebuild(cfg: Config) -> anyhow::Result<()> {
+    let engine = open_engine(&cfg).await?;
+    let started = std::time::Instant::now();
+    let n = engine.rebuild().await?;
+    let stats = engine
+        .stats(&Principal::new(cfg.tenant.clone(), "local", Role::Admin))
+        .await?;
+    eprintln!(
+        "rebuilt from {n} changes in {:.1}s: {} vectors, {} keyword documents",
+        started.elapsed().as_secs_f64(),
+        stats.vectors,
+        stats.keywords
+    );
+    Ok(())
+}
