@@ -308,10 +308,12 @@ fn parse_condition(field: Field, v: &Value, nodes: &mut usize) -> Result<Filter>
                     )))
                 }
             },
-            other => return Err(Error::InvalidFilter(format!(
+            other => {
+                return Err(Error::InvalidFilter(format!(
                 "unknown operator {other:?} on {}: use $eq $ne $in $nin $gt $gte $lt $lte $exists",
                 field.name()
-            ))),
+            )))
+            }
         };
         conds.push(Filter::Cond(field.clone(), op));
     }

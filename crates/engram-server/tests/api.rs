@@ -485,7 +485,14 @@ async fn bad_input_gets_clear_4xx_json_errors() {
         "y".repeat(70 * 1024)
     );
     // (method, uri, body, content type, expected status, expected code)
-    type Case<'a> = (&'a str, &'a str, Option<String>, Option<&'a str>, StatusCode, &'a str);
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<String>,
+        Option<&'a str>,
+        StatusCode,
+        &'a str,
+    );
     let cases: Vec<Case> = vec![
         ("POST", "/v1/memories", Some("{not json".into()), Some("application/json"), StatusCode::BAD_REQUEST, "malformed_json"),
         ("POST", "/v1/memories", Some("{\"namespace\":\"n\",\"text\":\"a\"}".into()), None, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
