@@ -499,6 +499,32 @@ impl Engine {
         Ok(v)
     }
 
+    /// Embed texts with the engine's model (`/v1/embeddings`), for clients
+    /// that want the same vectors engram indexes with.
+    pub async fn embed(&self, p: &Principal, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
+        p.authorize(Action::Read)?;
+        if texts.is_empty() {
+            return Err(Error::invalid("input must not be empty"));
+        }
+        if texts.len() > self.cfg.max_batch {
+            return Err(Error::TooLarge(format!(
+                "{} inputs; the limit is {}",
+                texts.len(),
+                self.cfg.max_batch
+            )));
+        }
+        for (i, t) in texts.iter().enumerate() {
+            if t.len() > self.cfg.max_text_bytes {
+                return Err(Error::TooLarge(format!(
+                    "input[{i}] is {} bytes; the limit is {}",
+                    t.len(),
+                    self.cfg.max_text_bytes
+                )));
+            }
+        }
+        self.embedder.embed(&texts).await
+    }
+
     pub async fn namespaces(&self, p: &Principal) -> Result<Vec<NamespaceInfo>> {
         p.authorize(Action::Read)?;
         self.store.namespaces(&p.tenant).await

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/search", post(search))
         .route("/v1/namespaces", get(namespaces))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/retry", post(retry_job))
@@ -272,4 +273,61 @@ async fn retry_job(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<
 
 async fn stats(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
     Ok(Json(s.engine.stats(&p).await?).into_response())
+}
+
+/// OpenAI-style `input`: one string or a list of strings.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EmbeddingInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmbeddingsRequest {
+    input: EmbeddingInput,
+    /// Accepted for OpenAI compatibility; must name the served model if given.
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    encoding_format: Option<String>,
+}
+
+/// `POST /v1/embeddings`, OpenAI-compatible, served by the local model.
+async fn embeddings(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Json(req): Json<EmbeddingsRequest>,
+) -> ApiResult {
+    let served = s.engine.model().clone();
+    if let Some(m) = &req.model {
+        if *m != served.name {
+            return Err(Error::invalid(format!(
+                "model {m:?} is not served here; this server embeds with {:?}",
+                served.name
+            ))
+            .into());
+        }
+    }
+    if req.encoding_format.as_deref().is_some_and(|f| f != "float") {
+        return Err(Error::invalid("only encoding_format \"float\" is supported").into());
+    }
+    let texts = match req.input {
+        EmbeddingInput::One(t) => vec![t],
+        EmbeddingInput::Many(ts) => ts,
+    };
+    let vectors = s.engine.embed(&p, texts).await?;
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .collect();
+    Ok(Json(json!({
+        "object": "list",
+        "data": data,
+        "model": served.name,
+        "model_version": served.version,
+    }))
+    .into_response())
 }

@@ -585,3 +585,55 @@ async fn expired_memories_are_not_returned() {
     let (s, _) = app.call("GET", &format!("/v1/memories/{id}"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_openai_compatible_embeddings_from_the_local_model() {
+    let app = app().await;
+    let (s, v) = app
+        .call("POST", "/v1/embeddings", Some(json!({"input": ["a cat sits on the mat", "a cat is sitting on a mat", "quarterly revenue grew"], "model": "all-MiniLM-L6-v2"})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let vecs: Vec<Vec<f64>> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(vecs.len(), 3);
+    assert_eq!(vecs[0].len(), 384);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    assert!((dot(&vecs[0], &vecs[0]) - 1.0).abs() < 1e-3);
+    assert!(dot(&vecs[0], &vecs[1]) > dot(&vecs[0], &vecs[2]) + 0.3);
+    // The same vector the memory gets when stored: a single string works too.
+    let (_, one) = app
+        .call(
+            "POST",
+            "/v1/embeddings",
+            Some(json!({"input": "a cat sits on the mat"})),
+        )
+        .await;
+    assert_eq!(one["data"][0]["embedding"], v["data"][0]["embedding"]);
+    let (s, e) = app
+        .call(
+            "POST",
+            "/v1/embeddings",
+            Some(json!({"input": "x", "model": "gpt-4"})),
+        )
+        .await;
+    assert_error(s, &e, StatusCode::BAD_REQUEST, "invalid_request");
+    let (s, e) = app
+        .call("POST", "/v1/embeddings", Some(json!({"input": []})))
+        .await;
+    assert_error(s, &e, StatusCode::BAD_REQUEST, "invalid_request");
+    let (s, e) = app
+        .call("POST", "/v1/embeddings", Some(json!({"input": 5})))
+        .await;
+    assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+}
