@@ -78,6 +78,17 @@ impl Server {
     }
 }
 
+async fn post_json(http: &reqwest::Client, url: String, body: &Value) -> Value {
+    http.post(url)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -193,15 +204,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let mut cursor: Option<String> = None;
     loop {
         let body = json!({"namespace": "crash", "limit": 500, "cursor": cursor});
-        let page: Value = http
-            .post(format!("{}/v1/memories/list", server.url))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = post_json(&http, format!("{}/v1/memories/list", server.url), &body).await;
         for m in page["memories"].as_array().unwrap() {
             *seen
                 .entry(m["client_id"].as_str().unwrap().to_string())
@@ -221,15 +224,7 @@ async fn acknowledged_writes_survive_kill_9() {
         // Searchable by its unique marker, through the keyword and the vector index.
         let n = &cid[1..];
         for mode in ["keyword", "vector"] {
-            let hits: Value = http
-                .post(format!("{}/v1/search", server.url))
-                .json(&json!({"query": format!("crash test memory {n} with marker zq{n}x"), "mode": mode, "k": 3}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let hits: Value = post_json(&http, format!("{}/v1/search", server.url), &json!({"query": format!("crash test memory {n} with marker zq{n}x"), "mode": mode, "k": 3})).await;
             let ids: Vec<&str> = hits["hits"]
                 .as_array()
                 .unwrap()
@@ -244,15 +239,12 @@ async fn acknowledged_writes_survive_kill_9() {
     }
     // A retried write of an acknowledged client id returns the same memory.
     let (cid, id) = acked.iter().next().unwrap();
-    let r: Value = http
-        .post(format!("{}/v1/memories", server.url))
-        .json(&json!({"namespace": "crash", "text": "retry", "client_id": cid}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Value = post_json(
+        &http,
+        format!("{}/v1/memories", server.url),
+        &json!({"namespace": "crash", "text": "retry", "client_id": cid}),
+    )
+    .await;
     assert_eq!(r["id"], id.as_str());
     assert_eq!(r["status"], "duplicate");
 }
