@@ -29,37 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Ingest then search under load.
-    Load {
-        /// Memories to ingest (0: search what is already there).
-        #[arg(long, default_value_t = 10_000)]
-        n: usize,
-        #[arg(long, default_value = "bench")]
-        namespace: String,
-        /// synthetic or a path to locomo-dev.json.
-        #[arg(long, default_value = "synthetic")]
-        source: String,
-        #[arg(long, default_value_t = 64)]
-        batch: usize,
-        /// Concurrent ingest requests.
-        #[arg(long, default_value_t = 2)]
-        ingest_concurrency: usize,
-        /// Single-memory writes timed for acknowledgement latency.
-        #[arg(long, default_value_t = 300)]
-        ack_samples: usize,
-        #[arg(long, default_value_t = 500)]
-        queries: usize,
-        #[arg(long, value_delimiter = ',', default_value = "1,4")]
-        concurrency: Vec<usize>,
-        #[arg(long, default_value_t = 10)]
-        k: usize,
-        #[arg(long, default_value = "hybrid")]
-        mode: String,
-        /// Queries used to measure recall@k of the vector index against exact search.
-        #[arg(long, default_value_t = 200)]
-        recall_queries: usize,
-        #[arg(long, default_value_t = 7)]
-        seed: u64,
-    },
+    Load(LoadArgs),
     /// LoCoMo evidence recall per search mode.
     Locomo {
         #[arg(long, default_value = "../shared/data/locomo-dev.json")]
@@ -85,45 +55,27 @@ async fn main() -> anyhow::Result<()> {
         url: cli.url.trim_end_matches('/').to_string(),
     };
     match cli.cmd {
-        Cmd::Load {
-            n,
-            namespace,
-            source,
-            batch,
-            ingest_concurrency,
-            ack_samples,
-            queries,
-            concurrency,
-            k,
-            mode,
-            recall_queries,
-            seed,
-        } => {
-            load(
-                &c,
-                LoadArgs {
-                    n,
-                    namespace,
-                    source,
-                    batch,
-                    ingest_concurrency,
-                    ack_samples,
-                    queries,
-                    concurrency,
-                    k,
-                    mode,
-                    recall_queries,
-                    seed,
-                },
-            )
-            .await
-        }
+        Cmd::Load(args) => load(&c, args).await,
         Cmd::Locomo {
             data,
             format,
             prefix,
         } => locomo(&c, &data, &format, &prefix).await,
     }
+}
+
+/// Send a request; a non-2xx status is an error carrying the body.
+async fn send(req: reqwest::RequestBuilder, method: &str, path: &str) -> anyhow::Result<Value> {
+    let r = req
+        .send()
+        .await
+        .with_context(|| format!("{method} {path}"))?;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{method} {path}: {status} {v}");
+    }
+    Ok(v)
 }
 
 #[derive(Clone)]
@@ -134,29 +86,12 @@ struct Client {
 
 impl Client {
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .json(body)
-            .send()
-            .await
-            .with_context(|| format!("POST {path}"))?;
-        let status = r.status();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("POST {path}: {status} {v}");
-        }
-        Ok(v)
+        let req = self.http.post(format!("{}{path}", self.url)).json(body);
+        send(req, "POST", path).await
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let r = self.http.get(format!("{}{path}", self.url)).send().await?;
-        let status = r.status();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            bail!("GET {path}: {status} {v}");
-        }
-        Ok(v)
+        send(self.http.get(format!("{}{path}", self.url)), "GET", path).await
     }
 
     /// Wait until nothing is pending and the indexes have every change.
@@ -171,18 +106,36 @@ impl Client {
     }
 }
 
+#[derive(clap::Args)]
 struct LoadArgs {
+    /// Memories to ingest (0: search what is already there).
+    #[arg(long, default_value_t = 10_000)]
     n: usize,
+    #[arg(long, default_value = "bench")]
     namespace: String,
+    /// synthetic or a path to locomo-dev.json.
+    #[arg(long, default_value = "synthetic")]
     source: String,
+    #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Concurrent ingest requests.
+    #[arg(long, default_value_t = 2)]
     ingest_concurrency: usize,
+    /// Single-memory writes timed for acknowledgement latency.
+    #[arg(long, default_value_t = 300)]
     ack_samples: usize,
+    #[arg(long, default_value_t = 500)]
     queries: usize,
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
     concurrency: Vec<usize>,
+    #[arg(long, default_value_t = 10)]
     k: usize,
+    #[arg(long, default_value = "hybrid")]
     mode: String,
+    /// Queries used to measure recall@k of the vector index against exact search.
+    #[arg(long, default_value_t = 200)]
     recall_queries: usize,
+    #[arg(long, default_value_t = 7)]
     seed: u64,
 }
 
