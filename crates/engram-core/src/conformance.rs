@@ -25,7 +25,10 @@
 //!   (queued or running), `max_seq` the highest seq of the tenant's memories
 //!   (of all memories for `stats(None)`);
 //! - a soft delete drops the memory's jobs; a stale or orphaned completion is
-//!   accepted (`Ok`) and changes nothing.
+//!   accepted (`Ok`) and changes nothing;
+//! - audit events carry the writer's actor and request id; a duplicate insert
+//!   appends none; `expire_due` and `purge_deleted` are store-wide (they run
+//!   last in [`run_all`] so they do not disturb other cases).
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{json, Map, Value};
@@ -57,12 +60,26 @@ pub async fn run_all(store: Arc<dyn Store>) {
     job_failure_dead_letter_and_retry(s).await;
     stale_completion_after_text_change(s).await;
     stats_counts(s).await;
+    audit_chain_of_writes(s).await;
+    legal_hold_blocks_changes(s).await;
+    purge_erases_content(s).await;
+    restore_soft_deleted(s).await;
+    api_keys_roundtrip(s).await;
+    namespace_default_ttl(s).await;
 }
 
 // ---------------------------------------------------------------------------
 // helpers
 
 /// Now, truncated to microseconds.
+/// The actor of every write in the suite.
+pub fn audit() -> crate::audit::AuditCtx {
+    crate::audit::AuditCtx {
+        actor: "conformance".into(),
+        request_id: Some("req-1".into()),
+    }
+}
+
 pub fn now() -> DateTime<Utc> {
     micros(Utc::now())
 }
@@ -145,7 +162,7 @@ fn obj(v: Value) -> Map<String, Value> {
 }
 
 async fn insert_one(store: &dyn Store, m: NewMemory) -> Inserted {
-    let mut out = store.insert(vec![m]).await.expect("insert");
+    let mut out = store.insert(vec![m], &audit()).await.expect("insert");
     assert_eq!(out.len(), 1, "insert of one item returns one result");
     out.pop().expect("one result")
 }
@@ -253,13 +270,13 @@ pub async fn insert_get_roundtrip(store: &dyn Store) {
     let minimal = new_memory(&t, "agent:coder", "The build uses cargo.");
 
     assert!(store
-        .insert(Vec::new())
+        .insert(Vec::new(), &audit())
         .await
         .expect("empty insert")
         .is_empty());
 
     let ins = store
-        .insert(vec![full.clone(), minimal.clone()])
+        .insert(vec![full.clone(), minimal.clone()], &audit())
         .await
         .expect("insert");
     assert_eq!(ins.len(), 2);
@@ -355,7 +372,7 @@ pub async fn dedupe_by_checksum(store: &dyn Store) {
     let c = new_memory(&t, "ns", "Salt lowers the freezing point.");
     let a3 = new_memory(&t, "ns", "Water boils at 100 C.");
     let out = store
-        .insert(vec![b1.clone(), b2, c.clone(), a3])
+        .insert(vec![b1.clone(), b2, c.clone(), a3], &audit())
         .await
         .expect("insert batch");
     assert_eq!(out.len(), 4, "one result per input, in order");
@@ -373,7 +390,7 @@ pub async fn dedupe_by_checksum(store: &dyn Store) {
 
     // Once the original is deleted, the same text creates a new memory.
     store
-        .soft_delete(&t, a.id, now())
+        .soft_delete(&t, a.id, now(), &audit())
         .await
         .expect("delete")
         .expect("deleted");
@@ -413,7 +430,10 @@ pub async fn dedupe_by_client_id(store: &dyn Store) {
         client_id: Some("req-2".into()),
         ..new_memory(&t, "ns", "q text")
     };
-    let out = store.insert(vec![p.clone(), q]).await.expect("insert");
+    let out = store
+        .insert(vec![p.clone(), q], &audit())
+        .await
+        .expect("insert");
     assert!(out[0].created && out[0].id == p.id);
     assert!(!out[1].created && out[1].id == p.id);
 
@@ -431,7 +451,7 @@ pub async fn dedupe_by_client_id(store: &dyn Store) {
 
     // After a delete the client id is free again.
     store
-        .soft_delete(&t, x.id, now())
+        .soft_delete(&t, x.id, now(), &audit())
         .await
         .expect("delete")
         .expect("deleted");
@@ -470,7 +490,7 @@ pub async fn tenant_isolation(store: &dyn Store) {
         .is_empty());
     assert!(store.get_job(&b, job.id).await.expect("get_job").is_none());
     assert!(store
-        .retry_job(&b, job.id, now())
+        .retry_job(&b, job.id, now(), &audit())
         .await
         .expect("retry")
         .is_none());
@@ -479,12 +499,12 @@ pub async fn tenant_isolation(store: &dyn Store) {
         ..Default::default()
     };
     assert!(store
-        .update(&b, m.id, patch, now())
+        .update(&b, m.id, patch, now(), &audit())
         .await
         .expect("update")
         .is_none());
     assert!(store
-        .soft_delete(&b, m.id, now())
+        .soft_delete(&b, m.id, now(), &audit())
         .await
         .expect("delete")
         .is_none());
@@ -520,12 +540,12 @@ pub async fn get_by_keys(store: &dyn Store) {
     let other = tenant("by-keys-other");
     let [a, b, c] = ["a", "b", "c"].map(|x| new_memory(&t, "ns", x));
     let ins = store
-        .insert(vec![a.clone(), b.clone(), c.clone()])
+        .insert(vec![a.clone(), b.clone(), c.clone()], &audit())
         .await
         .expect("insert");
     let foreign = insert_one(store, new_memory(&other, "ns", "a")).await;
     store
-        .soft_delete(&t, c.id, now())
+        .soft_delete(&t, c.id, now(), &audit())
         .await
         .expect("delete")
         .expect("live");
@@ -560,7 +580,7 @@ pub async fn update_memory(store: &dyn Store) {
     let m1 = new_memory(&t, "ns", "The sky is blue.");
     let m2 = new_memory(&t, "ns", "Grass is green.");
     store
-        .insert(vec![m1.clone(), m2.clone()])
+        .insert(vec![m1.clone(), m2.clone()], &audit())
         .await
         .expect("insert");
     make_ready(store, &t, &[m1.id, m2.id]).await;
@@ -580,7 +600,7 @@ pub async fn update_memory(store: &dyn Store) {
         pii: Some(vec!["none".into()]),
     };
     let u = store
-        .update(&t, m1.id, patch, at)
+        .update(&t, m1.id, patch, at, &audit())
         .await
         .expect("update")
         .expect("live memory");
@@ -624,6 +644,7 @@ pub async fn update_memory(store: &dyn Store) {
                 ..Default::default()
             },
             now(),
+            &audit(),
         )
         .await
         .expect("update")
@@ -648,6 +669,7 @@ pub async fn update_memory(store: &dyn Store) {
                 ..Default::default()
             },
             now(),
+            &audit(),
         )
         .await
         .expect("update")
@@ -672,6 +694,7 @@ pub async fn update_memory(store: &dyn Store) {
                 ..Default::default()
             },
             now(),
+            &audit(),
         )
         .await
         .expect_err("duplicate text must conflict");
@@ -680,17 +703,17 @@ pub async fn update_memory(store: &dyn Store) {
 
     // Unknown and deleted memories.
     assert!(store
-        .update(&t, Uuid::now_v7(), MemoryPatch::default(), now())
+        .update(&t, Uuid::now_v7(), MemoryPatch::default(), now(), &audit())
         .await
         .expect("update")
         .is_none());
     store
-        .soft_delete(&t, m2.id, now())
+        .soft_delete(&t, m2.id, now(), &audit())
         .await
         .expect("delete")
         .expect("deleted");
     assert!(store
-        .update(&t, m2.id, MemoryPatch::default(), now())
+        .update(&t, m2.id, MemoryPatch::default(), now(), &audit())
         .await
         .expect("update")
         .is_none());
@@ -704,12 +727,15 @@ pub async fn soft_delete_memory(store: &dyn Store) {
     let pending = new_memory(&t, "ns", "delete me while pending");
     let claimed = new_memory(&t, "ns", "delete me while claimed");
     store
-        .insert(vec![
-            keep.clone(),
-            ready.clone(),
-            pending.clone(),
-            claimed.clone(),
-        ])
+        .insert(
+            vec![
+                keep.clone(),
+                ready.clone(),
+                pending.clone(),
+                claimed.clone(),
+            ],
+            &audit(),
+        )
         .await
         .expect("insert");
     make_ready(store, &t, &[ready.id]).await;
@@ -722,7 +748,7 @@ pub async fn soft_delete_memory(store: &dyn Store) {
     let at = now() + secs(2);
     let before = get(store, &t, ready.id).await;
     let d = store
-        .soft_delete(&t, ready.id, at)
+        .soft_delete(&t, ready.id, at, &audit())
         .await
         .expect("delete")
         .expect("live memory");
@@ -735,7 +761,7 @@ pub async fn soft_delete_memory(store: &dyn Store) {
 
     assert!(
         store
-            .soft_delete(&t, ready.id, now())
+            .soft_delete(&t, ready.id, now(), &audit())
             .await
             .expect("delete")
             .is_none(),
@@ -744,7 +770,7 @@ pub async fn soft_delete_memory(store: &dyn Store) {
 
     for m in [&pending, &claimed] {
         store
-            .soft_delete(&t, m.id, now())
+            .soft_delete(&t, m.id, now(), &audit())
             .await
             .expect("delete")
             .expect("live");
@@ -802,7 +828,7 @@ pub async fn scan_pagination(store: &dyn Store) {
             )
         })
         .collect();
-    let ins = store.insert(items.clone()).await.expect("insert");
+    let ins = store.insert(items.clone(), &audit()).await.expect("insert");
     let mut want: Vec<Key> = ins.iter().map(|i| i.key).collect();
     want.sort_unstable();
 
@@ -849,11 +875,14 @@ pub async fn namespaces_listing(store: &dyn Store) {
     let start = now();
     let x1 = new_memory(&t, "user:alice", "one");
     store
-        .insert(vec![
-            x1.clone(),
-            new_memory(&t, "user:alice", "two"),
-            new_memory(&t, "agent:coder", "three"),
-        ])
+        .insert(
+            vec![
+                x1.clone(),
+                new_memory(&t, "user:alice", "two"),
+                new_memory(&t, "agent:coder", "three"),
+            ],
+            &audit(),
+        )
         .await
         .expect("insert");
     let mut ns = store.namespaces(&t).await.expect("namespaces");
@@ -869,7 +898,7 @@ pub async fn namespaces_listing(store: &dyn Store) {
         .expect("exists"));
 
     store
-        .soft_delete(&t, x1.id, now())
+        .soft_delete(&t, x1.id, now(), &audit())
         .await
         .expect("delete")
         .expect("live");
@@ -889,7 +918,7 @@ pub async fn seq_and_changes(store: &dyn Store) {
     let b = new_memory(&t, "ns", "beta");
     let c = new_memory(&t, "ns", "gamma");
     let ins = store
-        .insert(vec![a.clone(), b.clone(), c.clone()])
+        .insert(vec![a.clone(), b.clone(), c.clone()], &audit())
         .await
         .expect("insert");
     for i in &ins {
@@ -909,6 +938,7 @@ pub async fn seq_and_changes(store: &dyn Store) {
                 ..Default::default()
             },
             now(),
+            &audit(),
         )
         .await
         .expect("update")
@@ -918,7 +948,7 @@ pub async fn seq_and_changes(store: &dyn Store) {
     make_ready(store, &t, &[c.id]).await;
     seqs.push(get(store, &t, c.id).await.seq);
     let dc = store
-        .soft_delete(&t, c.id, now())
+        .soft_delete(&t, c.id, now(), &audit())
         .await
         .expect("delete")
         .expect("live");
@@ -1042,7 +1072,7 @@ pub async fn job_claim_complete_and_lease(store: &dyn Store) {
     let extra: Vec<NewMemory> = (0..3)
         .map(|i| new_memory(&t, "ns", &format!("extra {i}")))
         .collect();
-    store.insert(extra).await.expect("insert");
+    store.insert(extra, &audit()).await.expect("insert");
     assert!(
         store
             .claim_jobs(1, Duration::ZERO, now())
@@ -1105,6 +1135,7 @@ pub async fn job_claim_complete_and_lease(store: &dyn Store) {
                 ..Default::default()
             },
             now(),
+            &audit(),
         )
         .await
         .expect("update")
@@ -1226,18 +1257,18 @@ pub async fn job_failure_dead_letter_and_retry(store: &dyn Store) {
 
     // Retry.
     assert!(store
-        .retry_job(&tenant("other"), job.job_id, now())
+        .retry_job(&tenant("other"), job.job_id, now(), &audit())
         .await
         .expect("retry")
         .is_none());
     assert!(store
-        .retry_job(&t, u64::MAX / 2, now())
+        .retry_job(&t, u64::MAX / 2, now(), &audit())
         .await
         .expect("retry")
         .is_none());
     let t2 = now();
     let requeued = store
-        .retry_job(&t, job.job_id, t2)
+        .retry_job(&t, job.job_id, t2, &audit())
         .await
         .expect("retry")
         .expect("dead job is retryable");
@@ -1250,7 +1281,7 @@ pub async fn job_failure_dead_letter_and_retry(store: &dyn Store) {
     assert!(pending.seq > failed.seq, "retry takes a new seq");
     assert!(
         store
-            .retry_job(&t, job.job_id, now())
+            .retry_job(&t, job.job_id, now(), &audit())
             .await
             .expect("retry")
             .is_none(),
@@ -1292,6 +1323,7 @@ pub async fn stale_completion_after_text_change(store: &dyn Store) {
                 ..Default::default()
             },
             now(),
+            &audit(),
         )
         .await
         .expect("update")
@@ -1355,7 +1387,7 @@ pub async fn stats_counts(store: &dyn Store) {
     );
     let [a, b, c, d] = ["a", "b", "c", "d"].map(|x| new_memory(&t, "ns", x));
     store
-        .insert(vec![a.clone(), b.clone(), c.clone(), d.clone()])
+        .insert(vec![a.clone(), b.clone(), c.clone(), d.clone()], &audit())
         .await
         .expect("insert");
     make_ready(store, &t, &[a.id]).await;
@@ -1378,7 +1410,7 @@ pub async fn stats_counts(store: &dyn Store) {
         .await
         .expect("fail");
     let dd = store
-        .soft_delete(&t, d.id, now())
+        .soft_delete(&t, d.id, now(), &audit())
         .await
         .expect("delete")
         .expect("live");
@@ -1393,4 +1425,406 @@ pub async fn stats_counts(store: &dyn Store) {
     assert_eq!(s.max_seq, dd.seq);
     let all = store.stats(None).await.expect("stats");
     assert!(all.memories >= 3 && all.deleted >= 1 && all.max_seq >= dd.seq);
+}
+
+// ---------------------------------------------------------------------------
+// governance cases
+
+async fn events(store: &dyn Store, tenant: &str) -> Vec<crate::audit::AuditEvent> {
+    store
+        .audit_events(
+            tenant,
+            &crate::audit::AuditQuery {
+                limit: Some(10_000),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("audit_events")
+}
+
+fn actions(ev: &[crate::audit::AuditEvent]) -> Vec<&'static str> {
+    ev.iter().map(|e| e.action.as_str()).collect()
+}
+
+/// Every write appends a chained event in its tenant; duplicates append none;
+/// the chain verifies against the recorded head; tenants' chains are separate.
+pub async fn audit_chain_of_writes(store: &dyn Store) {
+    let t = tenant("audit");
+    let a = new_memory(&t, "ns", "audited one");
+    let dup = new_memory(&t, "ns", "audited one");
+    insert_one(store, a.clone()).await;
+    assert!(!insert_one(store, dup).await.created);
+    let patch = MemoryPatch {
+        tags: Some(vec!["x".into()]),
+        ..Default::default()
+    };
+    store
+        .update(&t, a.id, patch, now(), &audit())
+        .await
+        .expect("update")
+        .expect("live");
+    store
+        .soft_delete(&t, a.id, now(), &audit())
+        .await
+        .expect("delete")
+        .expect("live");
+    let restored = store
+        .restore(&t, a.id, now(), &audit())
+        .await
+        .expect("restore");
+    assert!(restored.is_some_and(|m| m.deleted_at.is_none()));
+
+    let ev = events(store, &t).await;
+    assert_eq!(actions(&ev), ["create", "update", "delete", "restore"]);
+    for (i, e) in ev.iter().enumerate() {
+        assert_eq!(e.n, i as u64 + 1);
+        assert_eq!(e.tenant, t);
+        assert_eq!(e.actor, "conformance");
+        assert_eq!(e.request_id.as_deref(), Some("req-1"));
+        assert_eq!(e.target, a.id.to_string());
+        assert_eq!(e.hash, e.compute_hash(), "stored hash recomputes");
+    }
+    assert_eq!(ev[0].details["checksum"], json!(a.checksum));
+    assert_eq!(ev[1].details["fields"], json!(["tags"]));
+    let mut v = crate::audit::Verifier::new();
+    assert!(v.feed(&ev));
+    let head = store
+        .audit_head(&t)
+        .await
+        .expect("head")
+        .expect("has events");
+    v.expect_head(head.0, &head.1);
+    assert!(v.report().ok);
+
+    // Filters and cursor.
+    let q = crate::audit::AuditQuery {
+        action: Some(crate::audit::AuditAction::Delete),
+        ..Default::default()
+    };
+    assert_eq!(
+        actions(&store.audit_events(&t, &q).await.unwrap()),
+        ["delete"]
+    );
+    let q = crate::audit::AuditQuery {
+        after: Some(2),
+        limit: Some(1),
+        ..Default::default()
+    };
+    let page = store.audit_events(&t, &q).await.unwrap();
+    assert_eq!(page.iter().map(|e| e.n).collect::<Vec<_>>(), [3]);
+
+    let other = tenant("audit-other");
+    insert_one(store, new_memory(&other, "ns", "audited one")).await;
+    let ev = events(store, &other).await;
+    assert_eq!(
+        (ev.len(), ev[0].n, ev[0].prev_hash.as_str()),
+        (1, 1, crate::audit::GENESIS)
+    );
+
+    // Reads are appended explicitly.
+    store
+        .append_audit(
+            vec![crate::audit::AuditEntry {
+                tenant: other.clone(),
+                action: crate::audit::AuditAction::Read,
+                target: "search".into(),
+                details: json!({"ids": []}),
+            }],
+            &audit(),
+        )
+        .await
+        .unwrap();
+    let ev = events(store, &other).await;
+    assert_eq!(actions(&ev), ["create", "read"]);
+    assert_eq!(ev[1].prev_hash, ev[0].hash);
+}
+
+/// A held memory cannot be updated, deleted, purged or expired until released.
+pub async fn legal_hold_blocks_changes(store: &dyn Store) {
+    let t = tenant("hold");
+    let mut held = new_memory(&t, "ns", "evidence");
+    held.expires_at = Some(now() - TimeDelta::seconds(5));
+    let mut free = new_memory(&t, "ns", "not evidence");
+    free.expires_at = Some(now() - TimeDelta::seconds(5));
+    insert_one(store, held.clone()).await;
+    insert_one(store, free.clone()).await;
+    let m = store
+        .set_legal_hold(&t, held.id, true, now(), &audit())
+        .await
+        .unwrap()
+        .expect("live");
+    assert!(m.legal_hold);
+
+    let is_hold = |r: crate::Result<Option<Memory>>| matches!(r, Err(Error::LegalHold(_)));
+    let patch = MemoryPatch {
+        tags: Some(vec!["t".into()]),
+        ..Default::default()
+    };
+    assert!(is_hold(
+        store.update(&t, held.id, patch, now(), &audit()).await
+    ));
+    assert!(is_hold(
+        store.soft_delete(&t, held.id, now(), &audit()).await
+    ));
+    assert!(is_hold(store.purge(&t, held.id, now(), &audit()).await));
+
+    let expired = store
+        .expire_due(now(), 10_000, &crate::audit::AuditCtx::system("ttl"))
+        .await
+        .unwrap();
+    assert!(expired >= 1);
+    assert!(
+        get(store, &t, free.id).await.deleted_at.is_some(),
+        "expired"
+    );
+    let h = get(store, &t, held.id).await;
+    assert!(
+        h.deleted_at.is_none() && h.legal_hold,
+        "a held memory does not expire"
+    );
+
+    store
+        .set_legal_hold(&t, held.id, false, now(), &audit())
+        .await
+        .unwrap();
+    assert!(store
+        .soft_delete(&t, held.id, now(), &audit())
+        .await
+        .unwrap()
+        .is_some());
+    let ev = events(store, &t).await;
+    assert_eq!(
+        actions(&ev),
+        [
+            "create",
+            "create",
+            "legal_hold",
+            "expire",
+            "legal_release",
+            "delete"
+        ]
+    );
+    assert_eq!(ev[3].actor, "system:ttl");
+    assert_eq!(ev[3].target, free.id.to_string());
+}
+
+/// A purge erases the content, keeps a deleted tombstone that the change feed
+/// reports as a removal, and happens at most once; `purge_deleted` takes only
+/// deletions older than its cut-off.
+pub async fn purge_erases_content(store: &dyn Store) {
+    let t = tenant("purge");
+    let mut a = new_memory(&t, "ns", "secret to erase");
+    a.client_id = Some("c-1".into());
+    a.metadata = obj(json!({"k": "v"}));
+    a.tags = vec!["tag".into()];
+    let old = new_memory(&t, "ns", "deleted long ago");
+    let recent = new_memory(&t, "ns", "deleted just now");
+    for m in [&a, &old, &recent] {
+        insert_one(store, m.clone()).await;
+    }
+    make_ready(store, &t, &[a.id]).await;
+    let before = store.stats(None).await.unwrap().max_seq;
+    let purged = store
+        .purge(&t, a.id, now(), &audit())
+        .await
+        .unwrap()
+        .expect("purged");
+    assert!(purged.text.is_empty() && purged.metadata.is_empty() && purged.tags.is_empty());
+    assert!(purged.client_id.is_none() && purged.deleted_at.is_some());
+    let g = get(store, &t, a.id).await;
+    assert!(g.text.is_empty() && g.checksum.is_empty());
+    let changes = changes_for(store, before, &HashSet::from([purged.key])).await;
+    assert!(matches!(
+        changes.last().map(|c| &c.op),
+        Some(ChangeOp::Remove)
+    ));
+    assert!(store
+        .purge(&t, a.id, now(), &audit())
+        .await
+        .unwrap()
+        .is_none());
+    // The text and client id are free again.
+    assert!(
+        insert_one(store, new_memory(&t, "ns", "secret to erase"))
+            .await
+            .created
+    );
+
+    store
+        .soft_delete(&t, old.id, now() - TimeDelta::days(40), &audit())
+        .await
+        .unwrap();
+    store
+        .soft_delete(&t, recent.id, now(), &audit())
+        .await
+        .unwrap();
+    let n = store
+        .purge_deleted(
+            now() - TimeDelta::days(30),
+            10_000,
+            &crate::audit::AuditCtx::system("retention"),
+        )
+        .await
+        .unwrap();
+    assert!(n >= 1);
+    assert!(
+        get(store, &t, old.id).await.text.is_empty(),
+        "old deletion purged"
+    );
+    assert_eq!(
+        get(store, &t, recent.id).await.text,
+        recent.text,
+        "recent kept"
+    );
+    let ev = events(store, &t).await;
+    assert_eq!(
+        ev.iter().filter(|e| e.action.as_str() == "purge").count(),
+        2
+    );
+}
+
+/// A soft delete is undone by restore (a ready memory comes back to the feed
+/// as an upsert); restoring a live or unknown memory gives `None`; a restore
+/// whose text was reused meanwhile is a conflict.
+pub async fn restore_soft_deleted(store: &dyn Store) {
+    let t = tenant("restore");
+    let a = new_memory(&t, "ns", "comes back");
+    insert_one(store, a.clone()).await;
+    make_ready(store, &t, &[a.id]).await;
+    assert!(
+        store
+            .restore(&t, a.id, now(), &audit())
+            .await
+            .unwrap()
+            .is_none(),
+        "live"
+    );
+    assert!(store
+        .restore(&t, Uuid::now_v7(), now(), &audit())
+        .await
+        .unwrap()
+        .is_none());
+    let key = store
+        .soft_delete(&t, a.id, now(), &audit())
+        .await
+        .unwrap()
+        .unwrap()
+        .key;
+    let before = store.stats(None).await.unwrap().max_seq;
+    let r = store
+        .restore(&t, a.id, now(), &audit())
+        .await
+        .unwrap()
+        .expect("restored");
+    assert_eq!((r.state, r.deleted_at), (State::Ready, None));
+    let changes = changes_for(store, before, &HashSet::from([key])).await;
+    assert!(matches!(
+        changes.last().map(|c| &c.op),
+        Some(ChangeOp::Upsert(_))
+    ));
+
+    store.soft_delete(&t, a.id, now(), &audit()).await.unwrap();
+    insert_one(store, new_memory(&t, "ns", "comes back")).await;
+    assert!(matches!(
+        store.restore(&t, a.id, now(), &audit()).await,
+        Err(Error::Conflict(_))
+    ));
+}
+
+/// Keys are stored with their hash, found by id from any tenant, listed per
+/// tenant, revoked once; creation and revocation are audited.
+pub async fn api_keys_roundtrip(store: &dyn Store) {
+    let t = tenant("keys");
+    let key = crate::apikey::ApiKey {
+        id: Uuid::now_v7().simple().to_string()[..16].to_string(),
+        tenant: t.clone(),
+        name: "agent".into(),
+        role: Role::Writer,
+        namespaces: Some(vec!["agent:*".into()]),
+        permissions: vec![Permission::PiiRead],
+        created_at: now(),
+        created_by: "admin".into(),
+        revoked_at: None,
+        secret_hash: "ab".repeat(32),
+    };
+    store.create_api_key(key.clone(), &audit()).await.unwrap();
+    assert_eq!(store.api_key(&key.id).await.unwrap(), Some(key.clone()));
+    assert_eq!(store.list_api_keys(&t).await.unwrap(), vec![key.clone()]);
+    assert!(store
+        .list_api_keys(&tenant("keys-other"))
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .revoke_api_key(&tenant("keys-other"), &key.id, now(), &audit())
+        .await
+        .unwrap()
+        .is_none());
+    let at = now();
+    let r = store
+        .revoke_api_key(&t, &key.id, at, &audit())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.revoked_at, Some(at));
+    let again = store
+        .revoke_api_key(&t, &key.id, now() + TimeDelta::seconds(5), &audit())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(at), "revoked once");
+    assert_eq!(
+        store.api_key(&key.id).await.unwrap().unwrap().revoked_at,
+        Some(at)
+    );
+    assert_eq!(
+        actions(&events(store, &t).await),
+        ["key_create", "key_revoke"]
+    );
+    assert!(store.api_key("0000000000000000").await.unwrap().is_none());
+}
+
+/// A namespace's default TTL applies to memories inserted without an expiry.
+pub async fn namespace_default_ttl(store: &dyn Store) {
+    let t = tenant("ttl");
+    insert_one(store, new_memory(&t, "ns", "before the default")).await;
+    assert!(!store
+        .set_namespace_ttl(&t, "nope", Some(60), &audit())
+        .await
+        .unwrap());
+    assert!(store
+        .set_namespace_ttl(&t, "ns", Some(3600), &audit())
+        .await
+        .unwrap());
+    let ns = store.namespaces(&t).await.unwrap();
+    assert_eq!(ns[0].default_ttl_seconds, Some(3600));
+    let a = new_memory(&t, "ns", "gets the default");
+    let mut b = new_memory(&t, "ns", "has its own");
+    b.expires_at = Some(now() + TimeDelta::days(2));
+    insert_one(store, a.clone()).await;
+    insert_one(store, b.clone()).await;
+    assert_eq!(
+        get(store, &t, a.id).await.expires_at,
+        Some(a.created_at + TimeDelta::seconds(3600))
+    );
+    assert_eq!(get(store, &t, b.id).await.expires_at, b.expires_at);
+    assert!(store
+        .set_namespace_ttl(&t, "ns", None, &audit())
+        .await
+        .unwrap());
+    let c = new_memory(&t, "ns", "after clearing");
+    insert_one(store, c.clone()).await;
+    assert_eq!(get(store, &t, c.id).await.expires_at, None);
+    assert_eq!(
+        actions(&events(store, &t).await),
+        [
+            "create",
+            "namespace_update",
+            "create",
+            "create",
+            "namespace_update",
+            "create"
+        ]
+    );
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
+use crate::audit::{AuditAction, AuditCtx, AuditEntry};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fusion::{self, FusionParams};
@@ -39,6 +40,14 @@ pub struct EngineConfig {
     /// How often the vector index is saved while it has unsaved changes.
     pub persist_interval: Duration,
     pub query_cache_entries: u64,
+    /// Flag emails, phone and card numbers found in texts as PII on write.
+    pub pii_detect: bool,
+    /// Append an audit event for every read (get, list, search), not only writes.
+    pub audit_reads: bool,
+    /// How long soft-deleted memories are kept before the sweeper purges them.
+    pub purge_after: Duration,
+    /// Most memories one sweep expires or purges per transaction.
+    pub sweep_batch: usize,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +68,10 @@ impl Default for EngineConfig {
             retry: RetryPolicy::default(),
             persist_interval: Duration::from_secs(30),
             query_cache_entries: 10_000,
+            pii_detect: true,
+            audit_reads: false,
+            purge_after: Duration::from_secs(30 * 24 * 3600),
+            sweep_batch: 500,
         }
     }
 }
@@ -73,16 +86,16 @@ pub struct Backends {
 }
 
 pub struct Engine {
-    store: Arc<dyn Store>,
+    pub(crate) store: Arc<dyn Store>,
     vectors: Arc<dyn VectorIndex>,
     keywords: Arc<dyn KeywordIndex>,
     embedder: Arc<dyn Embedder>,
-    queue: Arc<dyn JobQueue>,
-    attrs: Arc<AttrTable>,
-    cfg: EngineConfig,
+    pub(crate) queue: Arc<dyn JobQueue>,
+    pub(crate) attrs: Arc<AttrTable>,
+    pub(crate) cfg: EngineConfig,
     /// Highest change seq applied to every derived index.
     indexed: watch::Sender<u64>,
-    indexer_wake: Notify,
+    pub(crate) indexer_wake: Notify,
     query_cache: Cache<String, Arc<Vec<f32>>>,
 }
 
@@ -134,8 +147,8 @@ impl Engine {
         namespace: &str,
         items: Vec<MemoryInput>,
     ) -> Result<Vec<(Created, Inserted)>> {
-        p.authorize(Action::Write)?;
         validate_namespace(namespace)?;
+        p.authorize_in(Action::Write, namespace)?;
         if items.is_empty() {
             return Err(Error::invalid("no memories given"));
         }
@@ -154,7 +167,7 @@ impl Engine {
                 .map_err(|e| prefix_item(e, i))?;
             news.push(n);
         }
-        let inserted = self.store.insert(news).await?;
+        let inserted = self.store.insert(news, &AuditCtx::of(p)).await?;
         if inserted.iter().any(|i| i.created) {
             self.queue.enqueued().await?;
         }
@@ -182,6 +195,7 @@ impl Engine {
         let metadata = m.metadata.unwrap_or_default();
         self.validate_metadata(&metadata)?;
         let tags = self.validate_tags(m.tags)?;
+        let pii = self.pii_flags(&text, m.pii.unwrap_or_default(), &[])?;
         if let Some(c) = &m.client_id {
             if c.is_empty() || c.len() > 256 {
                 return Err(Error::invalid("client_id must be 1 to 256 bytes"));
@@ -214,7 +228,7 @@ impl Engine {
             client_id: m.client_id,
             created_at: now,
             expires_at,
-            pii: Vec::new(),
+            pii,
         })
     }
 
@@ -256,24 +270,62 @@ impl Engine {
         }
     }
 
+    /// A memory as the caller may see it (PII redacted without `pii:read`).
     pub async fn get(&self, p: &Principal, id: Uuid) -> Result<Memory> {
         p.authorize(Action::Read)?;
+        let m = self.visible(p, id).await?;
+        self.audit_read(p, "get", vec![m.id]).await?;
+        Ok(redact_memory(p, m))
+    }
+
+    /// The embedding state of a memory the caller may see (no content is
+    /// returned, so this is not an audited read).
+    pub async fn state(&self, p: &Principal, id: Uuid) -> Result<State> {
+        p.authorize(Action::Read)?;
+        Ok(self.visible(p, id).await?.state)
+    }
+
+    /// The live, unexpired memory `id` if it is in a namespace the caller
+    /// sees; otherwise not found (other tenants' and namespaces' ids are not
+    /// revealed). Not redacted: for internal use.
+    pub(crate) async fn visible(&self, p: &Principal, id: Uuid) -> Result<Memory> {
         match self.store.get(&p.tenant, id).await? {
-            Some(m) if m.deleted_at.is_none() && !m.is_expired(Utc::now()) => Ok(m),
+            Some(m)
+                if m.deleted_at.is_none()
+                    && !m.is_expired(Utc::now())
+                    && p.sees_namespace(&m.namespace) =>
+            {
+                Ok(m)
+            }
             _ => Err(Error::MemoryNotFound(id.to_string())),
         }
     }
 
     pub async fn update(&self, p: &Principal, id: Uuid, u: MemoryUpdate) -> Result<Memory> {
         p.authorize(Action::Write)?;
-        let current = self.get(p, id).await?;
+        if u.legal_hold.is_some() {
+            // Holds are a legal decision, not an editing right.
+            p.authorize(Action::Admin)?;
+        }
+        let mut current = self.visible(p, id).await?;
+        let audit = AuditCtx::of(p);
         let now = Utc::now();
+        if u.legal_hold == Some(false) && current.legal_hold {
+            current = self.set_hold(p, id, false).await?;
+        }
         let mut patch = MemoryPatch::default();
         if let Some(t) = u.text {
             let t = self.validate_text(&t)?;
             let sum = text::checksum(&current.namespace, &t);
             if sum != current.checksum {
+                let kept = u.pii.clone().unwrap_or_else(|| current.pii.clone());
+                patch.pii = Some(self.pii_flags(&t, kept, &current.pii)?);
                 patch.text = Some((t, sum));
+            }
+        }
+        if patch.pii.is_none() {
+            if let Some(flags) = u.pii {
+                patch.pii = Some(self.pii_flags(&current.text, flags, &[])?);
             }
         }
         if let Some(m) = u.metadata {
@@ -291,9 +343,21 @@ impl Engine {
             patch.expires_at = Some(e);
         }
         let reembed = patch.text.is_some();
+        let changes = patch.text.is_some()
+            || patch.kind.is_some()
+            || patch.metadata.is_some()
+            || patch.tags.is_some()
+            || patch.expires_at.is_some()
+            || patch.pii.is_some();
+        if !changes {
+            if u.legal_hold == Some(true) && !current.legal_hold {
+                current = self.set_hold(p, id, true).await?;
+            }
+            return Ok(redact_memory(p, current));
+        }
         let m = self
             .store
-            .update(&p.tenant, id, patch, now)
+            .update(&p.tenant, id, patch, now, &audit)
             .await?
             .ok_or_else(|| Error::MemoryNotFound(id.to_string()))?;
         // Make the new state visible to searches now rather than when the
@@ -304,17 +368,35 @@ impl Engine {
             self.queue.enqueued().await?;
         }
         self.indexer_wake.notify_one();
-        Ok(m)
+        let m = if u.legal_hold == Some(true) {
+            self.set_hold(p, id, true).await?
+        } else {
+            m
+        };
+        Ok(redact_memory(p, m))
     }
 
-    /// Soft delete. The memory disappears from get, list and search at once.
-    pub async fn delete(&self, p: &Principal, id: Uuid) -> Result<()> {
+    /// Delete a memory: soft by default (restorable until the retention
+    /// sweeper purges it), or `hard` (admins only: content erased at once).
+    /// Either way it disappears from get, list, search and export at once.
+    pub async fn delete(&self, p: &Principal, id: Uuid, hard: bool) -> Result<()> {
         p.authorize(Action::Write)?;
-        let m = self
-            .store
-            .soft_delete(&p.tenant, id, Utc::now())
-            .await?
-            .ok_or_else(|| Error::MemoryNotFound(id.to_string()))?;
+        let audit = AuditCtx::of(p);
+        let now = Utc::now();
+        let m = if hard {
+            p.authorize(Action::Admin)?;
+            // A soft-deleted memory may still be purged.
+            match self.store.get(&p.tenant, id).await? {
+                Some(m) if p.sees_namespace(&m.namespace) => {}
+                _ => return Err(Error::MemoryNotFound(id.to_string())),
+            }
+            self.store.purge(&p.tenant, id, now, &audit).await?
+        } else {
+            let m = self.visible(p, id).await?;
+            p.authorize_in(Action::Write, &m.namespace)?;
+            self.store.soft_delete(&p.tenant, id, now, &audit).await?
+        }
+        .ok_or_else(|| Error::MemoryNotFound(id.to_string()))?;
         self.attrs.apply_versioned(m.key, m.seq, None);
         self.indexer_wake.notify_one();
         Ok(())
@@ -324,12 +406,12 @@ impl Engine {
 
     pub async fn list(&self, p: &Principal, req: ListRequest) -> Result<Page> {
         p.authorize(Action::Read)?;
-        let namespaces = match &req.namespace {
-            Some(ns) => {
-                self.check_namespace(p, ns).await?;
-                vec![ns.clone()]
-            }
-            None => vec![],
+        let requested = req.namespace.iter().cloned().collect::<Vec<_>>();
+        let Some(namespaces) = self.namespaces_in_scope(p, &requested).await? else {
+            return Ok(Page {
+                memories: Vec::new(),
+                next_cursor: None,
+            });
         };
         let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
         let limit = req.limit.unwrap_or(100);
@@ -362,8 +444,10 @@ impl Engine {
                 if m.is_expired(now) || filter.as_ref().is_some_and(|f| !f.matches(&m.attrs())) {
                     continue;
                 }
-                out.push(m);
+                out.push(redact_memory(p, m));
                 if out.len() == limit {
+                    self.audit_read(p, "list", out.iter().map(|m| m.id).collect())
+                        .await?;
                     return Ok(Page {
                         next_cursor: Some(after.expect("set above").to_string()),
                         memories: out,
@@ -371,6 +455,8 @@ impl Engine {
                 }
             }
             if exhausted {
+                self.audit_read(p, "list", out.iter().map(|m| m.id).collect())
+                    .await?;
                 return Ok(Page {
                     memories: out,
                     next_cursor: None,
@@ -399,9 +485,12 @@ impl Engine {
                 self.cfg.max_k
             )));
         }
-        for ns in &req.namespaces {
-            self.check_namespace(p, ns).await?;
-        }
+        let Some(namespaces) = self.namespaces_in_scope(p, &req.namespaces).await? else {
+            return Ok(SearchResponse {
+                hits: Vec::new(),
+                mode: req.mode,
+            });
+        };
         let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
         let mut params = self.cfg.fusion;
         if let Some(w) = req.weights {
@@ -420,7 +509,7 @@ impl Engine {
         }
         let scope = Scope::new(
             &p.tenant,
-            &req.namespaces,
+            &namespaces,
             filter.as_ref(),
             Utc::now(),
             &self.attrs,
@@ -462,11 +551,11 @@ impl Engine {
             .into_iter()
             .map(|m| (m.key, m))
             .collect();
-        let hits = top
+        let hits: Vec<SearchHit> = top
             .into_iter()
             .filter_map(|f| {
                 // A memory deleted between the index search and this read is skipped.
-                let m = by_key.remove(&f.key)?;
+                let m = redact_memory(p, by_key.remove(&f.key)?);
                 Some(SearchHit {
                     id: m.id,
                     namespace: m.namespace,
@@ -479,6 +568,8 @@ impl Engine {
                 })
             })
             .collect();
+        self.audit_read(p, "search", hits.iter().map(|h| h.id).collect())
+            .await?;
         Ok(SearchResponse {
             hits,
             mode: req.mode,
@@ -527,16 +618,53 @@ impl Engine {
 
     pub async fn namespaces(&self, p: &Principal) -> Result<Vec<NamespaceInfo>> {
         p.authorize(Action::Read)?;
-        self.store.namespaces(&p.tenant).await
+        let mut all = self.store.namespaces(&p.tenant).await?;
+        all.retain(|n| p.sees_namespace(&n.name));
+        Ok(all)
     }
 
-    async fn check_namespace(&self, p: &Principal, ns: &str) -> Result<()> {
-        validate_namespace(ns)?;
-        if self.store.namespace_exists(&p.tenant, ns).await? {
-            Ok(())
-        } else {
-            Err(Error::NamespaceNotFound(ns.to_string()))
+    /// The namespaces a read covers: the requested ones (each must exist and
+    /// be visible to the caller), or, when none are requested, all of the
+    /// tenant's for an unscoped caller (an empty list) and the visible ones
+    /// for a scoped caller. `None`: a scoped caller who sees no namespace at all.
+    async fn namespaces_in_scope(
+        &self,
+        p: &Principal,
+        requested: &[String],
+    ) -> Result<Option<Vec<String>>> {
+        for ns in requested {
+            validate_namespace(ns)?;
+            p.authorize_in(Action::Read, ns)?;
+            if !self.store.namespace_exists(&p.tenant, ns).await? {
+                return Err(Error::NamespaceNotFound(ns.to_string()));
+            }
         }
+        if !requested.is_empty() || p.unscoped() {
+            return Ok(Some(requested.to_vec()));
+        }
+        let visible: Vec<String> = self
+            .store
+            .namespaces(&p.tenant)
+            .await?
+            .into_iter()
+            .filter(|n| p.sees_namespace(&n.name))
+            .map(|n| n.name)
+            .collect();
+        Ok((!visible.is_empty()).then_some(visible))
+    }
+
+    /// One `read` audit event when reads are audited.
+    async fn audit_read(&self, p: &Principal, what: &str, ids: Vec<Uuid>) -> Result<()> {
+        if !self.cfg.audit_reads {
+            return Ok(());
+        }
+        let entry = AuditEntry {
+            tenant: p.tenant.clone(),
+            action: AuditAction::Read,
+            target: what.to_string(),
+            details: serde_json::json!({ "ids": ids }),
+        };
+        self.store.append_audit(vec![entry], &AuditCtx::of(p)).await
     }
 
     // ---- jobs ---------------------------------------------------------------
@@ -549,6 +677,7 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<Job>> {
         p.authorize(Action::Read)?;
+        require_unscoped(p, "jobs")?;
         if limit == 0 || limit > self.cfg.max_list_limit {
             return Err(Error::invalid(format!(
                 "limit must be between 1 and {}",
@@ -560,6 +689,7 @@ impl Engine {
 
     pub async fn job(&self, p: &Principal, id: u64) -> Result<Job> {
         p.authorize(Action::Read)?;
+        require_unscoped(p, "jobs")?;
         self.store
             .get_job(&p.tenant, id)
             .await?
@@ -569,7 +699,12 @@ impl Engine {
     /// Put a dead-lettered job back in the queue.
     pub async fn retry_job(&self, p: &Principal, id: u64) -> Result<Job> {
         p.authorize(Action::Write)?;
-        match self.store.retry_job(&p.tenant, id, Utc::now()).await? {
+        require_unscoped(p, "jobs")?;
+        match self
+            .store
+            .retry_job(&p.tenant, id, Utc::now(), &AuditCtx::of(p))
+            .await?
+        {
             Some(j) => {
                 self.queue.enqueued().await?;
                 Ok(j)
@@ -586,6 +721,7 @@ impl Engine {
 
     pub async fn stats(&self, p: &Principal) -> Result<EngineStats> {
         p.authorize(Action::Read)?;
+        require_unscoped(p, "stats")?;
         Ok(EngineStats {
             store: self.store.stats(Some(&p.tenant)).await?,
             indexed_seq: *self.indexed.borrow(),
@@ -781,7 +917,7 @@ impl Engine {
 /// Claims embedding jobs from a queue, embeds them in batches and writes the
 /// vectors back. Runs inside `serve` or alone in `engram worker`.
 pub struct EmbedWorker {
-    queue: Arc<dyn JobQueue>,
+    pub(crate) queue: Arc<dyn JobQueue>,
     embedder: Arc<dyn Embedder>,
     batch: usize,
     on_progress: Arc<dyn Fn() + Send + Sync>,
@@ -895,6 +1031,31 @@ fn embedded(j: ClaimedJob, v: Vec<f32>, model: &ModelInfo) -> Embedded {
         vector: Some(v),
         model: model.clone(),
     }
+}
+
+/// Tenant-wide views (jobs, stats, audit, keys) are for callers not limited
+/// to some namespaces.
+pub(crate) fn require_unscoped(p: &Principal, what: &str) -> Result<()> {
+    if p.unscoped() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden(format!(
+            "{what} span every namespace of the tenant; this caller is limited to some"
+        )))
+    }
+}
+
+/// What a caller without `pii:read` sees of a memory flagged as holding PII.
+pub(crate) fn redact_memory(p: &Principal, mut m: Memory) -> Memory {
+    if !m.pii.is_empty() && !p.reads_pii() {
+        let kinds: Vec<crate::pii::PiiKind> = m
+            .pii
+            .iter()
+            .map(|f| crate::pii::PiiKind::parse(f).unwrap_or(crate::pii::PiiKind::Custom))
+            .collect();
+        m.text = crate::pii::redact(&m.text, &kinds);
+    }
+    m
 }
 
 fn prefix_item(e: Error, i: usize) -> Error {

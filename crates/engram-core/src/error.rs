@@ -23,12 +23,21 @@ pub enum Error {
     /// The named namespace does not exist in the caller's tenant.
     #[error("namespace {0:?} not found")]
     NamespaceNotFound(String),
+    /// The addressed API key does not exist in the caller's tenant.
+    #[error("API key {0} not found")]
+    KeyNotFound(String),
     /// The addressed job does not exist in the caller's tenant.
     #[error("job {0} not found")]
     JobNotFound(String),
     /// The operation conflicts with the record's current state.
     #[error("{0}")]
     Conflict(String),
+    /// No valid credentials were presented.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The memory is under legal hold: it cannot be changed, expired or deleted.
+    #[error("{0}")]
+    LegalHold(String),
     /// The principal may not do this.
     #[error("{0}")]
     Forbidden(String),

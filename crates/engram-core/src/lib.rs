@@ -5,16 +5,23 @@
 //! rank fusion, and the write / embed / index / search logic. It knows nothing
 //! of HTTP or of any concrete database.
 
+pub mod apikey;
+pub mod audit;
 pub mod engine;
 pub mod error;
 pub mod filter;
 pub mod fusion;
+mod governance;
+pub use governance::StoreAdmin;
+pub mod pii;
 pub mod requests;
 pub mod scope;
 pub mod text;
 pub mod traits;
 pub mod types;
 
+pub use apikey::{ApiKey, CreatedApiKey, NewApiKey};
+pub use audit::{AuditAction, AuditCtx, AuditEntry, AuditEvent, AuditQuery, VerifyReport};
 pub use engine::{Backends, EmbedWorker, Engine, EngineConfig, EngineStats, StoreQueue};
 pub use error::{Error, Result};
 pub use scope::{AttrTable, Scope};

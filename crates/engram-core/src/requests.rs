@@ -30,6 +30,10 @@ pub struct MemoryInput {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub ttl_seconds: Option<u64>,
+    /// PII flags (`email`, `phone`, `card`, `name` or a custom lowercase
+    /// word); detected kinds are added to these.
+    #[serde(default)]
+    pub pii: Option<Vec<String>>,
 }
 
 /// A change to a memory; absent fields stay as they are.
@@ -47,6 +51,54 @@ pub struct MemoryUpdate {
     /// `null` clears the expiry.
     #[serde(default, deserialize_with = "double_option")]
     pub expires_at: Option<Option<DateTime<Utc>>>,
+    /// Replace the PII flags (detected kinds are kept).
+    #[serde(default)]
+    pub pii: Option<Vec<String>>,
+    /// Place (`true`) or release (`false`) a legal hold; admins only.
+    #[serde(default)]
+    pub legal_hold: Option<bool>,
+}
+
+/// Settings of a namespace (`PUT /v1/namespaces/{name}`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSettings {
+    /// Default time-to-live of memories created in it from now on; `null` for none.
+    #[serde(default)]
+    pub default_ttl_seconds: Option<u64>,
+}
+
+/// What a retention sweep did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    pub expired: usize,
+    pub purged: usize,
+}
+
+/// `engram audit export`: a tenant's chain with its head and the current
+/// records' checksums, enough for a third party to re-verify.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditBundle {
+    pub tenant: String,
+    pub exported_at: DateTime<Utc>,
+    pub head: Option<AuditHead>,
+    pub verify: crate::audit::VerifyReport,
+    pub events: Vec<crate::audit::AuditEvent>,
+    pub records: Vec<RecordChecksum>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub n: u64,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordChecksum {
+    pub id: Uuid,
+    pub namespace: String,
+    pub checksum: String,
+    pub seq: u64,
 }
 
 fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(

@@ -5,6 +5,8 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 use uuid::Uuid;
 
+use crate::apikey::ApiKey;
+use crate::audit::{AuditCtx, AuditEntry, AuditEvent, AuditQuery};
 use crate::error::Result;
 use crate::scope::Scope;
 use crate::types::*;
@@ -15,6 +17,9 @@ pub struct NamespaceInfo {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub memories: u64,
+    /// Default time-to-live of new memories in this namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_ttl_seconds: Option<u64>,
 }
 
 /// Retry schedule for failed jobs.
@@ -53,13 +58,20 @@ impl Default for RetryPolicy {
 ///   it a new `seq`, strictly greater than any seq committed before it, so that
 ///   `changes_since` never misses a committed change;
 /// - a memory and its embedding job are inserted in one transaction;
-/// - nothing is returned as inserted before it is durable.
+/// - nothing is returned as inserted before it is durable;
+/// - every write that changes a memory, a key, a job or a namespace appends
+///   its audit event(s) to the tenant's hash chain in the same transaction
+///   (see [`crate::audit`]);
+/// - a memory under legal hold is never changed, expired, deleted or purged:
+///   such calls fail with [`Error::LegalHold`](crate::Error::LegalHold).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Insert memories and their embedding jobs atomically, creating namespaces
     /// on first use. An item whose checksum or client id matches a live memory in
     /// the same tenant and namespace returns that memory (`created: false`).
-    async fn insert(&self, items: Vec<NewMemory>) -> Result<Vec<Inserted>>;
+    /// An item without `expires_at` gets its namespace's default TTL.
+    /// Each created memory gets a `create` audit event.
+    async fn insert(&self, items: Vec<NewMemory>, audit: &AuditCtx) -> Result<Vec<Inserted>>;
 
     /// A memory by id within a tenant, including soft-deleted ones.
     async fn get(&self, tenant: &str, id: Uuid) -> Result<Option<Memory>>;
@@ -78,6 +90,7 @@ pub trait Store: Send + Sync + 'static {
         id: Uuid,
         patch: MemoryPatch,
         now: DateTime<Utc>,
+        audit: &AuditCtx,
     ) -> Result<Option<Memory>>;
 
     /// Soft-delete a live memory. `None` if there is none.
@@ -86,7 +99,65 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         id: Uuid,
         now: DateTime<Utc>,
+        audit: &AuditCtx,
     ) -> Result<Option<Memory>>;
+
+    /// Undo a soft delete (not a purge). `None` if there is no soft-deleted,
+    /// unpurged memory with that id; `Conflict` if a live memory now has its
+    /// text or client id.
+    async fn restore(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Memory>>;
+
+    /// Hard delete: erase text, metadata, tags, provenance and vector of a
+    /// live or soft-deleted memory, keeping a tombstone (id, namespace, seq,
+    /// times) so the change feed and the audit trail stay complete. `None` if
+    /// there is no such memory or it is purged already.
+    async fn purge(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Memory>>;
+
+    /// Place or release a legal hold on a live memory. `None` if there is none.
+    async fn set_legal_hold(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        hold: bool,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Memory>>;
+
+    /// Soft-delete up to `limit` live memories whose `expires_at` is at or
+    /// before `now` and that are not on hold, auditing each as `expire` by
+    /// `audit`. Returns how many.
+    async fn expire_due(&self, now: DateTime<Utc>, limit: usize, audit: &AuditCtx)
+        -> Result<usize>;
+
+    /// Purge up to `limit` memories soft-deleted at or before `before` that
+    /// are not on hold. Returns how many.
+    async fn purge_deleted(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+        audit: &AuditCtx,
+    ) -> Result<usize>;
+
+    /// Set (or clear) a namespace's default TTL. `false` if it does not exist.
+    async fn set_namespace_ttl(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        ttl_seconds: Option<u64>,
+        audit: &AuditCtx,
+    ) -> Result<bool>;
 
     /// Live (not deleted) memories of a tenant, in key order, after `after`.
     /// An empty `namespaces` means all namespaces.
@@ -137,8 +208,40 @@ pub trait Store: Send + Sync + 'static {
 
     /// Put a dead job back in the queue with its attempts reset; its memory goes
     /// back to `pending`. `None` if the job does not exist or is not dead.
-    async fn retry_job(&self, tenant: &str, job_id: u64, now: DateTime<Utc>)
-        -> Result<Option<Job>>;
+    async fn retry_job(
+        &self,
+        tenant: &str,
+        job_id: u64,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Job>>;
+
+    /// Append events that go with no other change (reads).
+    async fn append_audit(&self, entries: Vec<AuditEntry>, audit: &AuditCtx) -> Result<()>;
+
+    /// A tenant's audit events in chain order, filtered.
+    async fn audit_events(&self, tenant: &str, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
+
+    /// The tenant's recorded chain head `(n, hash)`, if it has events.
+    async fn audit_head(&self, tenant: &str) -> Result<Option<(u64, String)>>;
+
+    /// Store a new API key (its hash) and audit `key_create`.
+    async fn create_api_key(&self, key: ApiKey, audit: &AuditCtx) -> Result<()>;
+
+    /// A key by id, in any tenant (authentication does not know the tenant yet).
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>>;
+
+    async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>>;
+
+    /// Revoke a key and audit `key_revoke`. `None` if the tenant has no such
+    /// key; a key revoked already is returned unchanged.
+    async fn revoke_api_key(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<ApiKey>>;
 
     /// Latest state of every memory changed after `after_seq`, in seq order.
     async fn changes_since(&self, after_seq: u64, limit: usize) -> Result<Vec<Change>>;

@@ -334,12 +334,61 @@ pub enum Role {
     Reader,
 }
 
-/// The authenticated caller.
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Writer => "writer",
+            Role::Reader => "reader",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "admin" => Role::Admin,
+            "writer" => Role::Writer,
+            "reader" => Role::Reader,
+            _ => return None,
+        })
+    }
+}
+
+/// Extra rights granted on top of a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Permission {
+    /// See PII in clear text; without it, texts flagged as PII are redacted on read.
+    #[serde(rename = "pii:read")]
+    PiiRead,
+}
+
+impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::PiiRead => "pii:read",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Permission> {
+        match s {
+            "pii:read" => Some(Permission::PiiRead),
+            _ => None,
+        }
+    }
+}
+
+/// The authenticated caller: who, in which tenant, with which role, limited to
+/// which namespaces. Built by the API layer from a JWT or an API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub tenant: String,
     pub subject: String,
     pub role: Role,
+    /// Namespace patterns the caller is limited to (`*` matches any run of
+    /// characters, e.g. `agent:*`); `None` means every namespace of the tenant.
+    pub namespaces: Option<Vec<String>>,
+    pub permissions: Vec<Permission>,
+    /// The request this call serves, recorded in audit events.
+    pub request_id: Option<String>,
 }
 
 /// Actions checked by [`Principal::authorize`].
@@ -351,12 +400,31 @@ pub enum Action {
 }
 
 impl Principal {
+    /// A principal with every namespace of its tenant and no extra permissions.
     pub fn new(tenant: impl Into<String>, subject: impl Into<String>, role: Role) -> Self {
         Principal {
             tenant: tenant.into(),
             subject: subject.into(),
             role,
+            namespaces: None,
+            permissions: Vec::new(),
+            request_id: None,
         }
+    }
+
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
+    }
+
+    pub fn with_namespaces(mut self, patterns: Vec<String>) -> Self {
+        self.namespaces = Some(patterns);
+        self
+    }
+
+    pub fn with_permissions(mut self, permissions: Vec<Permission>) -> Self {
+        self.permissions = permissions;
+        self
     }
 
     /// Enforced inside the engine so that no route can skip it.
@@ -371,9 +439,72 @@ impl Principal {
             Ok(())
         } else {
             Err(Error::Forbidden(format!(
-                "role {:?} may not perform {:?}",
-                self.role, action
+                "role {} may not {}",
+                self.role.as_str(),
+                match action {
+                    Action::Read => "read",
+                    Action::Write => "write",
+                    Action::Admin => "administer",
+                }
             )))
         }
     }
+
+    /// Whether the caller's namespace patterns admit `namespace`.
+    pub fn sees_namespace(&self, namespace: &str) -> bool {
+        match &self.namespaces {
+            None => true,
+            Some(patterns) => patterns.iter().any(|p| glob_match(p, namespace)),
+        }
+    }
+
+    /// [`authorize`](Self::authorize) plus the namespace check.
+    pub fn authorize_in(&self, action: Action, namespace: &str) -> Result<()> {
+        self.authorize(action)?;
+        if self.sees_namespace(namespace) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "no access to namespace {namespace:?}"
+            )))
+        }
+    }
+
+    /// Whether the caller may act on every namespace of its tenant (tenant-wide
+    /// views such as jobs, audit and stats need this).
+    pub fn unscoped(&self) -> bool {
+        self.namespaces.is_none()
+    }
+
+    /// Admins always see PII; others need the `pii:read` permission.
+    pub fn reads_pii(&self) -> bool {
+        self.role == Role::Admin || self.permissions.contains(&Permission::PiiRead)
+    }
+}
+
+/// `*` matches any (possibly empty) run of characters; everything else is literal.
+pub fn glob_match(pattern: &str, s: &str) -> bool {
+    let (p, s) = (pattern.as_bytes(), s.as_bytes());
+    let (mut pi, mut si) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while si < s.len() {
+        if pi < p.len() && p[pi] != b'*' && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            mark = si;
+            pi += 1;
+        } else if let Some(st) = star {
+            pi = st + 1;
+            mark += 1;
+            si = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == b'*' {
+        pi += 1;
+    }
+    pi == p.len()
 }

@@ -38,7 +38,10 @@ impl From<Error> for ApiError {
             Error::MemoryNotFound(_) => (StatusCode::NOT_FOUND, "memory_not_found", None),
             Error::NamespaceNotFound(_) => (StatusCode::NOT_FOUND, "namespace_not_found", None),
             Error::JobNotFound(_) => (StatusCode::NOT_FOUND, "job_not_found", None),
+            Error::KeyNotFound(_) => (StatusCode::NOT_FOUND, "key_not_found", None),
             Error::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            Error::LegalHold(_) => (StatusCode::CONFLICT, "legal_hold", None),
+            Error::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated", None),
             Error::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             Error::Unavailable { retry_after, .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -58,6 +61,28 @@ impl From<Error> for ApiError {
             message,
             retry_after,
         }
+    }
+}
+
+impl From<engram_auth::AuthError> for ApiError {
+    fn from(e: engram_auth::AuthError) -> Self {
+        use engram_auth::AuthError as A;
+        // Every token problem is a 401; the code says which, the message
+        // never echoes the token.
+        let code = match &e {
+            A::Missing => "unauthenticated",
+            A::Malformed(_) => "invalid_token",
+            A::Expired => "token_expired",
+            A::NotYetValid => "token_not_yet_valid",
+            A::InvalidSignature => "invalid_token",
+            A::InvalidIssuer => "invalid_token",
+            A::InvalidAudience => "invalid_token",
+            A::UnsupportedAlgorithm(_) => "invalid_token",
+            A::UnknownKey(_) => "invalid_token",
+            A::InvalidClaims(_) => "invalid_token",
+            A::Config(_) => "invalid_token",
+        };
+        ApiError::new(StatusCode::UNAUTHORIZED, code, e.to_string())
     }
 }
 
@@ -96,6 +121,12 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             res.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"engram\""),
+            );
         }
         res
     }

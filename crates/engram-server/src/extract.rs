@@ -25,14 +25,13 @@ pub struct Path<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
 
-/// The authenticated caller. Until authentication lands this is the single
-/// configured principal; handlers already pass it to every engine call.
+/// The authenticated, rate-limited caller; handlers pass it to every engine call.
 pub struct Caller(pub Principal);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(_: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        Ok(Caller(state.cfg.principal.clone()))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        crate::auth::authenticate(parts, state).await.map(Caller)
     }
 }

@@ -4,15 +4,17 @@
 //! map the result. Every error leaves as `{"error":{"code","message"}}` with a
 //! status chosen in one exhaustive match ([`error`]).
 
+mod auth;
 pub mod error;
 mod extract;
 mod routes;
 
 use axum::Router;
-use engram_core::{Engine, Principal};
+use engram_core::Engine;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use auth::{AuthSettings, RateLimit};
 pub use error::ApiError;
 
 /// Settings of the HTTP layer.
@@ -22,15 +24,19 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Longest a `?wait=true` write waits for its memories to become searchable.
     pub wait_timeout: Duration,
-    /// The principal every request acts as until authentication lands: a
-    /// single configured tenant.
-    pub principal: Principal,
+    pub auth: AuthSettings,
+    /// Per-caller request rate; `None` for no limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Origins allowed to call the API from a browser; empty (the default)
+    /// sends no CORS headers at all.
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Clone)]
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub cfg: Arc<ServerConfig>,
+    limiter: Option<Arc<auth::Limiter>>,
 }
 
 /// The complete router, with body limits, request ids, tracing and panic
@@ -38,6 +44,7 @@ pub struct AppState {
 pub fn router(engine: Arc<Engine>, cfg: ServerConfig) -> Router {
     routes::router(AppState {
         engine,
+        limiter: cfg.rate_limit.map(|r| Arc::new(auth::Limiter::new(r))),
         cfg: Arc::new(cfg),
     })
 }

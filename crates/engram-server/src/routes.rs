@@ -3,10 +3,12 @@
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
-use engram_core::requests::{ListRequest, MemoryInput, MemoryUpdate, SearchRequest};
-use engram_core::{Error, JobState};
+use engram_core::requests::{
+    ListRequest, MemoryInput, MemoryUpdate, NamespaceSettings, SearchRequest,
+};
+use engram_core::{AuditQuery, Error, JobState, NewApiKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -22,7 +24,8 @@ type ApiResult<T = Response> = Result<T, ApiError>;
 
 pub fn router(state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;
-    Router::new()
+    let cors = cors(&state.cfg.cors_origins);
+    let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/memories", post(create).get(list_get))
@@ -31,8 +34,15 @@ pub fn router(state: AppState) -> Router {
             "/v1/memories/{id}",
             get(get_memory).patch(update).delete(delete),
         )
+        .route("/v1/memories/{id}/restore", post(restore))
         .route("/v1/search", post(search))
         .route("/v1/namespaces", get(namespaces))
+        .route("/v1/namespaces/{name}", put(set_namespace))
+        .route("/v1/keys", post(create_key).get(list_keys))
+        .route("/v1/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/v1/audit", get(audit))
+        .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/audit/export", get(audit_export))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{id}", get(job))
@@ -52,7 +62,40 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(c) => app.layer(c),
+        None => app,
+    }
+}
+
+/// CORS only for explicitly configured origins; none by default.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    if origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PATCH,
+                Method::PUT,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-api-key"),
+                HeaderName::from_static("x-request-id"),
+            ]),
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -130,8 +173,8 @@ async fn create(
         let mut v = serde_json::to_value(c).map_err(Error::internal)?;
         if q.wait {
             // Report the state after waiting, not the one at insert time.
-            if let Ok(m) = s.engine.get(&p, c.id).await {
-                v["state"] = json!(m.state);
+            if let Ok(state) = s.engine.state(&p, c.id).await {
+                v["state"] = json!(state);
             }
         }
         out.push(v);
@@ -178,9 +221,26 @@ async fn update(
     Ok(Json(m).into_response())
 }
 
-async fn delete(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<Uuid>) -> ApiResult {
-    s.engine.delete(&p, id).await?;
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteParams {
+    /// Erase the content now (admins only) instead of a restorable soft delete.
+    #[serde(default)]
+    hard: bool,
+}
+
+async fn delete(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<Uuid>,
+    Query(q): Query<DeleteParams>,
+) -> ApiResult {
+    s.engine.delete(&p, id, q.hard).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn restore(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<Uuid>) -> ApiResult {
+    Ok(Json(s.engine.restore(&p, id).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -233,6 +293,54 @@ async fn search(
 async fn namespaces(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
     let ns = s.engine.namespaces(&p).await?;
     Ok(Json(json!({ "namespaces": ns })).into_response())
+}
+
+async fn set_namespace(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(name): Path<String>,
+    Json(settings): Json<NamespaceSettings>,
+) -> ApiResult {
+    Ok(Json(s.engine.set_namespace(&p, &name, settings).await?).into_response())
+}
+
+async fn create_key(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Json(req): Json<NewApiKey>,
+) -> ApiResult {
+    let created = s.engine.admin().create_api_key(&p, req).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+async fn list_keys(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+    Ok(Json(json!({ "keys": s.engine.admin().api_keys(&p).await? })).into_response())
+}
+
+async fn revoke_key(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Path(id): Path<String>,
+) -> ApiResult {
+    Ok(Json(s.engine.admin().revoke_api_key(&p, &id).await?).into_response())
+}
+
+async fn audit(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult {
+    let events = s.engine.admin().audit_events(&p, q).await?;
+    let next = events.last().map(|e| e.n);
+    Ok(Json(json!({ "events": events, "next_after": next })).into_response())
+}
+
+async fn audit_verify(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+    Ok(Json(s.engine.admin().verify_audit(&p).await?).into_response())
+}
+
+async fn audit_export(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
+    Ok(Json(s.engine.admin().audit_bundle(&p).await?).into_response())
 }
 
 #[derive(Deserialize)]

@@ -9,7 +9,7 @@ use engram_core::{
 };
 use engram_embed::LocalEmbedder;
 use engram_index::{TantivyIndex, UsearchIndex, VectorOptions};
-use engram_server::{router, ServerConfig};
+use engram_server::{router, AuthSettings, RateLimit, ServerConfig};
 use engram_sqlite::SqliteStore;
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
@@ -53,12 +53,46 @@ impl Embedder for PoisonEmbedder {
 
 struct App {
     router: Router,
+    engine: Arc<Engine>,
     embedder: Arc<PoisonEmbedder>,
-    _stop: watch::Sender<bool>,
-    _dir: tempfile::TempDir,
+    /// Sent as `Authorization: Bearer` by `call`/`raw`.
+    token: Option<String>,
+    _stop: Arc<watch::Sender<bool>>,
+    _dir: Arc<tempfile::TempDir>,
+}
+
+/// How a test app is set up beyond the defaults.
+struct Opts {
+    exact_threshold: usize,
+    /// `None`: authentication off, requests act as an admin of `acme`.
+    auth: Option<AuthSettings>,
+    rate_limit: Option<RateLimit>,
+    audit_reads: bool,
+    cors_origins: Vec<String>,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            exact_threshold: 20_000,
+            auth: None,
+            rate_limit: None,
+            audit_reads: false,
+            cors_origins: Vec::new(),
+        }
+    }
 }
 
 async fn app_with(exact_threshold: usize) -> App {
+    app_opts(Opts {
+        exact_threshold,
+        ..Opts::default()
+    })
+    .await
+}
+
+async fn app_opts(o: Opts) -> App {
+    let exact_threshold = o.exact_threshold;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(
         SqliteStore::open(&dir.path().join("engram.db"))
@@ -81,6 +115,7 @@ async fn app_with(exact_threshold: usize) -> App {
         },
         max_text_bytes: 4096,
         max_batch: 50,
+        audit_reads: o.audit_reads,
         ..EngineConfig::default()
     };
     let backends = Backends {
@@ -94,19 +129,27 @@ async fn app_with(exact_threshold: usize) -> App {
     let (stop, rx) = watch::channel(false);
     tokio::spawn(engine.clone().run_indexer(rx.clone()));
     tokio::spawn(engine.worker().run(rx));
+    let auth = o.auth.unwrap_or_else(|| AuthSettings {
+        jwt: None,
+        anonymous: Some(Principal::new("acme", "test", Role::Admin)),
+    });
     let router = router(
-        engine,
+        engine.clone(),
         ServerConfig {
             max_body_bytes: 64 * 1024,
             wait_timeout: Duration::from_secs(30),
-            principal: Principal::new("acme", "test", Role::Admin),
+            auth,
+            rate_limit: o.rate_limit,
+            cors_origins: o.cors_origins,
         },
     );
     App {
         router,
+        engine,
         embedder,
-        _stop: stop,
-        _dir: dir,
+        token: None,
+        _stop: Arc::new(stop),
+        _dir: Arc::new(dir),
     }
 }
 
@@ -115,6 +158,18 @@ async fn app() -> App {
 }
 
 impl App {
+    /// The same app, calling with this bearer token.
+    fn as_(&self, token: &str) -> App {
+        App {
+            router: self.router.clone(),
+            engine: self.engine.clone(),
+            embedder: self.embedder.clone(),
+            token: Some(token.to_string()),
+            _stop: self._stop.clone(),
+            _dir: self._dir.clone(),
+        }
+    }
+
     async fn raw(
         &self,
         method: &str,
@@ -122,9 +177,23 @@ impl App {
         body: Option<&str>,
         ctype: Option<&str>,
     ) -> (StatusCode, Value) {
+        let (s, _, v) = self.raw_full(method, uri, body, ctype).await;
+        (s, v)
+    }
+
+    async fn raw_full(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<&str>,
+        ctype: Option<&str>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
         let mut b = Request::builder().method(method).uri(uri);
         if let Some(c) = ctype {
             b = b.header("content-type", c);
+        }
+        if let Some(t) = &self.token {
+            b = b.header("authorization", format!("Bearer {t}"));
         }
         let req = b
             .body(
@@ -134,6 +203,7 @@ impl App {
             .unwrap();
         let res = self.router.clone().oneshot(req).await.unwrap();
         let status = res.status();
+        let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
         let v = if bytes.is_empty() {
             Value::Null
@@ -141,7 +211,7 @@ impl App {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| panic!("non-JSON body for {method} {uri}: {bytes:?}"))
         };
-        (status, v)
+        (status, headers, v)
     }
 
     async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -637,3 +707,6 @@ async fn serves_openai_compatible_embeddings_from_the_local_model() {
         .await;
     assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
 }
+
+#[path = "api/governance.rs"]
+mod governance;

@@ -234,5 +234,8 @@ pub(crate) fn namespace(row: &SqliteRow) -> Result<NamespaceInfo> {
         name: get(row, "name")?,
         created_at: time(get(row, "created_at")?, "namespaces.created_at")?,
         memories: unsigned(get(row, "memories")?, "memories")?,
+        default_ttl_seconds: get::<Option<i64>>(row, "default_ttl_secs")?
+            .map(|v| unsigned(v, "default_ttl_secs"))
+            .transpose()?,
     })
 }

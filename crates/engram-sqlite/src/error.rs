@@ -27,6 +27,9 @@ pub enum SqliteError {
     /// The operation conflicts with another live record (e.g. duplicate text).
     #[error("{0}")]
     Conflict(String),
+    /// The memory is under legal hold.
+    #[error("{0}")]
+    LegalHold(String),
 }
 
 impl SqliteError {
@@ -110,6 +113,7 @@ impl From<SqliteError> for Error {
         }
         match e {
             SqliteError::Conflict(msg) => Error::Conflict(msg),
+            SqliteError::LegalHold(msg) => Error::LegalHold(msg),
             SqliteError::Sqlx(ref inner) => match unique_violation(inner) {
                 Some(msg) => Error::Conflict(msg),
                 None => Error::internal(&e),

@@ -3,7 +3,7 @@
 //! with `json_each`, so a batch of 500 costs the same handful of round trips
 //! to the SQLite worker as a batch of one.
 
-use engram_core::{Inserted, NewMemory, State};
+use engram_core::{AuditAction, AuditCtx, AuditEntry, Inserted, NewMemory, State};
 use serde_json::{json, Value};
 use sqlx::Row;
 use std::collections::{HashMap, HashSet};
@@ -30,7 +30,9 @@ const INSERT_MEMORIES: &str =
      client_id, seq, created_at, updated_at, expires_at, legal_hold, tags, pii, provenance, \
      metadata, text) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, 'pending', value ->> 4, \
-     value ->> 5, value ->> 6, value ->> 7, value ->> 7, value ->> 8, 0, value ->> 9, \
+     value ->> 5, value ->> 6, value ->> 7, value ->> 7, \
+     coalesce(value ->> 8, (SELECT value ->> 7 + n.default_ttl_secs * 1000000 FROM namespaces n \
+     WHERE n.tenant = value ->> 1 AND n.name = value ->> 2)), 0, value ->> 9, \
      value ->> 10, value ->> 11, value ->> 12, value ->> 13 \
      FROM json_each(?) ORDER BY key RETURNING key, seq";
 
@@ -54,7 +56,11 @@ enum Slot {
 type Probe<'a> = (&'a str, &'a str, &'a str);
 
 impl SqliteStore {
-    pub(crate) async fn insert_memories(&self, items: Vec<NewMemory>) -> Result<Vec<Inserted>> {
+    pub(crate) async fn insert_memories(
+        &self,
+        items: Vec<NewMemory>,
+        ctx: &AuditCtx,
+    ) -> Result<Vec<Inserted>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -158,6 +164,23 @@ impl SqliteStore {
                 .bind(last)
                 .execute(tx.conn())
                 .await?;
+            let entries = fresh
+                .iter()
+                .map(|&(i, _)| {
+                    let m = &items[i];
+                    AuditEntry {
+                        tenant: m.tenant.clone(),
+                        action: AuditAction::Create,
+                        target: m.id.to_string(),
+                        details: json!({
+                            "namespace": m.namespace,
+                            "checksum": m.checksum,
+                            "client_id": m.client_id,
+                        }),
+                    }
+                })
+                .collect();
+            tx.audit(entries, ctx, codec::time(now, "now")?).await?;
         }
         tx.commit().await?;
 

@@ -267,6 +267,7 @@ impl SqliteStore {
         tenant: &str,
         job_id: u64,
         now: DateTime<Utc>,
+        ctx: &engram_core::AuditCtx,
     ) -> Result<Option<Job>> {
         let mut tx = self.begin_write().await?;
         let id = codec::int(job_id);
@@ -313,6 +314,17 @@ impl SqliteStore {
         .fetch_one(tx.conn())
         .await?;
         let job = codec::job(&row)?;
+        tx.audit(
+            vec![engram_core::AuditEntry {
+                tenant: tenant.to_string(),
+                action: engram_core::AuditAction::JobRetry,
+                target: format!("job:{job_id}"),
+                details: serde_json::json!({ "memory_id": job.memory_id }),
+            }],
+            ctx,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(job))
     }

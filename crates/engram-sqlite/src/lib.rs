@@ -30,7 +30,8 @@
 //! # Schema
 //! See `migrations/`: `meta` (the seq counter), `namespaces`, `memories`
 //! (times as integer microseconds since the epoch, JSON columns as text, the
-//! vector as a little-endian f32 blob) and `jobs`.
+//! vector as a little-endian f32 blob) and `jobs`; since version 2 also
+//! `audit` + `audit_heads` (the hash chains), `api_keys` and the retention columns.
 
 use chrono::Utc;
 use sqlx::sqlite::{
@@ -44,6 +45,7 @@ use std::time::Duration;
 mod codec;
 mod error;
 mod feed;
+mod governance;
 mod insert;
 mod jobs;
 mod memories;

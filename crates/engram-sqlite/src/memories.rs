@@ -1,15 +1,19 @@
 //! Memories and namespaces: insert, get, update, soft delete, scan, listing, stats.
 
 use chrono::{DateTime, Utc};
-use engram_core::{Key, Memory, MemoryPatch, NamespaceInfo, State, StoreStats};
+use engram_core::{
+    AuditAction, AuditCtx, Key, Memory, MemoryPatch, NamespaceInfo, State, StoreStats,
+};
+use serde_json::json;
 use sqlx::Row;
 use uuid::Uuid;
 
 use crate::codec::{self, memory_cols, micros, to_json};
+use crate::governance::{entry, held};
 use crate::{Result, SqliteError, SqliteStore};
 
 /// Enqueue an embedding job for a memory.
-const INSERT_JOB: &str = "INSERT INTO jobs (tenant, kind, memory_key, state, attempts, \
+pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (tenant, kind, memory_key, state, attempts, \
      next_run_at, created_at) VALUES (?, 'embed', ?, 'queued', 0, ?, ?)";
 
 impl SqliteStore {
@@ -49,6 +53,7 @@ impl SqliteStore {
         id: Uuid,
         patch: MemoryPatch,
         now: DateTime<Utc>,
+        ctx: &AuditCtx,
     ) -> Result<Option<Memory>> {
         let mut tx = self.begin_write().await?;
         let Some(row) = sqlx::query(concat!(
@@ -64,7 +69,11 @@ impl SqliteStore {
             return Ok(None);
         };
         let mut m = codec::memory(&row)?;
+        if m.legal_hold {
+            return Err(held(&m, "changed"));
+        }
         let key = codec::int(m.key);
+        let mut fields = Vec::new();
 
         let mut reembed = false;
         if let Some((text, checksum)) = patch.text {
@@ -91,21 +100,27 @@ impl SqliteStore {
             }
             // Same checksum: only the un-normalised form changed; the embedding stays valid.
             m.text = text;
+            fields.push("text");
         }
         if let Some(kind) = patch.kind {
             m.kind = kind;
+            fields.push("kind");
         }
         if let Some(metadata) = patch.metadata {
             m.metadata = metadata;
+            fields.push("metadata");
         }
         if let Some(tags) = patch.tags {
             m.tags = tags;
+            fields.push("tags");
         }
         if let Some(expires_at) = patch.expires_at {
             m.expires_at = expires_at;
+            fields.push("expires_at");
         }
         if let Some(pii) = patch.pii {
             m.pii = pii;
+            fields.push("pii");
         }
 
         let seq = tx.next_seq().await?;
@@ -145,6 +160,16 @@ impl SqliteStore {
                 .execute(tx.conn())
                 .await?;
         }
+        tx.audit(
+            vec![entry(
+                &updated,
+                AuditAction::Update,
+                json!({"namespace": updated.namespace, "fields": fields, "checksum": updated.checksum}),
+            )],
+            ctx,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(updated))
     }
@@ -154,10 +179,11 @@ impl SqliteStore {
         tenant: &str,
         id: Uuid,
         now: DateTime<Utc>,
+        ctx: &AuditCtx,
     ) -> Result<Option<Memory>> {
         let mut tx = self.begin_write().await?;
-        let Some(key) = sqlx::query_scalar::<_, i64>(
-            "SELECT key FROM memories WHERE id = ? AND tenant = ? AND deleted_at IS NULL",
+        let Some((key, hold)) = sqlx::query_as::<_, (i64, bool)>(
+            "SELECT key, legal_hold FROM memories WHERE id = ? AND tenant = ? AND deleted_at IS NULL",
         )
         .bind(id.to_string())
         .bind(tenant)
@@ -166,6 +192,11 @@ impl SqliteStore {
         else {
             return Ok(None);
         };
+        if hold {
+            return Err(crate::SqliteError::LegalHold(format!(
+                "memory {id} is under legal hold and cannot be deleted until the hold is released"
+            )));
+        }
         let seq = tx.next_seq().await?;
         let row = sqlx::query(concat!(
             "UPDATE memories SET deleted_at = ?1, updated_at = ?1, seq = ?2 WHERE key = ?3 \
@@ -183,6 +214,16 @@ impl SqliteStore {
             .bind(key)
             .execute(tx.conn())
             .await?;
+        tx.audit(
+            vec![entry(
+                &deleted,
+                AuditAction::Delete,
+                json!({"namespace": deleted.namespace}),
+            )],
+            ctx,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(deleted))
     }
@@ -227,7 +268,7 @@ impl SqliteStore {
 
     pub(crate) async fn list_namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>> {
         let rows = sqlx::query(
-            "SELECT n.name, n.created_at, \
+            "SELECT n.name, n.created_at, n.default_ttl_secs, \
              (SELECT count(*) FROM memories m WHERE m.tenant = n.tenant \
               AND m.namespace = n.name AND m.deleted_at IS NULL) AS memories \
              FROM namespaces n WHERE n.tenant = ? ORDER BY n.name",

@@ -3,8 +3,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use engram_core::{
-    Change, ClaimedJob, DocAttrs, Embedded, Inserted, Job, JobFailure, JobState, Key, Memory,
-    MemoryPatch, NamespaceInfo, NewMemory, Result, RetryPolicy, Store, StoreStats,
+    ApiKey, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Change, ClaimedJob, DocAttrs, Embedded,
+    Inserted, Job, JobFailure, JobState, Key, Memory, MemoryPatch, NamespaceInfo, NewMemory,
+    Result, RetryPolicy, Store, StoreStats,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -13,8 +14,8 @@ use crate::SqliteStore;
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert(&self, items: Vec<NewMemory>) -> Result<Vec<Inserted>> {
-        Ok(self.insert_memories(items).await?)
+    async fn insert(&self, items: Vec<NewMemory>, audit: &AuditCtx) -> Result<Vec<Inserted>> {
+        Ok(self.insert_memories(items, audit).await?)
     }
 
     async fn get(&self, tenant: &str, id: Uuid) -> Result<Option<Memory>> {
@@ -31,8 +32,9 @@ impl Store for SqliteStore {
         id: Uuid,
         patch: MemoryPatch,
         now: DateTime<Utc>,
+        audit: &AuditCtx,
     ) -> Result<Option<Memory>> {
-        Ok(self.update_memory(tenant, id, patch, now).await?)
+        Ok(self.update_memory(tenant, id, patch, now, audit).await?)
     }
 
     async fn soft_delete(
@@ -40,8 +42,104 @@ impl Store for SqliteStore {
         tenant: &str,
         id: Uuid,
         now: DateTime<Utc>,
+        audit: &AuditCtx,
     ) -> Result<Option<Memory>> {
-        Ok(self.soft_delete_memory(tenant, id, now).await?)
+        Ok(self.soft_delete_memory(tenant, id, now, audit).await?)
+    }
+
+    async fn restore(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Memory>> {
+        Ok(self.restore_memory(tenant, id, now, audit).await?)
+    }
+
+    async fn purge(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Memory>> {
+        Ok(self.purge_memory(tenant, id, now, audit).await?)
+    }
+
+    async fn set_legal_hold(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        hold: bool,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Memory>> {
+        Ok(self.legal_hold(tenant, id, hold, now, audit).await?)
+    }
+
+    async fn expire_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        audit: &AuditCtx,
+    ) -> Result<usize> {
+        Ok(self.expire(now, limit, audit).await?)
+    }
+
+    async fn purge_deleted(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+        audit: &AuditCtx,
+    ) -> Result<usize> {
+        Ok(self.purge_before(before, limit, audit).await?)
+    }
+
+    async fn set_namespace_ttl(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        ttl_seconds: Option<u64>,
+        audit: &AuditCtx,
+    ) -> Result<bool> {
+        Ok(self
+            .namespace_ttl(tenant, namespace, ttl_seconds, audit)
+            .await?)
+    }
+
+    async fn append_audit(&self, entries: Vec<AuditEntry>, audit: &AuditCtx) -> Result<()> {
+        Ok(self.append_audit_entries(entries, audit).await?)
+    }
+
+    async fn audit_events(&self, tenant: &str, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        Ok(self.audit_page(tenant, query).await?)
+    }
+
+    async fn audit_head(&self, tenant: &str) -> Result<Option<(u64, String)>> {
+        Ok(self.head(tenant).await?)
+    }
+
+    async fn create_api_key(&self, key: ApiKey, audit: &AuditCtx) -> Result<()> {
+        Ok(self.insert_api_key(key, audit).await?)
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        Ok(self.get_api_key(id).await?)
+    }
+
+    async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>> {
+        Ok(self.api_keys(tenant).await?)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<ApiKey>> {
+        Ok(self.revoke_key(tenant, id, now, audit).await?)
     }
 
     async fn scan(
@@ -103,8 +201,9 @@ impl Store for SqliteStore {
         tenant: &str,
         job_id: u64,
         now: DateTime<Utc>,
+        audit: &AuditCtx,
     ) -> Result<Option<Job>> {
-        Ok(self.retry(tenant, job_id, now).await?)
+        Ok(self.retry(tenant, job_id, now, audit).await?)
     }
 
     async fn changes_since(&self, after_seq: u64, limit: usize) -> Result<Vec<Change>> {

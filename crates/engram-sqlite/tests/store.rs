@@ -55,7 +55,10 @@ async fn survives_reopen() {
     );
     let (before_a, before_b, max_seq) = {
         let store = open(dir.path()).await;
-        store.insert(vec![a.clone(), b.clone()]).await.unwrap();
+        store
+            .insert(vec![a.clone(), b.clone()], &conformance::audit())
+            .await
+            .unwrap();
         let job = store
             .claim_jobs(10, Duration::ZERO, Utc::now())
             .await
@@ -107,14 +110,20 @@ async fn survives_reopen() {
         vec![b.id]
     );
     let c = store
-        .insert(vec![new_memory(&t, "ns", "after reopen")])
+        .insert(
+            vec![new_memory(&t, "ns", "after reopen")],
+            &conformance::audit(),
+        )
         .await
         .unwrap();
     assert_eq!(c[0].seq, max_seq + 1);
     assert!(c[0].key > before_b.key);
     // Dedupe still sees the old rows.
     let dup = store
-        .insert(vec![new_memory(&t, "ns", "persisted one")])
+        .insert(
+            vec![new_memory(&t, "ns", "persisted one")],
+            &conformance::audit(),
+        )
         .await
         .unwrap();
     assert!(!dup[0].created && dup[0].id == a.id);
@@ -139,7 +148,10 @@ async fn concurrent_inserts_get_unique_increasing_seqs() {
                     &format!("ns{}", task % 3),
                     &format!("task {task} item {i}"),
                 );
-                let ins = store.insert(vec![m]).await.expect("insert");
+                let ins = store
+                    .insert(vec![m], &conformance::audit())
+                    .await
+                    .expect("insert");
                 seqs.push((ins[0].seq, ins[0].key));
             }
             seqs
@@ -182,7 +194,10 @@ async fn corrupt_rows_are_internal_errors_not_panics() {
     let store = open(dir.path()).await;
     let t = tenant("corrupt");
     let m = new_memory(&t, "ns", "soon corrupt");
-    store.insert(vec![m.clone()]).await.unwrap();
+    store
+        .insert(vec![m.clone()], &conformance::audit())
+        .await
+        .unwrap();
 
     let raw = sqlx::SqlitePool::connect(&format!(
         "sqlite://{}",
@@ -214,7 +229,7 @@ async fn closed_store_is_unavailable() {
         "{err:?}"
     );
     let err = store
-        .insert(vec![new_memory("t", "ns", "x")])
+        .insert(vec![new_memory("t", "ns", "x")], &conformance::audit())
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
@@ -229,7 +244,7 @@ async fn single_insert_latency() {
     for i in 0..50 {
         let m = new_memory(&t, "ns", &format!("latency probe {i}"));
         let start = Instant::now();
-        store.insert(vec![m]).await.unwrap();
+        store.insert(vec![m], &conformance::audit()).await.unwrap();
         times.push(start.elapsed());
     }
     times.sort();
@@ -257,7 +272,7 @@ async fn change_feed_pages_through_many_rows() {
             .map(|n| new_memory(&t, "ns", &format!("row {n}")))
             .collect();
         i += batch.len();
-        store.insert(batch).await.unwrap();
+        store.insert(batch, &conformance::audit()).await.unwrap();
     }
     let inserted = start.elapsed();
 
@@ -305,7 +320,10 @@ async fn awkward_text_round_trips() {
             m
         })
         .collect();
-    let ins = store.insert(items.clone()).await.unwrap();
+    let ins = store
+        .insert(items.clone(), &conformance::audit())
+        .await
+        .unwrap();
     assert!(ins.iter().all(|i| i.created));
     for m in &items {
         let got = store.get(&t, m.id).await.unwrap().unwrap();
@@ -316,9 +334,93 @@ async fn awkward_text_round_trips() {
         assert_eq!(got.client_id, m.client_id);
     }
     // And they dedupe against themselves.
-    let again = store.insert(items.clone()).await.unwrap();
+    let again = store
+        .insert(items.clone(), &conformance::audit())
+        .await
+        .unwrap();
     assert!(again
         .iter()
         .zip(&ins)
         .all(|(a, i)| !a.created && a.id == i.id));
+}
+
+/// Tampering with stored audit events (as someone with write access to the
+/// database file could) is caught by verification at the right event.
+#[tokio::test]
+async fn audit_verify_detects_tampering_at_the_right_event() {
+    use engram_core::{Principal, Role, StoreAdmin};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let t = tenant("tamper");
+    for i in 0..6 {
+        store
+            .insert(
+                vec![new_memory(&t, "ns", &format!("event {i}"))],
+                &conformance::audit(),
+            )
+            .await
+            .unwrap();
+    }
+    let admin = StoreAdmin::new(Arc::new(store.clone()));
+    let p = Principal::new(t.clone(), "auditor", Role::Admin);
+    let report = admin.verify_audit(&p).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.events, 6);
+
+    let raw = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("engram.db").display()
+    ))
+    .await
+    .unwrap();
+    let exec = |sql: &'static str| {
+        let raw = raw.clone();
+        let t = t.clone();
+        async move {
+            sqlx::query(sql).bind(&t).execute(&raw).await.unwrap();
+        }
+    };
+    // Take a copy of the table to restore between cases.
+    exec("CREATE TABLE audit_copy AS SELECT * FROM audit WHERE tenant = ?").await;
+    let reset = || async {
+        exec("DELETE FROM audit WHERE tenant = ?").await;
+        exec("INSERT INTO audit SELECT * FROM audit_copy WHERE tenant = ?").await;
+        let r = admin.verify_audit(&p).await.unwrap();
+        assert!(r.ok, "{r:?}");
+    };
+
+    let cases: [(&str, &'static str, u64); 5] = [
+        (
+            "edited actor",
+            "UPDATE audit SET actor = 'mallory' WHERE tenant = ? AND n = 3",
+            3,
+        ),
+        (
+            "edited details",
+            "UPDATE audit SET details = '{\"namespace\":\"other\"}' WHERE tenant = ? AND n = 4",
+            4,
+        ),
+        ("removed", "DELETE FROM audit WHERE tenant = ? AND n = 2", 2),
+        (
+            "reordered",
+            // (n is unique, so swap through a negative n)
+            "UPDATE audit SET n = -n WHERE tenant = ?1 AND n IN (2, 5); \
+             UPDATE audit SET n = CASE n WHEN -2 THEN 5 WHEN -5 THEN 2 END \
+             WHERE tenant = ?1 AND n < 0",
+            2,
+        ),
+        (
+            "tail removed",
+            "DELETE FROM audit WHERE tenant = ? AND n = 6",
+            6,
+        ),
+    ];
+    for (what, sql, at) in cases {
+        exec(sql).await;
+        let r = admin.verify_audit(&p).await.unwrap();
+        assert!(!r.ok, "{what}: tampering not detected");
+        assert_eq!(r.broken_at, Some(at), "{what}: {r:?}");
+        assert!(r.reason.is_some());
+        reset().await;
+    }
 }

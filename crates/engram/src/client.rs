@@ -5,6 +5,31 @@ use serde_json::{json, Value};
 use std::io::{BufRead, Write};
 use std::path::Path;
 
+/// A running engram: its base URL and a client that sends the API key.
+pub struct Conn {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Conn {
+    pub fn new(url: &str, api_key: Option<&str>) -> anyhow::Result<Conn> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(k) = api_key {
+            let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {k}"))
+                .context("the API key is not valid header text")?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
+        Ok(Conn {
+            url: url.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .context("building the HTTP client")?,
+        })
+    }
+}
+
 async fn call(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let res = req.send().await.context("cannot reach engram")?;
     let status = res.status();
@@ -27,7 +52,7 @@ fn parse_json(what: &str, s: Option<String>) -> anyhow::Result<Option<Value>> {
 }
 
 pub async fn add(
-    url: &str,
+    c: &Conn,
     namespace: &str,
     text: String,
     metadata: Option<String>,
@@ -42,9 +67,9 @@ pub async fn add(
     if let Some(k) = kind {
         body["kind"] = json!(k);
     }
-    let http = reqwest::Client::new();
+    let http = &c.http;
     let out = call(
-        http.post(format!("{url}/v1/memories"))
+        http.post(format!("{}/v1/memories", c.url))
             .query(&[("wait", wait)])
             .json(&body),
     )
@@ -54,7 +79,7 @@ pub async fn add(
 }
 
 pub async fn search(
-    url: &str,
+    c: &Conn,
     query: String,
     namespaces: Vec<String>,
     k: usize,
@@ -65,25 +90,20 @@ pub async fn search(
     if let Some(f) = parse_json("--filter", filter)? {
         body["filter"] = f;
     }
-    let out = call(
-        reqwest::Client::new()
-            .post(format!("{url}/v1/search"))
-            .json(&body),
-    )
-    .await?;
+    let out = call(c.http.post(format!("{}/v1/search", c.url)).json(&body)).await?;
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
 
 pub async fn import(
-    url: &str,
+    c: &Conn,
     file: &Path,
     namespace: &str,
     batch: usize,
     wait: bool,
 ) -> anyhow::Result<()> {
     let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
-    let http = reqwest::Client::new();
+    let http = &c.http;
     // Batches are per namespace: a line may name its own.
     let mut pending: Vec<(String, Value)> = Vec::new();
     let (mut created, mut duplicates) = (0u64, 0u64);
@@ -97,7 +117,7 @@ pub async fn import(
             let mut counts = (0u64, 0u64);
             for (ns, memories) in by_ns {
                 let out = call(
-                    http.post(format!("{url}/v1/memories"))
+                    http.post(format!("{}/v1/memories", c.url))
                         .query(&[("wait", wait)])
                         .json(&json!({"namespace": ns, "memories": memories})),
                 )
@@ -143,11 +163,11 @@ pub async fn import(
 }
 
 pub async fn export(
-    url: &str,
+    c: &Conn,
     namespace: Option<String>,
     out: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
+    let http = &c.http;
     let mut w: Box<dyn Write> = match &out {
         Some(p) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -158,7 +178,7 @@ pub async fn export(
     let mut n = 0u64;
     loop {
         let body = json!({"namespace": namespace, "limit": 1000, "cursor": cursor});
-        let page = call(http.post(format!("{url}/v1/memories/list")).json(&body)).await?;
+        let page = call(http.post(format!("{}/v1/memories/list", c.url)).json(&body)).await?;
         for m in page["memories"].as_array().into_iter().flatten() {
             serde_json::to_writer(&mut w, m)?;
             w.write_all(b"\n")?;

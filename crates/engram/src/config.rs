@@ -16,7 +16,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Folder with the all-MiniLM-L6-v2 files (see scripts/fetch-model.sh).
     pub model_dir: PathBuf,
-    /// The tenant every request acts in until authentication is configured.
+    /// The tenant of unauthenticated requests when `auth.enabled = false`, and
+    /// the default tenant of `engram keys` and `engram audit`.
     pub tenant: String,
     /// Embedding workers run inside `serve` (0: run `engram worker` separately).
     pub workers: usize,
@@ -34,6 +35,78 @@ pub struct Config {
     pub retry_max_attempts: u32,
     pub retry_base_delay_ms: u64,
     pub vector: VectorConfig,
+    pub auth: AuthConfig,
+    /// HTTPS (and optionally mutual TLS); plain HTTP when absent.
+    pub tls: Option<crate::tls::TlsConfig>,
+    pub audit: AuditConfig,
+    pub pii: PiiConfig,
+    pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Require credentials (API key or JWT) on every API route. `false` makes
+    /// requests without credentials act as an admin of `tenant`: local
+    /// development only.
+    pub enabled: bool,
+    /// JWT verification keys and claims; API keys work without it.
+    pub jwt: Option<engram_auth::JwtConfig>,
+    /// Requests per second per caller (0: unlimited), and the burst above it.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    /// Browser origins allowed by CORS; empty sends no CORS headers.
+    pub cors_origins: Vec<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: true,
+            jwt: None,
+            rate_limit_per_second: 0,
+            rate_limit_burst: 50,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Also audit reads (get, list, search), not only writes.
+    pub reads: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PiiConfig {
+    /// Flag emails, phone and card numbers found in texts on write.
+    pub detect: bool,
+}
+
+impl Default for PiiConfig {
+    fn default() -> Self {
+        PiiConfig { detect: true }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// How often the sweeper expires memories past their TTL and purges old deletions.
+    pub sweep_interval_secs: u64,
+    /// Soft-deleted memories are purged (content erased) after this long.
+    pub purge_after_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            sweep_interval_secs: 60,
+            purge_after_secs: 30 * 24 * 3600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +161,11 @@ impl Default for Config {
             retry_max_attempts: 5,
             retry_base_delay_ms: 1000,
             vector: VectorConfig::default(),
+            auth: AuthConfig::default(),
+            tls: None,
+            audit: AuditConfig::default(),
+            pii: PiiConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -108,9 +186,27 @@ impl Config {
         // ENGRAM_VECTOR__EXACT_THRESHOLD sets vector.exact_threshold.
         fig = fig.merge(
             Env::prefixed("ENGRAM_")
-                .ignore(&["config", "cache", "url", "log", "test_threads"])
+                .ignore(&["config", "cache", "url", "log", "test_threads", "api_key"])
+                .filter(|k| !k.as_str().to_ascii_lowercase().ends_with("_file"))
                 .split("__"),
         );
+        // Secrets from files: ENGRAM_AUTH__JWT__HS256_SECRET_FILE=/run/secrets/jwt
+        // sets auth.jwt.hs256_secret to the file's content.
+        for (name, path) in std::env::vars() {
+            let Some(key) = name
+                .strip_prefix("ENGRAM_")
+                .and_then(|k| k.strip_suffix("_FILE"))
+            else {
+                continue;
+            };
+            let value = std::fs::read_to_string(&path)
+                .with_context(|| format!("{name}: cannot read {path}"))?;
+            let key = key.to_lowercase().replace("__", ".");
+            fig = fig.merge(Serialized::default(
+                &key,
+                value.trim_end_matches(['\n', '\r']),
+            ));
+        }
         for (k, v) in overrides {
             fig = fig.merge(Serialized::default(k, v.clone()));
         }
@@ -150,6 +246,18 @@ impl Config {
         if self.vector.connectivity < 2 || self.vector.expansion_search == 0 {
             bail!("vector.connectivity must be >= 2 and vector.expansion_search > 0");
         }
+        if self.auth.rate_limit_per_second > 0 && self.auth.rate_limit_burst == 0 {
+            bail!("auth.rate_limit_burst must be positive when rate limiting is on");
+        }
+        if let Some(j) = &self.auth.jwt {
+            engram_auth::JwtVerifier::new(j).context("auth.jwt")?;
+        }
+        if let Some(t) = &self.tls {
+            crate::tls::server_config(t).context("tls")?;
+        }
+        if self.retention.sweep_interval_secs == 0 {
+            bail!("retention.sweep_interval_secs must be at least 1");
+        }
         Ok(())
     }
 }
@@ -158,8 +266,12 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// Config loading reads the process environment: one test at a time.
+    static ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     #[test]
     fn unknown_keys_and_bad_values_fail_fast() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "listen = \"127.0.0.1:9\"\nbogus = 1\n").unwrap();
@@ -180,5 +292,45 @@ mod tests {
         assert_eq!(c.vector.exact_threshold, 5);
         assert_eq!(c.workers, 3, "CLI flags win over the file");
         assert!(Config::load(Some(&dir.path().join("missing.toml")), &[]).is_err());
+    }
+
+    #[test]
+    fn secrets_come_from_file_variables_and_are_validated() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("jwt");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef-secret\n").unwrap();
+        std::env::set_var("ENGRAM_AUTH__JWT__HS256_SECRET_FILE", &secret);
+        let c = Config::load(None, &[]);
+        std::env::set_var(
+            "ENGRAM_AUTH__JWT__HS256_SECRET_FILE",
+            dir.path().join("nope"),
+        );
+        let missing = Config::load(None, &[]);
+        std::env::remove_var("ENGRAM_AUTH__JWT__HS256_SECRET_FILE");
+        let c = c.unwrap();
+        let jwt = c.auth.jwt.expect("jwt section from the file variable");
+        assert_eq!(
+            jwt.hs256_secret.as_deref(),
+            Some("0123456789abcdef0123456789abcdef-secret")
+        );
+        assert!(
+            !format!("{jwt:?}").contains("0123456789abcdef"),
+            "secret in Debug"
+        );
+        let e = format!("{:#}", missing.unwrap_err());
+        assert!(e.contains("ENGRAM_AUTH__JWT__HS256_SECRET_FILE"), "{e}");
+
+        // A JWT section that cannot verify anything fails at start-up.
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[auth.jwt]\nissuer = \"x\"\n").unwrap();
+        assert!(Config::load(Some(&f), &[]).is_err());
+        std::fs::write(
+            &f,
+            "[tls]\ncert_file = \"/nonexistent.pem\"\nkey_file = \"/k.pem\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", Config::load(Some(&f), &[]).unwrap_err());
+        assert!(e.contains("nonexistent.pem"), "{e}");
     }
 }

@@ -3,12 +3,12 @@
 
 use anyhow::Context;
 use engram_core::{
-    Backends, EmbedWorker, Embedder, Engine, EngineConfig, JobQueue, Principal, RetryPolicy, Role,
-    Store, StoreQueue,
+    Backends, EmbedWorker, Embedder, Engine, EngineConfig, JobQueue, NewApiKey, Permission,
+    Principal, RetryPolicy, Role, Store, StoreAdmin, StoreQueue,
 };
 use engram_embed::LocalEmbedder;
 use engram_index::{TantivyIndex, UsearchIndex, VectorOptions};
-use engram_server::ServerConfig;
+use engram_server::{AuthSettings, RateLimit, ServerConfig};
 use engram_sqlite::SqliteStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +28,9 @@ fn engine_config(cfg: &Config) -> EngineConfig {
             ..RetryPolicy::default()
         },
         persist_interval: Duration::from_secs(cfg.persist_interval_secs),
+        pii_detect: cfg.pii.detect,
+        audit_reads: cfg.audit.reads,
+        purge_after: Duration::from_secs(cfg.retention.purge_after_secs),
         ..EngineConfig::default()
     }
 }
@@ -110,20 +113,32 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     for _ in 0..cfg.workers {
         tasks.push(tokio::spawn(engine.worker().run(stop_rx.clone())));
     }
-    let server_cfg = ServerConfig {
-        max_body_bytes: cfg.max_body_bytes,
-        wait_timeout: Duration::from_secs(cfg.wait_timeout_secs),
-        principal: Principal::new(cfg.tenant.clone(), "local", Role::Admin),
-    };
-    let app = engram_server::router(engine.clone(), server_cfg);
+    tasks.push(tokio::spawn(sweeper(
+        engine.clone(),
+        Duration::from_secs(cfg.retention.sweep_interval_secs),
+        stop_rx.clone(),
+    )));
+    let app = engram_server::router(engine.clone(), server_config(&cfg)?);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("binding {}", cfg.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, data_dir = %cfg.data_dir.display(), "engram listening");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        data_dir = %cfg.data_dir.display(),
+        tls = cfg.tls.is_some(),
+        auth = cfg.auth.enabled,
+        "engram listening"
+    );
+    match &cfg.tls {
+        Some(t) => {
+            let tls = crate::tls::server_config(t)?;
+            crate::tls::serve(listener, app, tls, shutdown_signal(), crate::SHUTDOWN_GRACE).await?
+        }
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")?,
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -164,5 +179,129 @@ pub async fn rebuild(cfg: Config) -> anyhow::Result<()> {
         stats.vectors,
         stats.keywords
     );
+    Ok(())
+}
+
+fn server_config(cfg: &Config) -> anyhow::Result<ServerConfig> {
+    let a = &cfg.auth;
+    let jwt = match &a.jwt {
+        Some(j) => Some(Arc::new(
+            engram_auth::JwtVerifier::new(j).context("auth.jwt")?,
+        )),
+        None => None,
+    };
+    let anonymous = if a.enabled {
+        None
+    } else {
+        tracing::warn!(
+            tenant = %cfg.tenant,
+            "auth.enabled = false: requests without credentials act as an admin of the tenant; never expose this server"
+        );
+        Some(Principal::new(cfg.tenant.clone(), "anonymous", Role::Admin))
+    };
+    let rate_limit = match (
+        std::num::NonZeroU32::new(a.rate_limit_per_second),
+        std::num::NonZeroU32::new(a.rate_limit_burst),
+    ) {
+        (Some(per_second), Some(burst)) => Some(RateLimit { per_second, burst }),
+        _ => None,
+    };
+    Ok(ServerConfig {
+        max_body_bytes: cfg.max_body_bytes,
+        wait_timeout: Duration::from_secs(cfg.wait_timeout_secs),
+        auth: AuthSettings { jwt, anonymous },
+        rate_limit,
+        cors_origins: a.cors_origins.clone(),
+    })
+}
+
+/// Expire memories past their TTL and purge old deletions, periodically.
+async fn sweeper(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        match engine.sweep().await {
+            Ok(r) if r.expired + r.purged > 0 => {
+                tracing::info!(expired = r.expired, purged = r.purged, "retention sweep")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention sweep failed; will retry"),
+        }
+    }
+}
+
+/// The operator at the console: an admin of the tenant, by virtue of holding
+/// the data directory.
+fn console(cfg: &Config, tenant: Option<String>) -> Principal {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    Principal::new(
+        tenant.unwrap_or_else(|| cfg.tenant.clone()),
+        format!("cli:{user}"),
+        Role::Admin,
+    )
+}
+
+pub async fn keys(cfg: &Config, tenant: Option<String>, cmd: crate::KeysCmd) -> anyhow::Result<()> {
+    let admin = StoreAdmin::new(open_store(cfg).await?);
+    let p = console(cfg, tenant);
+    let out = match cmd {
+        crate::KeysCmd::Create {
+            name,
+            role,
+            namespaces,
+            permissions,
+        } => {
+            let role = Role::parse(&role)
+                .with_context(|| format!("unknown role {role:?}: use admin, writer or reader"))?;
+            let permissions = permissions
+                .iter()
+                .map(|s| Permission::parse(s).with_context(|| format!("unknown permission {s:?}")))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let req = NewApiKey {
+                name,
+                role,
+                namespaces: (!namespaces.is_empty()).then_some(namespaces),
+                permissions,
+            };
+            serde_json::to_value(admin.create_api_key(&p, req).await?)?
+        }
+        crate::KeysCmd::List => serde_json::json!({ "keys": admin.api_keys(&p).await? }),
+        crate::KeysCmd::Revoke { id } => {
+            serde_json::to_value(admin.revoke_api_key(&p, &id).await?)?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+pub async fn audit(
+    cfg: &Config,
+    tenant: Option<String>,
+    cmd: crate::AuditCmd,
+) -> anyhow::Result<()> {
+    let admin = StoreAdmin::new(open_store(cfg).await?);
+    let p = console(cfg, tenant);
+    let report = match cmd {
+        crate::AuditCmd::Verify => admin.verify_audit(&p).await?,
+        crate::AuditCmd::Export { out } => {
+            let bundle = admin.audit_bundle(&p).await?;
+            let file = std::fs::File::create(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            serde_json::to_writer_pretty(std::io::BufWriter::new(file), &bundle)?;
+            eprintln!(
+                "wrote {} events and {} record checksums to {}",
+                bundle.events.len(),
+                bundle.records.len(),
+                out.display()
+            );
+            bundle.verify
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.ok {
+        anyhow::bail!("the audit chain is broken at event {:?}", report.broken_at);
+    }
     Ok(())
 }

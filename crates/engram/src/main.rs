@@ -4,6 +4,7 @@
 mod client;
 mod config;
 mod embedded;
+mod tls;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -29,10 +30,10 @@ struct Cli {
 #[derive(Args, Clone)]
 struct Local {
     /// Data directory of the embedded store and indexes.
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
     /// all-MiniLM-L6-v2 model folder.
-    #[arg(long)]
+    #[arg(long, global = true)]
     model_dir: Option<PathBuf>,
 }
 
@@ -41,6 +42,49 @@ struct Remote {
     /// Base URL of a running engram.
     #[arg(long, env = "ENGRAM_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
+    /// API key (or JWT) sent as `Authorization: Bearer`.
+    #[arg(long, env = "ENGRAM_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+impl Remote {
+    fn conn(&self) -> anyhow::Result<client::Conn> {
+        client::Conn::new(&self.url, self.api_key.as_deref())
+    }
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create an API key and print it once (it is stored hashed).
+    Create {
+        /// A label, e.g. the agent or service using it.
+        #[arg(long)]
+        name: String,
+        /// admin, writer or reader.
+        #[arg(long)]
+        role: String,
+        /// Limit the key to namespaces matching these patterns (`*` wildcard).
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        /// Extra permissions, e.g. pii:read.
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+    },
+    /// List the tenant's keys (never their secrets).
+    List,
+    /// Revoke a key by id; it stops working at once.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the tenant's hash chain; exits 1 if it is broken.
+    Verify,
+    /// Write a proof bundle: events, head hash, verification and record checksums.
+    Export {
+        #[arg(long, short)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -124,6 +168,25 @@ enum Cmd {
         #[command(flatten)]
         local: Local,
     },
+    /// Manage API keys directly in the data directory (works while serving).
+    Keys {
+        #[command(flatten)]
+        local: Local,
+        /// Tenant (default: the configured `tenant`).
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// Verify or export the audit log directly from the data directory.
+    Audit {
+        #[command(flatten)]
+        local: Local,
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
 }
 
 fn overrides(local: &Local) -> Vec<(&'static str, figment::value::Value)> {
@@ -183,6 +246,14 @@ async fn main() -> anyhow::Result<()> {
             init_logs(&cfg.log_format);
             embedded::rebuild(cfg).await
         }
+        Cmd::Keys { local, tenant, cmd } => {
+            let cfg = Config::load(file, &overrides(&local))?;
+            embedded::keys(&cfg, tenant, cmd).await
+        }
+        Cmd::Audit { local, tenant, cmd } => {
+            let cfg = Config::load(file, &overrides(&local))?;
+            embedded::audit(&cfg, tenant, cmd).await
+        }
         Cmd::Add {
             remote,
             namespace,
@@ -197,7 +268,16 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 text
             };
-            client::add(&remote.url, &namespace, text, metadata, tags, kind, wait).await
+            client::add(
+                &remote.conn()?,
+                &namespace,
+                text,
+                metadata,
+                tags,
+                kind,
+                wait,
+            )
+            .await
         }
         Cmd::Search {
             remote,
@@ -206,19 +286,19 @@ async fn main() -> anyhow::Result<()> {
             k,
             mode,
             filter,
-        } => client::search(&remote.url, query, namespaces, k, mode, filter).await,
+        } => client::search(&remote.conn()?, query, namespaces, k, mode, filter).await,
         Cmd::Import {
             remote,
             file,
             namespace,
             batch,
             wait,
-        } => client::import(&remote.url, &file, &namespace, batch, wait).await,
+        } => client::import(&remote.conn()?, &file, &namespace, batch, wait).await,
         Cmd::Export {
             remote,
             namespace,
             out,
-        } => client::export(&remote.url, namespace, out).await,
+        } => client::export(&remote.conn()?, namespace, out).await,
     }
 }
 

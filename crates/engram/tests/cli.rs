@@ -1,5 +1,5 @@
-//! The CLI end to end against a real `engram serve`: add, import, search,
-//! export, and `rebuild` re-deriving lost indexes from the store.
+//! The CLI end to end against a real `engram serve`: keys, add, import,
+//! search, export, audit, and `rebuild` re-deriving lost indexes from the store.
 
 use serde_json::Value;
 use std::net::TcpListener;
@@ -13,12 +13,20 @@ fn model_dir() -> String {
     )
 }
 
+fn run(args: &[&str], api_key: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_engram"));
+    cmd.args(args).env("ENGRAM_MODEL_DIR", model_dir());
+    match api_key {
+        Some(k) => cmd.env("ENGRAM_API_KEY", k),
+        None => cmd.env_remove("ENGRAM_API_KEY"),
+    };
+    cmd.output().expect("running engram")
+}
+
+/// Run with the test's admin key; the command must succeed.
 fn engram(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_engram"))
-        .args(args)
-        .env("ENGRAM_MODEL_DIR", model_dir())
-        .output()
-        .expect("running engram");
+    let key = KEY.get().map(String::as_str);
+    let out = run(args, key);
     assert!(
         out.status.success(),
         "engram {args:?} failed: {}",
@@ -26,6 +34,8 @@ fn engram(args: &[&str]) -> Output {
     );
     out
 }
+
+static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn serve(data: &Path) -> (Child, String) {
     let port = TcpListener::bind("127.0.0.1:0")
@@ -73,7 +83,34 @@ fn search_ids(url: &str, query: &str, mode: &str) -> Vec<String> {
 fn add_import_search_export_and_rebuild() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
     let (child, url) = serve(&data);
+
+    // Without a key the API refuses; `engram keys create` (on the data dir,
+    // while serving) makes one.
+    let out = run(&["search", "--url", &url, "anything"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unauthenticated"));
+    let out = engram(&[
+        "keys",
+        "create",
+        "--data-dir",
+        data_arg,
+        "--name",
+        "cli-test",
+        "--role",
+        "admin",
+    ]);
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("egk_"), "{created}");
+    KEY.set(token).unwrap();
+    let out = engram(&["keys", "list", "--data-dir", data_arg]);
+    let listed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        listed.contains("cli-test") && !listed.contains(KEY.get().unwrap()),
+        "{listed}"
+    );
 
     engram(&[
         "add",
@@ -129,6 +166,26 @@ fn add_import_search_export_and_rebuild() {
     assert_eq!(ml.len(), 1);
     assert_eq!(lines[0]["metadata"]["team"], "infra");
     assert_eq!(lines[0]["tags"][0], "db");
+
+    // The audit log verifies and exports from the data directory.
+    let out = engram(&["audit", "verify", "--data-dir", data_arg]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["events"], 4, "key + 3 creates: {report}");
+    let bundle_path = dir.path().join("audit.json");
+    engram(&[
+        "audit",
+        "export",
+        "--data-dir",
+        data_arg,
+        "-o",
+        bundle_path.to_str().unwrap(),
+    ]);
+    let bundle: Value =
+        serde_json::from_str(&std::fs::read_to_string(&bundle_path).unwrap()).unwrap();
+    assert_eq!(bundle["events"].as_array().unwrap().len(), 4);
+    assert_eq!(bundle["records"].as_array().unwrap().len(), 3);
+    assert_eq!(bundle["head"]["hash"], report["head"]);
     stop(child);
 
     // Lose both derived indexes; rebuild re-derives them from the store.

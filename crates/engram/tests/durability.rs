@@ -43,6 +43,8 @@ impl Server {
             .arg("--model-dir")
             .arg(model_dir())
             .env("ENGRAM_PERSIST_INTERVAL_SECS", "1")
+            // Authentication is tested elsewhere; here every write is anonymous.
+            .env("ENGRAM_AUTH__ENABLED", "false")
             // Jobs claimed by a killed server come back after this lease.
             .env("ENGRAM_JOB_LEASE_SECS", "2")
             .stdout(Stdio::null())
