@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::codec::{self, memory_cols, micros, to_json};
+use crate::memories::soft_delete_row;
 use crate::{Result, SqliteError, SqliteStore, WriteTx};
 
 const INSERT_AUDIT: &str = "INSERT INTO audit (tenant, n, at, actor, action, target, request_id, \
@@ -91,7 +92,11 @@ impl WriteTx {
     }
 
     /// The live or deleted memory `id` of `tenant`, for an update in this transaction.
-    async fn memory_for_update(&mut self, tenant: &str, id: Uuid) -> Result<Option<Memory>> {
+    pub(crate) async fn memory_for_update(
+        &mut self,
+        tenant: &str,
+        id: Uuid,
+    ) -> Result<Option<Memory>> {
         let row = sqlx::query(concat!(
             "SELECT ",
             memory_cols!(),
@@ -471,19 +476,7 @@ impl SqliteStore {
         let mut entries = Vec::with_capacity(rows.len());
         for row in &rows {
             let m = codec::memory(row)?;
-            let seq = tx.next_seq().await?;
-            sqlx::query(
-                "UPDATE memories SET deleted_at = ?1, updated_at = ?1, seq = ?2 WHERE key = ?3",
-            )
-            .bind(micros(now))
-            .bind(seq)
-            .bind(codec::int(m.key))
-            .execute(tx.conn())
-            .await?;
-            sqlx::query("DELETE FROM jobs WHERE memory_key = ?")
-                .bind(codec::int(m.key))
-                .execute(tx.conn())
-                .await?;
+            soft_delete_row(&mut tx, codec::int(m.key), now).await?;
             entries.push(entry(
                 &m,
                 AuditAction::Expire,

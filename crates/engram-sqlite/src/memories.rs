@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::codec::{self, memory_cols, micros, to_json};
 use crate::governance::{entry, held};
-use crate::{Result, SqliteError, SqliteStore};
+use crate::{Result, SqliteError, SqliteStore, WriteTx};
 
 /// Enqueue an embedding job for a memory.
 pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (tenant, kind, memory_key, state, attempts, \
@@ -182,38 +182,17 @@ impl SqliteStore {
         ctx: &AuditCtx,
     ) -> Result<Option<Memory>> {
         let mut tx = self.begin_write().await?;
-        let Some((key, hold)) = sqlx::query_as::<_, (i64, bool)>(
-            "SELECT key, legal_hold FROM memories WHERE id = ? AND tenant = ? AND deleted_at IS NULL",
-        )
-        .bind(id.to_string())
-        .bind(tenant)
-        .fetch_optional(tx.conn())
-        .await?
+        let Some(m) = tx
+            .memory_for_update(tenant, id)
+            .await?
+            .filter(|m| m.deleted_at.is_none())
         else {
             return Ok(None);
         };
-        if hold {
-            return Err(crate::SqliteError::LegalHold(format!(
-                "memory {id} is under legal hold and cannot be deleted until the hold is released"
-            )));
+        if m.legal_hold {
+            return Err(held(&m, "deleted"));
         }
-        let seq = tx.next_seq().await?;
-        let row = sqlx::query(concat!(
-            "UPDATE memories SET deleted_at = ?1, updated_at = ?1, seq = ?2 WHERE key = ?3 \
-             RETURNING ",
-            memory_cols!()
-        ))
-        .bind(micros(now))
-        .bind(seq)
-        .bind(key)
-        .fetch_one(tx.conn())
-        .await?;
-        let deleted = codec::memory(&row)?;
-        // Nothing left to embed; dead jobs of a deleted memory are not retryable either.
-        sqlx::query("DELETE FROM jobs WHERE memory_key = ?")
-            .bind(key)
-            .execute(tx.conn())
-            .await?;
+        let deleted = soft_delete_row(&mut tx, codec::int(m.key), now).await?;
         tx.audit(
             vec![entry(
                 &deleted,
@@ -338,4 +317,30 @@ impl SqliteStore {
             max_seq: n(&m, "max_seq")?,
         })
     }
+}
+
+/// Mark a memory deleted with a new seq (so indexes drop it) and drop its
+/// jobs: nothing is left to embed, and dead jobs of a deleted memory are not
+/// retryable either.
+pub(crate) async fn soft_delete_row(
+    tx: &mut WriteTx,
+    key: i64,
+    now: DateTime<Utc>,
+) -> Result<Memory> {
+    let seq = tx.next_seq().await?;
+    let row = sqlx::query(concat!(
+        "UPDATE memories SET deleted_at = ?1, updated_at = ?1, seq = ?2 WHERE key = ?3 \
+         RETURNING ",
+        memory_cols!()
+    ))
+    .bind(micros(now))
+    .bind(seq)
+    .bind(key)
+    .fetch_one(tx.conn())
+    .await?;
+    sqlx::query("DELETE FROM jobs WHERE memory_key = ?")
+        .bind(key)
+        .execute(tx.conn())
+        .await?;
+    codec::memory(&row)
 }
