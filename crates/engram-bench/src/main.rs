@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 struct Cli {
     #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
     url: String,
+    /// API key (or JWT) of a writer or admin, sent as `Authorization: Bearer`.
+    #[arg(long, env = "ENGRAM_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -46,7 +49,14 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(k) = &cli.api_key {
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {k}"))?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .timeout(Duration::from_secs(600))
         .pool_max_idle_per_host(64)
         .build()?;
