@@ -467,6 +467,20 @@ impl Engine {
 
     pub async fn search(&self, p: &Principal, req: SearchRequest) -> Result<SearchResponse> {
         p.authorize(Action::Read)?;
+        let started = Instant::now();
+        let mode = req.mode;
+        let out = self.search_inner(p, req).await;
+        let mode = match mode {
+            SearchMode::Hybrid => "hybrid",
+            SearchMode::Vector => "vector",
+            SearchMode::Keyword => "keyword",
+        };
+        metrics::histogram!("engram_search_duration_seconds", "mode" => mode)
+            .record(started.elapsed().as_secs_f64());
+        out
+    }
+
+    async fn search_inner(&self, p: &Principal, req: SearchRequest) -> Result<SearchResponse> {
         let query = req.query.trim();
         if query.is_empty() {
             return Err(Error::invalid("query must not be empty"));
@@ -581,7 +595,10 @@ impl Engine {
         if let Some(v) = self.query_cache.get(&key) {
             return Ok(v);
         }
+        let started = Instant::now();
         let mut out = self.embedder.embed(std::slice::from_ref(&key)).await?;
+        metrics::histogram!("engram_query_embed_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
         let v = Arc::new(
             out.pop()
                 .ok_or_else(|| Error::internal("embedder returned nothing"))?,
@@ -724,6 +741,18 @@ impl Engine {
         require_unscoped(p, "stats")?;
         Ok(EngineStats {
             store: self.store.stats(Some(&p.tenant)).await?,
+            indexed_seq: *self.indexed.borrow(),
+            vectors: self.vectors.len(),
+            keywords: self.keywords.len(),
+            model: self.embedder.model().clone(),
+        })
+    }
+
+    /// Store-wide counts for the operator's metrics (no tenant's data, only
+    /// totals, so it takes no principal; the server decides who may scrape).
+    pub async fn totals(&self) -> Result<EngineStats> {
+        Ok(EngineStats {
+            store: self.store.stats(None).await?,
             indexed_seq: *self.indexed.borrow(),
             vectors: self.vectors.len(),
             keywords: self.keywords.len(),
@@ -964,7 +993,11 @@ impl EmbedWorker {
         let mut failures = Vec::new();
         if !todo.is_empty() {
             let texts: Vec<String> = todo.iter().map(|j| j.text.clone()).collect();
-            match self.embedder.embed(&texts).await {
+            let started = Instant::now();
+            let batch = self.embedder.embed(&texts).await;
+            metrics::histogram!("engram_embed_batch_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+            match batch {
                 Ok(vectors) if vectors.len() == todo.len() => {
                     for (j, v) in todo.into_iter().zip(vectors) {
                         done.push(embedded(j, v, &model));
@@ -993,10 +1026,12 @@ impl EmbedWorker {
             }
         }
         if !done.is_empty() {
+            metrics::counter!("engram_embedded_total").increment(done.len() as u64);
             self.queue.complete(done).await?;
             (self.on_progress)();
         }
         if !failures.is_empty() {
+            metrics::counter!("engram_embed_failures_total").increment(failures.len() as u64);
             tracing::warn!(count = failures.len(), "embedding attempts failed");
             self.queue.fail(failures).await?;
             (self.on_progress)();

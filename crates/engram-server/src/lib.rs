@@ -7,6 +7,7 @@
 mod auth;
 pub mod error;
 mod extract;
+pub mod metrics;
 mod routes;
 
 use axum::Router;
@@ -30,6 +31,9 @@ pub struct ServerConfig {
     /// Origins allowed to call the API from a browser; empty (the default)
     /// sends no CORS headers at all.
     pub cors_origins: Vec<String>,
+    /// `/metrics` needs an admin credential (by default it is open, like
+    /// `/healthz`, for a Prometheus on the private network).
+    pub metrics_require_auth: bool,
 }
 
 #[derive(Clone)]
@@ -37,6 +41,7 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub cfg: Arc<ServerConfig>,
     limiter: Option<Arc<auth::Limiter>>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// The complete router, with body limits, request ids, tracing and panic
@@ -45,6 +50,7 @@ pub fn router(engine: Arc<Engine>, cfg: ServerConfig) -> Router {
     routes::router(AppState {
         engine,
         limiter: cfg.rate_limit.map(|r| Arc::new(auth::Limiter::new(r))),
+        metrics: metrics::handle(),
         cfg: Arc::new(cfg),
     })
 }

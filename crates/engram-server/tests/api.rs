@@ -141,6 +141,7 @@ async fn app_opts(o: Opts) -> App {
             auth,
             rate_limit: o.rate_limit,
             cors_origins: o.cors_origins,
+            metrics_require_auth: false,
         },
     );
     App {
@@ -706,6 +707,46 @@ async fn serves_openai_compatible_embeddings_from_the_local_model() {
         .call("POST", "/v1/embeddings", Some(json!({"input": 5})))
         .await;
     assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_expose_routes_search_embedding_and_queue_state() {
+    let app = app().await;
+    app.add("ns", "metrics are scraped by prometheus", json!({}))
+        .await;
+    app.search(json!({"query": "prometheus scrape", "mode": "hybrid"}))
+        .await;
+    let (s, _) = app.call("GET", "/v1/memories/not-a-uuid", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for want in [
+        r#"engram_http_requests_total{method="POST",route="/v1/search",status="200"}"#,
+        r#"engram_http_requests_total{method="GET",route="/v1/memories/{id}",status="400"}"#,
+        r#"engram_http_request_duration_seconds_bucket{method="POST",route="/v1/memories""#,
+        r#"engram_search_duration_seconds_bucket{mode="hybrid""#,
+        "engram_query_embed_duration_seconds_count",
+        "engram_embed_batch_duration_seconds_count",
+        "engram_embedded_total",
+        "engram_jobs_queued ",
+        "engram_jobs_dead ",
+        "engram_index_vectors ",
+        "engram_index_lag_changes ",
+    ] {
+        assert!(text.contains(want), "missing {want} in:\n{text}");
+    }
+    // Ids never become label values.
+    assert!(!text.contains("not-a-uuid"));
 }
 
 #[path = "api/governance.rs"]

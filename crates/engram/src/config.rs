@@ -57,6 +57,8 @@ pub struct AuthConfig {
     pub rate_limit_burst: u32,
     /// Browser origins allowed by CORS; empty sends no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Require an admin credential on `/metrics` (open by default, like `/healthz`).
+    pub metrics_require_auth: bool,
 }
 
 impl Default for AuthConfig {
@@ -67,6 +69,7 @@ impl Default for AuthConfig {
             rate_limit_per_second: 0,
             rate_limit_burst: 50,
             cors_origins: Vec::new(),
+            metrics_require_auth: false,
         }
     }
 }

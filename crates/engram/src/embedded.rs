@@ -212,6 +212,7 @@ fn server_config(cfg: &Config) -> anyhow::Result<ServerConfig> {
         auth: AuthSettings { jwt, anonymous },
         rate_limit,
         cors_origins: a.cors_origins.clone(),
+        metrics_require_auth: a.metrics_require_auth,
     })
 }
 
