@@ -575,9 +575,6 @@ async fn purge_row(tx: &mut WriteTx, m: &Memory, now: DateTime<Utc>) -> Result<M
     .bind(key)
     .fetch_one(tx.conn())
     .await?;
-    sqlx::query("DELETE FROM jobs WHERE memory_key = ?")
-        .bind(key)
-        .execute(tx.conn())
-        .await?;
+    tx.drop_jobs(key).await?;
     codec::memory(&row)
 }

@@ -131,10 +131,7 @@ impl SqliteStore {
             .execute(tx.conn())
             .await?;
             // The current text is embedded: any job of this memory is done.
-            sqlx::query("DELETE FROM jobs WHERE memory_key = ?")
-                .bind(key)
-                .execute(tx.conn())
-                .await?;
+            tx.drop_jobs(key).await?;
         }
         tx.commit().await?;
         Ok(())

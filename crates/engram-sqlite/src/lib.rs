@@ -205,6 +205,15 @@ impl WriteTx {
         Ok(next)
     }
 
+    /// Remove every job of a memory (done, superseded, or nothing left to embed).
+    pub(crate) async fn drop_jobs(&mut self, memory_key: i64) -> Result<()> {
+        sqlx::query("DELETE FROM jobs WHERE memory_key = ?")
+            .bind(memory_key)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     pub(crate) async fn commit(mut self) -> Result<()> {
         if let Some(seq) = self.seq {
             sqlx::query("UPDATE meta SET value = ? WHERE name = 'seq'")

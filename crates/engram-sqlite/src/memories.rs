@@ -148,10 +148,7 @@ impl SqliteStore {
             // Replace whatever job the memory had with a fresh one for the new
             // text. A fresh id (rather than resetting the old row) keeps a
             // late completion or failure of the old job from touching it.
-            sqlx::query("DELETE FROM jobs WHERE memory_key = ?")
-                .bind(key)
-                .execute(tx.conn())
-                .await?;
+            tx.drop_jobs(key).await?;
             sqlx::query(INSERT_JOB)
                 .bind(&m.tenant)
                 .bind(key)
@@ -338,9 +335,6 @@ pub(crate) async fn soft_delete_row(
     .bind(key)
     .fetch_one(tx.conn())
     .await?;
-    sqlx::query("DELETE FROM jobs WHERE memory_key = ?")
-        .bind(key)
-        .execute(tx.conn())
-        .await?;
+    tx.drop_jobs(key).await?;
     codec::memory(&row)
 }
