@@ -59,6 +59,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     job_claim_complete_and_lease(s).await;
     job_failure_dead_letter_and_retry(s).await;
     stale_completion_after_text_change(s).await;
+    job_outbox_and_claim_by_id(s).await;
     stats_counts(s).await;
     audit_chain_of_writes(s).await;
     legal_hold_blocks_changes(s).await;
@@ -1367,6 +1368,127 @@ pub async fn stale_completion_after_text_change(store: &dyn Store) {
         },
         other => panic!("expected one change, got {other:?}"),
     }
+}
+
+/// The outbox an external queue (NATS) drains: unannounced and stale
+/// announcements are listed, claims by id respect leases, retries are
+/// announced again.
+pub async fn job_outbox_and_claim_by_id(store: &dyn Store) {
+    let t = tenant("outbox");
+    let a = new_memory(&t, "ns", "Outbox A.");
+    let b = new_memory(&t, "ns", "Outbox B.");
+    insert_one(store, a.clone()).await;
+    insert_one(store, b.clone()).await;
+    let jobs = store
+        .list_jobs(&t, None, None, 10)
+        .await
+        .expect("list_jobs");
+    let job_of = |id: Uuid| {
+        jobs.iter()
+            .find(|j| j.memory_id == id)
+            .map(|j| j.id)
+            .expect("job of memory")
+    };
+    let (ja, jb) = (job_of(a.id), job_of(b.id));
+    let t0 = now();
+    let outbox = |at: DateTime<Utc>, before: DateTime<Utc>| async move {
+        store
+            .unpublished_jobs(at, before, 100_000)
+            .await
+            .expect("unpublished_jobs")
+            .into_iter()
+            .filter(|(id, _)| *id == ja || *id == jb)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        outbox(t0, t0 - secs(60)).await,
+        vec![(ja, None), (jb, None)],
+        "new jobs are unannounced, oldest first"
+    );
+
+    store.mark_published(&[ja], t0).await.expect("mark_published");
+    assert_eq!(outbox(t0, t0 - secs(60)).await, vec![(jb, None)]);
+    assert_eq!(
+        outbox(t0 + secs(120), t0 + secs(60)).await,
+        vec![(ja, Some(t0)), (jb, None)],
+        "an announcement older than republish_before is due again"
+    );
+    store.mark_published(&[], t0).await.expect("empty mark");
+
+    // Claim by id: unknown ids are ignored, a lease is respected.
+    let lease = Duration::from_secs(30);
+    let got = store
+        .claim_jobs_by_id(&[ja, u64::MAX / 2], lease, t0)
+        .await
+        .expect("claim_jobs_by_id");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].job_id, ja);
+    assert_eq!(got[0].memory_id, a.id);
+    assert_eq!(got[0].text, a.text);
+    assert!(store
+        .claim_jobs_by_id(&[ja], lease, t0 + secs(10))
+        .await
+        .expect("claim")
+        .is_empty());
+    assert!(
+        outbox(t0 + secs(10), t0 + secs(5)).await.iter().all(|(id, _)| *id != ja),
+        "a leased job is not in the outbox"
+    );
+    let again = store
+        .claim_jobs_by_id(&[ja], lease, t0 + secs(31))
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 1, "an expired lease is re-claimable by id");
+    assert!(store
+        .claim_jobs_by_id(&[], lease, t0)
+        .await
+        .expect("claim none")
+        .is_empty());
+
+    // A failure reschedules the job; once due it must be announced again.
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_secs(10),
+        max_delay: Duration::from_secs(60),
+    };
+    store
+        .fail_jobs(
+            vec![JobFailure {
+                job_id: ja,
+                error: "boom".into(),
+            }],
+            policy,
+            t0 + secs(31),
+        )
+        .await
+        .expect("fail");
+    assert!(outbox(t0 + secs(35), t0).await.iter().all(|(id, _)| *id != ja));
+    assert!(
+        outbox(t0 + secs(42), t0).await.contains(&(ja, None)),
+        "a due retry is unannounced"
+    );
+
+    // Completed and deleted jobs are neither claimable nor in the outbox.
+    let claimed = store
+        .claim_jobs_by_id(&[ja], lease, t0 + secs(42))
+        .await
+        .expect("claim");
+    store
+        .complete_jobs(vec![embedded(&claimed[0])], t0 + secs(43))
+        .await
+        .expect("complete");
+    store
+        .soft_delete(&t, b.id, t0 + secs(43), &audit())
+        .await
+        .expect("delete")
+        .expect("deleted");
+    assert!(store
+        .claim_jobs_by_id(&[ja, jb], lease, t0 + secs(44))
+        .await
+        .expect("claim")
+        .is_empty());
+    assert!(outbox(t0 + secs(44), t0 + secs(44)).await.is_empty());
+    assert_eq!(get(store, &t, a.id).await.state, State::Ready);
 }
 
 /// Per-tenant counts.

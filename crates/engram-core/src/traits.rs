@@ -196,6 +196,34 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<()>;
 
+    /// Claim these jobs (announced by an external queue) if they are
+    /// runnable: queued, or running with an expired lease. Jobs that are done,
+    /// dead, leased to another worker or whose memory is deleted are left out
+    /// (orphans of deleted memories are removed), so the caller can drop
+    /// their messages.
+    async fn claim_jobs_by_id(
+        &self,
+        ids: &[u64],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedJob>>;
+
+    /// The transactional outbox of an external queue: up to `limit` ids of
+    /// runnable jobs (queued and due, or running with an expired lease) that
+    /// were never announced, or last announced before `republish_before`
+    /// (their message may be lost), oldest first, with when they were last
+    /// announced.
+    async fn unpublished_jobs(
+        &self,
+        now: DateTime<Utc>,
+        republish_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Option<DateTime<Utc>>)>>;
+
+    /// Record that these jobs were announced at `now`. A job rescheduled by
+    /// [`Store::fail_jobs`] or [`Store::retry_job`] counts as unannounced again.
+    async fn mark_published(&self, ids: &[u64], now: DateTime<Utc>) -> Result<()>;
+
     async fn list_jobs(
         &self,
         tenant: &str,

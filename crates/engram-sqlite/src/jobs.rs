@@ -21,49 +21,87 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(
-            "SELECT j.id AS job_id, j.memory_key, j.attempts, m.id AS memory_id, m.text, \
-             m.checksum, m.embedded_checksum, m.embedding_version, \
-             m.deleted_at IS NOT NULL AS deleted \
-             FROM jobs j JOIN memories m ON m.key = j.memory_key \
-             WHERE (j.state = 'queued' AND j.next_run_at <= ?1) \
-                OR (j.state = 'running' AND j.locked_until < ?1) \
-             ORDER BY j.id LIMIT ?2",
-        )
+        let rows = sqlx::query(concat!(
+            claim_cols!(),
+            " WHERE (j.state = 'queued' AND j.next_run_at <= ?1) \
+               OR (j.state = 'running' AND j.locked_until < ?1) \
+             ORDER BY j.id LIMIT ?2"
+        ))
         .bind(micros(now))
         .bind(codec::limit(limit))
         .fetch_all(tx.conn())
         .await?;
-
-        let mut claimed = Vec::with_capacity(rows.len());
-        let mut orphans = Vec::new();
-        for row in &rows {
-            let job = codec::claimed(row)?;
-            if sqlx::Row::try_get::<bool, _>(row, "deleted")? {
-                orphans.push(job.job_id);
-            } else {
-                claimed.push(job);
-            }
-        }
-        if !orphans.is_empty() {
-            sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))")
-                .bind(to_json!(&orphans, "job ids")?)
-                .execute(tx.conn())
-                .await?;
-        }
-        if !claimed.is_empty() {
-            let ids: Vec<u64> = claimed.iter().map(|j| j.job_id).collect();
-            sqlx::query(
-                "UPDATE jobs SET state = 'running', locked_until = ? \
-                 WHERE id IN (SELECT value FROM json_each(?))",
-            )
-            .bind(micros_after(now, lease))
-            .bind(to_json!(&ids, "job ids")?)
-            .execute(tx.conn())
-            .await?;
-        }
+        let claimed = lease_rows(&mut tx, &rows, lease, now).await?;
         tx.commit().await?;
         Ok(claimed)
+    }
+
+    /// Claim these jobs if runnable; others (done, dead, leased, orphaned) are left out.
+    pub(crate) async fn claim_ids(
+        &self,
+        ids: &[u64],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedJob>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(concat!(
+            claim_cols!(),
+            " WHERE j.id IN (SELECT value FROM json_each(?2)) \
+               AND (j.state = 'queued' OR (j.state = 'running' AND j.locked_until < ?1)) \
+             ORDER BY j.id"
+        ))
+        .bind(micros(now))
+        .bind(to_json!(ids, "job ids")?)
+        .fetch_all(tx.conn())
+        .await?;
+        let claimed = lease_rows(&mut tx, &rows, lease, now).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    pub(crate) async fn unpublished(
+        &self,
+        now: DateTime<Utc>,
+        republish_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Option<DateTime<Utc>>)>> {
+        let rows: Vec<(i64, Option<i64>)> = sqlx::query_as(
+            "SELECT id, published_at FROM jobs \
+             WHERE ((state = 'queued' AND next_run_at <= ?1) \
+                    OR (state = 'running' AND locked_until < ?1)) \
+               AND (published_at IS NULL OR published_at < ?2) \
+             ORDER BY id LIMIT ?3",
+        )
+        .bind(micros(now))
+        .bind(micros(republish_before))
+        .bind(codec::limit(limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter()
+            .map(|(id, at)| {
+                Ok((
+                    codec::unsigned(id, "jobs.id")?,
+                    codec::opt_time(at, "jobs.published_at")?,
+                ))
+            })
+            .collect()
+    }
+
+    pub(crate) async fn mark_published(&self, ids: &[u64], now: DateTime<Utc>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE jobs SET published_at = ? WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(micros(now))
+            .bind(to_json!(ids, "job ids")?)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(crate) async fn complete(&self, done: Vec<Embedded>, now: DateTime<Utc>) -> Result<()> {
@@ -192,7 +230,7 @@ impl SqliteStore {
             } else {
                 sqlx::query(
                     "UPDATE jobs SET state = 'queued', attempts = ?, last_error = ?, \
-                     next_run_at = ?, locked_until = NULL WHERE id = ?",
+                     next_run_at = ?, locked_until = NULL, published_at = NULL WHERE id = ?",
                 )
                 .bind(i64::from(attempts))
                 .bind(error)
@@ -280,7 +318,7 @@ impl SqliteStore {
         };
         sqlx::query(
             "UPDATE jobs SET state = 'queued', attempts = 0, next_run_at = ?, \
-             locked_until = NULL WHERE id = ?",
+             locked_until = NULL, published_at = NULL WHERE id = ?",
         )
         .bind(micros(now))
         .bind(id)
@@ -325,6 +363,54 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(Some(job))
     }
+}
+
+/// The columns a claim reads: a job joined with its memory.
+macro_rules! claim_cols {
+    () => {
+        "SELECT j.id AS job_id, j.memory_key, j.attempts, m.id AS memory_id, m.text, \
+         m.checksum, m.embedded_checksum, m.embedding_version, \
+         m.deleted_at IS NOT NULL AS deleted \
+         FROM jobs j JOIN memories m ON m.key = j.memory_key"
+    };
+}
+use claim_cols;
+
+/// Lease the claimed rows' jobs and drop the orphans (jobs of deleted memories).
+async fn lease_rows(
+    tx: &mut crate::WriteTx,
+    rows: &[sqlx::sqlite::SqliteRow],
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<Vec<ClaimedJob>> {
+    let mut claimed = Vec::with_capacity(rows.len());
+    let mut orphans = Vec::new();
+    for row in rows {
+        let job = codec::claimed(row)?;
+        if sqlx::Row::try_get::<bool, _>(row, "deleted")? {
+            orphans.push(job.job_id);
+        } else {
+            claimed.push(job);
+        }
+    }
+    if !orphans.is_empty() {
+        sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(to_json!(&orphans, "job ids")?)
+            .execute(tx.conn())
+            .await?;
+    }
+    if !claimed.is_empty() {
+        let ids: Vec<u64> = claimed.iter().map(|j| j.job_id).collect();
+        sqlx::query(
+            "UPDATE jobs SET state = 'running', locked_until = ? \
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(micros_after(now, lease))
+        .bind(to_json!(&ids, "job ids")?)
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(claimed)
 }
 
 /// At most `max` bytes of `s`, cut at a character boundary.

@@ -182,6 +182,28 @@ impl Store for SqliteStore {
         Ok(self.fail(failures, policy, now).await?)
     }
 
+    async fn claim_jobs_by_id(
+        &self,
+        ids: &[u64],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedJob>> {
+        Ok(self.claim_ids(ids, lease, now).await?)
+    }
+
+    async fn unpublished_jobs(
+        &self,
+        now: DateTime<Utc>,
+        republish_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Option<DateTime<Utc>>)>> {
+        Ok(self.unpublished(now, republish_before, limit).await?)
+    }
+
+    async fn mark_published(&self, ids: &[u64], now: DateTime<Utc>) -> Result<()> {
+        Ok(self.mark_published(ids, now).await?)
+    }
+
     async fn list_jobs(
         &self,
         tenant: &str,

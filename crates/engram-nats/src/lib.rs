@@ -1,0 +1,1 @@
+//! engram-nats: scale-out back-end (in progress).

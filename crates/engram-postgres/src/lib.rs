@@ -1,0 +1,1 @@
+//! engram-postgres: scale-out back-end (in progress).

