@@ -1,0 +1,74 @@
+//! The change feed derived indexes replay, and the attribute table loader.
+
+use engram_core::{Change, ChangeOp, DocAttrs, IndexDoc, Key};
+use sqlx::Row;
+use std::sync::Arc;
+
+use crate::codec::{self, attr_cols};
+use crate::{PgStore, Result};
+
+impl PgStore {
+    /// Rows with `seq > after_seq`, by seq. Seqs are handed out under a row
+    /// lock held until commit (see the crate docs), so a row visible here
+    /// never has a smaller seq than a row that becomes visible later.
+    pub(crate) async fn changes(&self, after_seq: u64, limit: usize) -> Result<Vec<Change>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Text and vector are only read for rows that become an upsert.
+        let rows = sqlx::query(concat!(
+            "SELECT seq, ",
+            attr_cols!(),
+            ", (state = 'ready' AND deleted_at IS NULL AND embedding IS NOT NULL) AS indexable, \
+             CASE WHEN state = 'ready' AND deleted_at IS NULL THEN text END AS text, \
+             CASE WHEN state = 'ready' AND deleted_at IS NULL THEN embedding::real[] END \
+             AS vector \
+             FROM memories WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(codec::int(after_seq))
+        .bind(codec::limit(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let seq = codec::unsigned(row.try_get("seq")?, "seq")?;
+            let key = codec::unsigned(row.try_get("key")?, "key")?;
+            let op = if row.try_get::<bool, _>("indexable")? {
+                let (_, attrs) = codec::attrs(row)?;
+                let text: Option<String> = row.try_get("text")?;
+                let vector: Option<Vec<f32>> = row.try_get("vector")?;
+                ChangeOp::Upsert(Arc::new(IndexDoc {
+                    key,
+                    text: text.unwrap_or_default(),
+                    vector: vector.unwrap_or_default(),
+                    attrs: Arc::new(attrs),
+                }))
+            } else {
+                ChangeOp::Remove
+            };
+            out.push(Change { seq, key, op });
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn attrs_page(
+        &self,
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<(Key, DocAttrs)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            attr_cols!(),
+            " FROM memories WHERE key > $1 AND state = 'ready' AND deleted_at IS NULL \
+             AND embedding IS NOT NULL ORDER BY key LIMIT $2"
+        ))
+        .bind(after.map_or(0, codec::int))
+        .bind(codec::limit(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(codec::attrs).collect()
+    }
+}

@@ -1,0 +1,362 @@
+//! Memories and namespaces: get, update, soft delete, scan, listing, stats.
+
+use chrono::{DateTime, Utc};
+use engram_core::{
+    AuditAction, AuditCtx, Key, Memory, MemoryPatch, NamespaceInfo, State, StoreStats,
+};
+use serde_json::{json, Value};
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::codec::{self, memory_cols, to_json, ts};
+use crate::governance::{entry, held};
+use crate::{PgError, PgStore, Result, WriteTx};
+
+/// Enqueue an embedding job for a memory: `($1 tenant, $2 memory key, $3 now)`.
+pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (tenant, kind, memory_key, state, \
+     attempts, next_run_at, created_at) VALUES ($1, 'embed', $2, 'queued', 0, $3, $3)";
+
+impl PgStore {
+    pub(crate) async fn get_memory(&self, tenant: &str, id: Uuid) -> Result<Option<Memory>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            memory_cols!(),
+            " FROM memories WHERE id = $1 AND tenant = $2"
+        ))
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(codec::memory).transpose()
+    }
+
+    pub(crate) async fn memories_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Memory>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            memory_cols!(),
+            " FROM memories WHERE key = ANY($1) AND tenant = $2 AND deleted_at IS NULL"
+        ))
+        .bind(codec::ints(keys))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(codec::memory).collect()
+    }
+
+    pub(crate) async fn update_memory(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        patch: MemoryPatch,
+        now: DateTime<Utc>,
+        ctx: &AuditCtx,
+    ) -> Result<Option<Memory>> {
+        let now = ts(now);
+        let mut tx = self.begin_write().await?;
+        let Some(mut m) = tx
+            .memory_for_update(tenant, id)
+            .await?
+            .filter(|m| m.deleted_at.is_none())
+        else {
+            return Ok(None);
+        };
+        if m.legal_hold {
+            return Err(held(&m, "changed"));
+        }
+        let key = codec::int(m.key);
+        let mut fields = Vec::new();
+
+        let mut reembed = false;
+        if let Some((text, checksum)) = patch.text {
+            if checksum != m.checksum {
+                let other: Option<Uuid> = sqlx::query_scalar(
+                    "SELECT id FROM memories WHERE tenant = $1 AND namespace = $2 \
+                     AND checksum = $3 AND deleted_at IS NULL AND key <> $4",
+                )
+                .bind(&m.tenant)
+                .bind(&m.namespace)
+                .bind(&checksum)
+                .bind(key)
+                .fetch_optional(tx.conn())
+                .await?;
+                if let Some(other) = other {
+                    return Err(PgError::Conflict(format!(
+                        "memory {other} in namespace {:?} already has this text",
+                        m.namespace
+                    )));
+                }
+                m.checksum = checksum;
+                m.state = State::Pending;
+                reembed = true;
+            }
+            // Same checksum: only the un-normalised form changed; the embedding stays valid.
+            m.text = text;
+            fields.push("text");
+        }
+        if let Some(kind) = patch.kind {
+            m.kind = kind;
+            fields.push("kind");
+        }
+        if let Some(metadata) = patch.metadata {
+            m.metadata = metadata;
+            fields.push("metadata");
+        }
+        if let Some(tags) = patch.tags {
+            m.tags = tags;
+            fields.push("tags");
+        }
+        if let Some(expires_at) = patch.expires_at {
+            m.expires_at = expires_at.map(ts);
+            fields.push("expires_at");
+        }
+        if let Some(pii) = patch.pii {
+            m.pii = pii;
+            fields.push("pii");
+        }
+
+        if reembed {
+            // Replace whatever job the memory had with a fresh one for the new
+            // text. A fresh id (rather than resetting the old row) keeps a
+            // late completion or failure of the old job from touching it.
+            tx.drop_jobs(&[key]).await?;
+            sqlx::query(INSERT_JOB)
+                .bind(&m.tenant)
+                .bind(key)
+                .bind(now)
+                .execute(tx.conn())
+                .await?;
+        }
+        tx.audit(
+            vec![entry(
+                &m,
+                AuditAction::Update,
+                json!({"namespace": m.namespace, "fields": fields, "checksum": m.checksum}),
+            )],
+            ctx,
+            now,
+        )
+        .await?;
+        // Last: the seq, and the row that carries it. A text taken by a
+        // memory committed since the check above violates the live checksum
+        // index: a conflict as well.
+        let seq = tx.next_seq().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE memories SET text = $1, checksum = $2, state = $3, kind = $4, \
+             metadata = $5, tags = $6, expires_at = $7, pii = $8, updated_at = $9, seq = $10 \
+             WHERE key = $11 RETURNING ",
+            memory_cols!()
+        ))
+        .bind(&m.text)
+        .bind(&m.checksum)
+        .bind(m.state.as_str())
+        .bind(m.kind.as_str())
+        .bind(Value::Object(m.metadata.clone()))
+        .bind(&m.tags)
+        .bind(m.expires_at)
+        .bind(to_json!(&m.pii, "pii")?)
+        .bind(now)
+        .bind(seq)
+        .bind(key)
+        .fetch_one(tx.conn())
+        .await?;
+        let updated = codec::memory(&row)?;
+        tx.commit().await?;
+        Ok(Some(updated))
+    }
+
+    pub(crate) async fn soft_delete_memory(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+        ctx: &AuditCtx,
+    ) -> Result<Option<Memory>> {
+        let now = ts(now);
+        let mut tx = self.begin_write().await?;
+        let Some(m) = tx
+            .memory_for_update(tenant, id)
+            .await?
+            .filter(|m| m.deleted_at.is_none())
+        else {
+            return Ok(None);
+        };
+        if m.legal_hold {
+            return Err(held(&m, "deleted"));
+        }
+        let key = codec::int(m.key);
+        tx.drop_jobs(&[key]).await?;
+        tx.audit(
+            vec![entry(
+                &m,
+                AuditAction::Delete,
+                json!({"namespace": m.namespace}),
+            )],
+            ctx,
+            now,
+        )
+        .await?;
+        let deleted = soft_delete_rows(&mut tx, &[key], now).await?.remove(0);
+        tx.commit().await?;
+        Ok(Some(deleted))
+    }
+
+    pub(crate) async fn scan_memories(
+        &self,
+        tenant: &str,
+        namespaces: &[String],
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<Memory>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let after = after.map_or(0, codec::int);
+        let rows = if namespaces.is_empty() {
+            sqlx::query(concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE tenant = $1 AND deleted_at IS NULL AND key > $2 \
+                 ORDER BY key LIMIT $3"
+            ))
+            .bind(tenant)
+            .bind(after)
+            .bind(codec::limit(limit))
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            sqlx::query(concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE tenant = $1 AND namespace = ANY($2) \
+                 AND deleted_at IS NULL AND key > $3 ORDER BY key LIMIT $4"
+            ))
+            .bind(tenant)
+            .bind(namespaces)
+            .bind(after)
+            .bind(codec::limit(limit))
+            .fetch_all(&self.pool)
+            .await?
+        };
+        rows.iter().map(codec::memory).collect()
+    }
+
+    pub(crate) async fn list_namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>> {
+        let rows = sqlx::query(
+            "SELECT n.name, n.created_at, n.default_ttl_secs, \
+             (SELECT count(*) FROM memories m WHERE m.tenant = n.tenant \
+              AND m.namespace = n.name AND m.deleted_at IS NULL) AS memories \
+             FROM namespaces n WHERE n.tenant = $1 ORDER BY n.name",
+        )
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(codec::namespace).collect()
+    }
+
+    pub(crate) async fn has_namespace(&self, tenant: &str, namespace: &str) -> Result<bool> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM namespaces WHERE tenant = $1 AND name = $2)",
+        )
+        .bind(tenant)
+        .bind(namespace)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub(crate) async fn store_stats(&self, tenant: Option<&str>) -> Result<StoreStats> {
+        macro_rules! memories {
+            () => {
+                "SELECT \
+                 count(*) FILTER (WHERE deleted_at IS NULL) AS memories, \
+                 count(*) FILTER (WHERE deleted_at IS NULL AND state = 'pending') AS pending, \
+                 count(*) FILTER (WHERE deleted_at IS NULL AND state = 'failed') AS failed, \
+                 count(*) FILTER (WHERE deleted_at IS NOT NULL) AS deleted, \
+                 coalesce(max(seq), 0) AS max_seq \
+                 FROM memories"
+            };
+        }
+        macro_rules! jobs {
+            () => {
+                "SELECT \
+                 count(*) FILTER (WHERE state IN ('queued', 'running')) AS queued, \
+                 count(*) FILTER (WHERE state = 'dead') AS dead FROM jobs"
+            };
+        }
+        let (m, j) = match tenant {
+            Some(t) => (
+                sqlx::query(concat!(memories!(), " WHERE tenant = $1"))
+                    .bind(t)
+                    .fetch_one(&self.pool)
+                    .await?,
+                sqlx::query(concat!(jobs!(), " WHERE tenant = $1"))
+                    .bind(t)
+                    .fetch_one(&self.pool)
+                    .await?,
+            ),
+            None => (
+                sqlx::query(memories!()).fetch_one(&self.pool).await?,
+                sqlx::query(jobs!()).fetch_one(&self.pool).await?,
+            ),
+        };
+        let n = |row: &PgRow, col: &str| -> Result<u64> { codec::unsigned(row.try_get(col)?, col) };
+        Ok(StoreStats {
+            memories: n(&m, "memories")?,
+            pending: n(&m, "pending")?,
+            failed: n(&m, "failed")?,
+            deleted: n(&m, "deleted")?,
+            jobs_queued: n(&j, "queued")?,
+            jobs_dead: n(&j, "dead")?,
+            max_seq: n(&m, "max_seq")?,
+        })
+    }
+}
+
+/// Mark memories deleted, each with a new seq (so indexes drop them), in the
+/// order given; returns them in that order. The caller drops their jobs
+/// (nothing is left to embed, and dead jobs of a deleted memory are not
+/// retryable either) and appends the audit events first: this takes the seq.
+pub(crate) async fn soft_delete_rows(
+    tx: &mut WriteTx,
+    keys: &[i64],
+    now: DateTime<Utc>,
+) -> Result<Vec<Memory>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let seqs: Vec<i64> = tx.next_seqs(keys.len()).await?.collect();
+    let rows = sqlx::query(concat!(
+        "UPDATE memories m SET deleted_at = $1, updated_at = $1, seq = u.seq \
+         FROM unnest($2::bigint[], $3::bigint[]) AS u(key, seq) WHERE m.key = u.key \
+         RETURNING ",
+        "m.key, m.id, m.tenant, m.namespace, m.kind, m.state, m.checksum, m.client_id, m.seq, \
+         m.created_at, m.updated_at, m.expires_at, m.deleted_at, m.legal_hold, \
+         m.embedding_model, m.embedding_version, m.tags, m.pii, m.provenance, m.metadata, m.text"
+    ))
+    .bind(now)
+    .bind(keys)
+    .bind(&seqs)
+    .fetch_all(tx.conn())
+    .await?;
+    in_order(rows, keys)
+}
+
+/// Decoded memories from `rows`, in the order of `keys` (each must be there).
+pub(crate) fn in_order(rows: Vec<PgRow>, keys: &[i64]) -> Result<Vec<Memory>> {
+    let mut by_key: std::collections::HashMap<u64, Memory> = rows
+        .iter()
+        .map(|r| codec::memory(r).map(|m| (m.key, m)))
+        .collect::<Result<_>>()?;
+    keys.iter()
+        .map(|&k| {
+            codec::unsigned(k, "key").and_then(|k| {
+                by_key
+                    .remove(&k)
+                    .ok_or_else(|| PgError::corrupt(format!("memory {k} not updated")))
+            })
+        })
+        .collect()
+}

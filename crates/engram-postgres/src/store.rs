@@ -1,0 +1,250 @@
+//! [`engram_core::Store`] for [`PgStore`]: thin wrappers mapping errors.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use engram_core::{
+    ApiKey, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Change, ClaimedJob, DocAttrs, Embedded,
+    Inserted, Job, JobFailure, JobState, Key, Memory, MemoryPatch, NamespaceInfo, NewMemory,
+    Result, RetryPolicy, Store, StoreStats,
+};
+use std::time::Duration;
+use uuid::Uuid;
+
+use crate::PgStore;
+
+#[async_trait]
+impl Store for PgStore {
+    async fn insert(&self, items: Vec<NewMemory>, audit: &AuditCtx) -> Result<Vec<Inserted>> {
+        Ok(self.insert_memories(items, audit).await?)
+    }
+
+    async fn get(&self, tenant: &str, id: Uuid) -> Result<Option<Memory>> {
+        Ok(self.get_memory(tenant, id).await?)
+    }
+
+    async fn get_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Memory>> {
+        Ok(self.memories_by_keys(tenant, keys).await?)
+    }
+
+    async fn update(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        patch: MemoryPatch,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Memory>> {
+        Ok(self.update_memory(tenant, id, patch, now, audit).await?)
+    }
+
+    async fn soft_delete(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Memory>> {
+        Ok(self.soft_delete_memory(tenant, id, now, audit).await?)
+    }
+
+    async fn restore(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Memory>> {
+        Ok(self.restore_memory(tenant, id, now, audit).await?)
+    }
+
+    async fn purge(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Memory>> {
+        Ok(self.purge_memory(tenant, id, now, audit).await?)
+    }
+
+    async fn set_legal_hold(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        hold: bool,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Memory>> {
+        Ok(self.legal_hold(tenant, id, hold, now, audit).await?)
+    }
+
+    async fn expire_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        audit: &AuditCtx,
+    ) -> Result<usize> {
+        Ok(self.expire(now, limit, audit).await?)
+    }
+
+    async fn purge_deleted(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+        audit: &AuditCtx,
+    ) -> Result<usize> {
+        Ok(self.purge_before(before, limit, audit).await?)
+    }
+
+    async fn set_namespace_ttl(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        ttl_seconds: Option<u64>,
+        audit: &AuditCtx,
+    ) -> Result<bool> {
+        Ok(self
+            .namespace_ttl(tenant, namespace, ttl_seconds, audit)
+            .await?)
+    }
+
+    async fn append_audit(&self, entries: Vec<AuditEntry>, audit: &AuditCtx) -> Result<()> {
+        Ok(self.append_audit_entries(entries, audit).await?)
+    }
+
+    async fn audit_events(&self, tenant: &str, query: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        Ok(self.audit_page(tenant, query).await?)
+    }
+
+    async fn audit_head(&self, tenant: &str) -> Result<Option<(u64, String)>> {
+        Ok(self.head(tenant).await?)
+    }
+
+    async fn create_api_key(&self, key: ApiKey, audit: &AuditCtx) -> Result<()> {
+        Ok(self.insert_api_key(key, audit).await?)
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        Ok(self.get_api_key(id).await?)
+    }
+
+    async fn list_api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>> {
+        Ok(self.api_keys(tenant).await?)
+    }
+
+    async fn revoke_api_key(
+        &self,
+        tenant: &str,
+        id: &str,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<ApiKey>> {
+        Ok(self.revoke_key(tenant, id, now, audit).await?)
+    }
+
+    async fn scan(
+        &self,
+        tenant: &str,
+        namespaces: &[String],
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<Memory>> {
+        Ok(self.scan_memories(tenant, namespaces, after, limit).await?)
+    }
+
+    async fn namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>> {
+        Ok(self.list_namespaces(tenant).await?)
+    }
+
+    async fn namespace_exists(&self, tenant: &str, namespace: &str) -> Result<bool> {
+        Ok(self.has_namespace(tenant, namespace).await?)
+    }
+
+    async fn claim_jobs(
+        &self,
+        limit: usize,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedJob>> {
+        Ok(self.claim(limit, lease, now).await?)
+    }
+
+    async fn complete_jobs(&self, done: Vec<Embedded>, now: DateTime<Utc>) -> Result<()> {
+        Ok(self.complete(done, now).await?)
+    }
+
+    async fn fail_jobs(
+        &self,
+        failures: Vec<JobFailure>,
+        policy: RetryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        Ok(self.fail(failures, policy, now).await?)
+    }
+
+    async fn claim_jobs_by_id(
+        &self,
+        ids: &[u64],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<ClaimedJob>> {
+        Ok(self.claim_ids(ids, lease, now).await?)
+    }
+
+    async fn unpublished_jobs(
+        &self,
+        now: DateTime<Utc>,
+        republish_before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Option<DateTime<Utc>>)>> {
+        Ok(self.unpublished(now, republish_before, limit).await?)
+    }
+
+    async fn mark_published(&self, ids: &[u64], now: DateTime<Utc>) -> Result<()> {
+        Ok(self.mark_published(ids, now).await?)
+    }
+
+    async fn list_jobs(
+        &self,
+        tenant: &str,
+        state: Option<JobState>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Job>> {
+        Ok(self.jobs(tenant, state, after, limit).await?)
+    }
+
+    async fn get_job(&self, tenant: &str, job_id: u64) -> Result<Option<Job>> {
+        Ok(self.job(tenant, job_id).await?)
+    }
+
+    async fn retry_job(
+        &self,
+        tenant: &str,
+        job_id: u64,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<Option<Job>> {
+        Ok(self.retry(tenant, job_id, now, audit).await?)
+    }
+
+    async fn changes_since(&self, after_seq: u64, limit: usize) -> Result<Vec<Change>> {
+        Ok(self.changes(after_seq, limit).await?)
+    }
+
+    async fn live_attrs(&self, after: Option<Key>, limit: usize) -> Result<Vec<(Key, DocAttrs)>> {
+        Ok(self.attrs_page(after, limit).await?)
+    }
+
+    async fn stats(&self, tenant: Option<&str>) -> Result<StoreStats> {
+        Ok(self.store_stats(tenant).await?)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(crate::PgError::from)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,419 @@
+//! PgVectorIndex and PgKeywordIndex against a real PostgreSQL + pgvector.
+
+use crate::common::{Doc, TestDb};
+use chrono::{Duration, Utc};
+use engram_core::filter::Filter;
+use engram_core::{AttrTable, DerivedIndex, Key, KeywordIndex, Scope, VectorIndex};
+use engram_postgres::index::{PgKeywordIndex, PgVectorIndex, PgVectorOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::collections::HashSet;
+
+const DIMS: usize = 384;
+
+fn unit(v: Vec<f32>) -> Vec<f32> {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.into_iter().map(|x| x / n).collect()
+}
+
+fn random_unit(rng: &mut StdRng, dims: usize) -> Vec<f32> {
+    unit((0..dims).map(|_| rng.gen_range(-1.0..1.0)).collect())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn scope<'a>(
+    tenant: &'a str,
+    namespaces: &'a [String],
+    filter: Option<&'a Filter>,
+    attrs: &'a AttrTable,
+) -> Scope<'a> {
+    Scope::new(tenant, namespaces, filter, Utc::now(), attrs)
+}
+
+fn assert_sorted_scores(hits: &[(Key, f32)]) {
+    for (_, s) in hits {
+        assert!(
+            (-1.0..=1.0).contains(s),
+            "score {s} is not a cosine similarity"
+        );
+    }
+    for w in hits.windows(2) {
+        assert!(w[0].1 >= w[1].1, "hits not sorted by score: {hits:?}");
+    }
+}
+
+fn opts() -> PgVectorOptions {
+    PgVectorOptions {
+        len_refresh: std::time::Duration::ZERO,
+        ..PgVectorOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_search_recall_filters_and_visibility() {
+    let mut db = TestDb::new("vectors").await;
+    let mut rng = StdRng::seed_from_u64(42);
+    // Opened on the empty table: the HNSW index is built, then maintained
+    // by the inserts (as in production).
+    let index = PgVectorIndex::open(db.pool.clone(), DIMS, opts())
+        .await
+        .expect("open");
+    assert_eq!(index.index_name(), "memories_embedding_hnsw_384");
+    assert_eq!(index.len(), 0);
+
+    let n = 4000;
+    // Uniformly random unit vectors: the hard case for HNSW (no clusters,
+    // every point nearly orthogonal to every other).
+    let vectors: Vec<Vec<f32>> = (0..n).map(|_| random_unit(&mut rng, DIMS)).collect();
+    let docs: Vec<Doc> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            // 2% are "rare"; namespaces alternate.
+            Doc::new(&format!("doc {i}"), Some(v.clone()))
+                .namespace(if i % 2 == 0 { "even" } else { "odd" })
+                .meta(json!({"i": i, "rare": i % 50 == 7}))
+        })
+        .collect();
+    let keys = db.insert(&docs).await;
+    let by_key: std::collections::HashMap<Key, usize> =
+        keys.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+    sqlx::query("ANALYZE memories")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+
+    let attrs = AttrTable::new();
+    let all: Vec<String> = vec![];
+    let s = scope("t1", &all, None, &attrs);
+
+    // The ANN search walks the HNSW index; the exact one never does.
+    let q = random_unit(&mut rng, DIMS);
+    let plan = index.explain(&q, 10, &s, false).await.unwrap();
+    assert!(
+        plan.contains("memories_embedding_hnsw_384"),
+        "ANN search does not use the HNSW index:\n{plan}"
+    );
+    let plan = index.explain(&q, 10, &s, true).await.unwrap();
+    assert!(
+        !plan.contains("memories_embedding_hnsw_384"),
+        "exact search uses the HNSW index:\n{plan}"
+    );
+
+    // Recall of the ANN search against the exact one.
+    let k = 10;
+    let queries = 50;
+    let mut found = 0;
+    for i in 0..queries {
+        let q = if i % 2 == 0 {
+            random_unit(&mut rng, DIMS)
+        } else {
+            // Near an existing vector, like a real query.
+            let base = &vectors[rng.gen_range(0..n)];
+            unit(
+                base.iter()
+                    .map(|x| x + rng.gen_range(-0.05..0.05))
+                    .collect(),
+            )
+        };
+        let ann = index.search(&q, k, &s).await.unwrap();
+        let exact = index.search_exact(&q, k, &s).await.unwrap();
+        assert_eq!(ann.len(), k);
+        assert_eq!(exact.len(), k);
+        assert_sorted_scores(&ann);
+        assert_sorted_scores(&exact);
+        for (key, score) in &exact {
+            let expected = cosine(&q, &vectors[by_key[key]]);
+            assert!(
+                (score - expected).abs() < 1e-4,
+                "score {score} is not the cosine similarity {expected}"
+            );
+        }
+        let truth: HashSet<Key> = exact.iter().map(|h| h.0).collect();
+        found += ann.iter().filter(|h| truth.contains(&h.0)).count();
+    }
+    let recall = found as f64 / (queries * k) as f64;
+    println!("recall@{k} over {queries} queries and {n} vectors: {recall:.3}");
+    assert!(recall >= 0.95, "recall {recall} below 0.95");
+
+    // A selective filter (2% of rows) still yields k hits, all matching;
+    // more than exist yields all of them.
+    let rare = Filter::parse(&json!({"metadata.rare": true})).unwrap();
+    let rare_count = (0..n).filter(|i| i % 50 == 7).count();
+    for k in [10, 50, rare_count + 20] {
+        let s = scope("t1", &all, Some(&rare), &attrs);
+        let hits = index.search(&q, k, &s).await.unwrap();
+        assert_eq!(hits.len(), k.min(rare_count), "k = {k}");
+        assert_sorted_scores(&hits);
+        for (key, _) in &hits {
+            assert_eq!(by_key[key] % 50, 7, "hit {key} does not match the filter");
+        }
+        let exact = index.search_exact(&q, k, &s).await.unwrap();
+        assert_eq!(exact.len(), k.min(rare_count));
+    }
+    // Very selective (3 rows) with namespaces: the short ANN result is
+    // completed exactly.
+    let three = Filter::parse(&json!({"metadata.i": {"$in": [3, 5, 7, 8]}})).unwrap();
+    let odd = vec!["odd".to_string()];
+    let s3 = scope("t1", &odd, Some(&three), &attrs);
+    let hits = index.search(&q, 10, &s3).await.unwrap();
+    let mut got: Vec<usize> = hits.iter().map(|h| by_key[&h.0]).collect();
+    got.sort();
+    assert_eq!(got, vec![3, 5, 7]);
+
+    // Rows that must never come back, even as the nearest: other tenants,
+    // deleted, pending, failed, expired ones, and vectors of other dimensions.
+    let nearest = vectors[0].clone();
+    let hidden = vec![
+        Doc::new("other tenant", Some(nearest.clone())).tenant("t2"),
+        Doc::new("deleted", Some(nearest.clone())).deleted(),
+        Doc::new("pending", Some(nearest.clone())).state("pending"),
+        Doc::new("failed", Some(nearest.clone())).state("failed"),
+        Doc::new("expired", Some(nearest.clone())).expires(Utc::now() - Duration::seconds(1)),
+        Doc::new("no vector", None),
+        Doc::new("other model", Some(vec![0.5; 8])),
+    ];
+    let hidden_keys: HashSet<Key> = db.insert(&hidden).await.into_iter().collect();
+    let later =
+        Doc::new("expires later", Some(nearest.clone())).expires(Utc::now() + Duration::hours(1));
+    let later_key = db.insert(&[later]).await[0];
+    let s = scope("t1", &all, None, &attrs);
+    for exact in [false, true] {
+        let hits = if exact {
+            index.search_exact(&nearest, 20, &s).await.unwrap()
+        } else {
+            index.search(&nearest, 20, &s).await.unwrap()
+        };
+        assert_eq!(hits.len(), 20);
+        assert!(hits.iter().all(|h| !hidden_keys.contains(&h.0)), "{hits:?}");
+        let top: HashSet<Key> = hits[..2].iter().map(|h| h.0).collect();
+        assert!(
+            top.contains(&later_key) && top.contains(&keys[0]),
+            "{hits:?}"
+        );
+        assert!(hits[0].1 > 0.9999, "identical vector scores {}", hits[0].1);
+    }
+    // Tenant isolation the other way: t2 sees only its own row.
+    let s2 = scope("t2", &all, None, &attrs);
+    let hits = index.search(&nearest, 10, &s2).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert!(hidden_keys.contains(&hits[0].0));
+
+    // k = 0, wrong dimensions.
+    assert!(index.search(&q, 0, &s).await.unwrap().is_empty());
+    assert!(index.search(&q[..10], 5, &s).await.is_err());
+
+    // len counts searchable rows of this dimension (refreshed on demand).
+    assert_eq!(index.refresh_len().await.unwrap(), n + 1 + 1 + 1);
+    assert_eq!(index.len(), n + 3);
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vector_index_bookkeeping() {
+    let mut db = TestDb::new("vector_seq").await;
+    let mut rng = StdRng::seed_from_u64(1);
+    let docs: Vec<Doc> = (0..50)
+        .map(|i| Doc::new(&format!("d{i}"), Some(random_unit(&mut rng, 16))))
+        .collect();
+    db.insert(&docs).await;
+    // Opened on a table with rows (the index is built over them), twice at
+    // once: the build is serialised and idempotent.
+    let (a, b) = tokio::join!(
+        PgVectorIndex::open(db.pool.clone(), 16, opts()),
+        PgVectorIndex::open(db.pool.clone(), 16, opts()),
+    );
+    let (index, _other) = (a.unwrap(), b.unwrap());
+    // The position starts at the store's feed head: the engine follows the
+    // feed from there instead of replaying history.
+    assert_eq!(index.persisted_seq(), 50);
+    assert_eq!(index.len(), 50);
+    index.apply(&[]).await.unwrap();
+    index.persist(60).await.unwrap();
+    assert_eq!(index.persisted_seq(), 60);
+    index.persist(55).await.unwrap();
+    assert_eq!(index.persisted_seq(), 60, "the position never goes back");
+    // clear rebuilds the index and resets the position (the engine replays).
+    index.clear().await.unwrap();
+    assert_eq!(index.persisted_seq(), 0);
+    let attrs = AttrTable::new();
+    let all: Vec<String> = vec![];
+    let s = scope("t1", &all, None, &attrs);
+    let hits = index
+        .search(&random_unit(&mut rng, 16), 5, &s)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 5);
+    // A second dimension gets its own index alongside.
+    let wide = PgVectorIndex::open(db.pool.clone(), 24, opts())
+        .await
+        .unwrap();
+    assert_eq!(wide.len(), 0);
+    assert!(wide
+        .search(&random_unit(&mut rng, 24), 5, &s)
+        .await
+        .unwrap()
+        .is_empty());
+    // Bad options are refused.
+    let bad = PgVectorOptions { m: 1, ..opts() };
+    assert!(PgVectorIndex::open(db.pool.clone(), 16, bad).await.is_err());
+    assert!(PgVectorIndex::open(db.pool.clone(), 0, opts())
+        .await
+        .is_err());
+    assert!(PgVectorIndex::open(db.pool.clone(), 4096, opts())
+        .await
+        .is_err());
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn len_is_refreshed_in_the_background() {
+    let mut db = TestDb::new("vector_len").await;
+    let o = PgVectorOptions {
+        len_refresh: std::time::Duration::from_millis(100),
+        ..PgVectorOptions::default()
+    };
+    let index = PgVectorIndex::open(db.pool.clone(), 4, o).await.unwrap();
+    assert_eq!(index.len(), 0);
+    db.insert(&[Doc::new("x", Some(vec![1.0, 0.0, 0.0, 0.0]))])
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while index.len() == 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(index.len(), 1);
+    drop(index);
+    db.finish().await;
+}
+
+const TEXTS: &[&str] = &[
+    "Billing dispute: the customer was charged twice for the same invoice",
+    "Quarterly billing report for enterprise customers",
+    "The quick brown fox jumps over the lazy dog",
+    "A fox got into the henhouse last night",
+    "Dogs and cats living together",
+    "Meeting notes about the product roadmap",
+    "Invoice numbering changed in the new billing system",
+    "Customer asked about refunds for a disputed invoice",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyword_search_ranks_ors_and_scopes() {
+    let mut db = TestDb::new("keywords").await;
+    let index = PgKeywordIndex::open(db.pool.clone()).await.unwrap();
+    let mut docs: Vec<Doc> = TEXTS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Doc::new(t, Some(vec![1.0, 0.0]))
+                .namespace(if i < 4 { "a" } else { "b" })
+                .meta(json!({"i": i}))
+        })
+        .collect();
+    // Invisible copies of the best match.
+    docs.push(Doc::new(TEXTS[0], Some(vec![1.0, 0.0])).tenant("t2"));
+    docs.push(Doc::new(TEXTS[0], Some(vec![1.0, 0.0])).deleted());
+    docs.push(Doc::new(TEXTS[0], None).state("pending"));
+    docs.push(Doc::new(TEXTS[0], Some(vec![1.0, 0.0])).expires(Utc::now() - Duration::seconds(1)));
+    let keys = db.insert(&docs).await;
+    let key = |i: usize| keys[i];
+    let attrs = AttrTable::new();
+    let all: Vec<String> = vec![];
+    let s = scope("t1", &all, None, &attrs);
+
+    // The document with both words ranks first; one with only one word is
+    // still found (OR semantics); stemming applies (disputed ~ dispute).
+    let hits = index.search("billing dispute", 10, &s).await.unwrap();
+    assert_eq!(hits[0].0, key(0), "{hits:?}");
+    let found: HashSet<Key> = hits.iter().map(|h| h.0).collect();
+    for i in [1, 6, 7] {
+        assert!(found.contains(&key(i)), "doc {i} missing from {hits:?}");
+    }
+    assert!(!found.contains(&key(2)));
+    assert_eq!(hits.len(), 4, "only visible rows: {hits:?}");
+    for w in hits.windows(2) {
+        assert!(w[0].1 >= w[1].1);
+    }
+    assert!(hits.iter().all(|h| h.1 > 0.0));
+
+    // k limits; ranking by how well the words match.
+    let hits = index.search("billing dispute", 2, &s).await.unwrap();
+    assert_eq!(hits.len(), 2);
+    assert_eq!(hits[0].0, key(0));
+    let hits = index.search("jumping foxes", 10, &s).await.unwrap();
+    assert_eq!(hits[0].0, key(2));
+    assert_eq!(hits.len(), 2);
+
+    // Scope: namespaces, filter, tenant.
+    let b = vec!["b".to_string()];
+    let hits = index
+        .search("billing dispute", 10, &scope("t1", &b, None, &attrs))
+        .await
+        .unwrap();
+    let found: HashSet<Key> = hits.iter().map(|h| h.0).collect();
+    assert_eq!(found, HashSet::from([key(6), key(7)]));
+    let f = Filter::parse(&json!({"metadata.i": {"$gte": 1, "$lt": 7}})).unwrap();
+    let hits = index
+        .search("billing dispute", 10, &scope("t1", &all, Some(&f), &attrs))
+        .await
+        .unwrap();
+    let found: HashSet<Key> = hits.iter().map(|h| h.0).collect();
+    assert_eq!(found, HashSet::from([key(1), key(6)]));
+    let hits = index
+        .search("billing dispute", 10, &scope("t2", &all, None, &attrs))
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].0, key(8));
+    assert!(index
+        .search("billing", 10, &scope("nobody", &all, None, &attrs))
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Nothing to search for: no hits, no error.
+    for q in ["", "   ", "the and of", "!!! ???", "a an the"] {
+        assert!(index.search(q, 10, &s).await.unwrap().is_empty(), "{q:?}");
+    }
+    assert!(index.search("billing", 0, &s).await.unwrap().is_empty());
+
+    // Hostile input is only ever text.
+    for q in [
+        "'; DROP TABLE memories; --",
+        "fox' | 'dog",
+        "fox & !dog",
+        "fox:* | (dog",
+        "\\' \\\\ ''",
+        "fox\u{0}dog",
+        "$1 $$ $q$ ::tsquery",
+        "a:b c's d\\e 'f' \"g\" http://example.com/x?y=1 user@example.com",
+    ] {
+        let hits = index.search(q, 10, &s).await;
+        assert!(hits.is_ok(), "{q:?}: {hits:?}");
+    }
+    let hits = index.search("fox' | 'dog", 10, &s).await.unwrap();
+    let found: HashSet<Key> = hits.iter().map(|h| h.0).collect();
+    assert!(found.contains(&key(2)) && found.contains(&key(3)) && found.contains(&key(4)));
+    let still: i64 = sqlx::query_scalar("SELECT count(*) FROM memories")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(still as usize, docs.len());
+
+    // Bookkeeping.
+    assert_eq!(index.refresh_len().await.unwrap(), TEXTS.len() + 2);
+    assert_eq!(index.persisted_seq(), 0, "opened on an empty feed");
+    index.apply(&[]).await.unwrap();
+    index.persist(12).await.unwrap();
+    assert_eq!(index.persisted_seq(), 12);
+    index.clear().await.unwrap();
+    assert_eq!(index.persisted_seq(), 0);
+    assert_eq!(index.search("fox", 10, &s).await.unwrap().len(), 2);
+    let plan = index.explain("billing dispute", 10, &s).await.unwrap();
+    println!("keyword plan:\n{plan}");
+    db.finish().await;
+}
