@@ -3,14 +3,14 @@
 //! store's change feed, and answers searches.
 
 use chrono::{DateTime, Utc};
-use moka::sync::Cache;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use crate::audit::{AuditAction, AuditCtx, AuditEntry};
+use crate::cache::{self, Cache, CacheKind};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fusion::{self, FusionParams};
@@ -39,7 +39,15 @@ pub struct EngineConfig {
     pub retry: RetryPolicy,
     /// How often the vector index is saved while it has unsaved changes.
     pub persist_interval: Duration,
+    /// Capacity of the in-process [`MemoryCache`](crate::MemoryCache) the
+    /// embedded mode builds (query embeddings and search rankings).
     pub query_cache_entries: u64,
+    /// How long a query embedding stays cached.
+    pub embedding_cache_ttl: Duration,
+    /// How long a search ranking stays cached; zero disables result caching.
+    /// Writes invalidate rankings (see [`crate::cache`]); the TTL bounds how
+    /// stale one can get if an invalidation is lost.
+    pub result_cache_ttl: Duration,
     /// Flag emails, phone and card numbers found in texts as PII on write.
     pub pii_detect: bool,
     /// Append an audit event for every read (get, list, search), not only writes.
@@ -68,6 +76,8 @@ impl Default for EngineConfig {
             retry: RetryPolicy::default(),
             persist_interval: Duration::from_secs(30),
             query_cache_entries: 10_000,
+            embedding_cache_ttl: Duration::from_secs(24 * 3600),
+            result_cache_ttl: Duration::from_secs(30),
             pii_detect: true,
             audit_reads: false,
             purge_after: Duration::from_secs(30 * 24 * 3600),
@@ -83,6 +93,9 @@ pub struct Backends {
     pub keywords: Arc<dyn KeywordIndex>,
     pub embedder: Arc<dyn Embedder>,
     pub queue: Arc<dyn JobQueue>,
+    /// Query embeddings and search rankings: a [`MemoryCache`](crate::MemoryCache)
+    /// in the embedded mode, shared (Redis) in the scale-out mode.
+    pub cache: Arc<dyn Cache>,
 }
 
 pub struct Engine {
@@ -96,7 +109,7 @@ pub struct Engine {
     /// Highest change seq applied to every derived index.
     indexed: watch::Sender<u64>,
     pub(crate) indexer_wake: Notify,
-    query_cache: Cache<String, Arc<Vec<f32>>>,
+    cache: Arc<dyn Cache>,
 }
 
 impl Engine {
@@ -122,7 +135,7 @@ impl Engine {
             embedder: b.embedder,
             queue: b.queue,
             attrs,
-            query_cache: Cache::new(cfg.query_cache_entries),
+            cache: b.cache,
             cfg,
             indexed,
             indexer_wake: Notify::new(),
@@ -364,6 +377,7 @@ impl Engine {
         // indexer gets there: new filter attributes, or hidden until re-embedded.
         let visible = (m.state == State::Ready).then(|| Arc::new(m.attrs()));
         self.attrs.apply_versioned(m.key, m.seq, visible);
+        self.bump_generation(&p.tenant).await;
         if reembed {
             self.queue.enqueued().await?;
         }
@@ -398,6 +412,7 @@ impl Engine {
         }
         .ok_or_else(|| Error::MemoryNotFound(id.to_string()))?;
         self.attrs.apply_versioned(m.key, m.seq, None);
+        self.bump_generation(&p.tenant).await;
         self.indexer_wake.notify_one();
         Ok(())
     }
@@ -529,34 +544,139 @@ impl Engine {
             &self.attrs,
         );
         let candidates = (k * self.cfg.candidate_factor).max(self.cfg.min_candidates);
+        // Read the generation before ranking: a write that lands meanwhile
+        // bumps it, so this ranking is stored under an obsolete key.
+        let result_key = self
+            .result_key(p, &namespaces, query, k, &req, params, candidates)
+            .await;
+        let top = match self.cached_ranking(result_key.as_deref()).await {
+            Some(top) => top,
+            None => {
+                let top = self
+                    .rank(query, k, &req, &scope, params, candidates)
+                    .await?;
+                if let Some(key) = &result_key {
+                    let bytes = cache::encode_ranking(&top);
+                    if let Err(e) = self.cache.put(key, &bytes, self.cfg.result_cache_ttl).await {
+                        cache::record_error("put", &e);
+                    }
+                }
+                top
+            }
+        };
+        self.hydrate(p, top, req.mode).await
+    }
+
+    /// The fused top `k` of a search, from the indexes.
+    async fn rank(
+        &self,
+        query: &str,
+        k: usize,
+        req: &SearchRequest,
+        scope: &Scope<'_>,
+        params: FusionParams,
+        candidates: usize,
+    ) -> Result<Vec<fusion::Fused>> {
         let fused = match req.mode {
             SearchMode::Vector => {
                 let q = self.embed_query(query).await?;
                 let hits = if req.exact {
-                    self.vectors.search_exact(&q, k, &scope).await?
+                    self.vectors.search_exact(&q, k, scope).await?
                 } else {
-                    self.vectors.search(&q, k, &scope).await?
+                    self.vectors.search(&q, k, scope).await?
                 };
                 fusion::single(&hits, true)
             }
             SearchMode::Keyword => {
-                fusion::single(&self.keywords.search(query, k, &scope).await?, false)
+                fusion::single(&self.keywords.search(query, k, scope).await?, false)
             }
             SearchMode::Hybrid => {
                 let q = self.embed_query(query).await?;
                 let vector = async {
                     if req.exact {
-                        self.vectors.search_exact(&q, candidates, &scope).await
+                        self.vectors.search_exact(&q, candidates, scope).await
                     } else {
-                        self.vectors.search(&q, candidates, &scope).await
+                        self.vectors.search(&q, candidates, scope).await
                     }
                 };
                 let (v, kw) =
-                    tokio::try_join!(vector, self.keywords.search(query, candidates, &scope))?;
+                    tokio::try_join!(vector, self.keywords.search(query, candidates, scope))?;
                 fusion::rrf(&v, &kw, params)
             }
         };
-        let top: Vec<_> = fused.into_iter().take(k).collect();
+        Ok(fused.into_iter().take(k).collect())
+    }
+
+    /// The cache key of a search's ranking, or `None` when result caching is
+    /// off or the tenant's generation cannot be read.
+    #[allow(clippy::too_many_arguments)]
+    async fn result_key(
+        &self,
+        p: &Principal,
+        namespaces: &[String],
+        query: &str,
+        k: usize,
+        req: &SearchRequest,
+        params: FusionParams,
+        candidates: usize,
+    ) -> Option<String> {
+        if self.cfg.result_cache_ttl.is_zero() {
+            return None;
+        }
+        let generation = match self.cache.generation(&p.tenant).await {
+            Ok(g) => g,
+            Err(e) => {
+                cache::record_error("generation", &e);
+                return None;
+            }
+        };
+        // Everything the ranking depends on. The namespaces are the ones the
+        // search covers after the caller's visibility is applied (empty: all).
+        let mut ns: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+        ns.sort_unstable();
+        ns.dedup();
+        let model = self.embedder.model();
+        let shape = serde_json::json!({
+            "v": 1,
+            "tenant": p.tenant,
+            "namespaces": ns,
+            "query": query,
+            "k": k,
+            "mode": req.mode,
+            "filter": req.filter,
+            "exact": req.exact,
+            "weights": [params.vector_weight, params.keyword_weight, params.rrf_k],
+            "candidates": candidates,
+            "model": [model.name, model.version],
+        });
+        Some(cache::result_key(&p.tenant, generation, &shape))
+    }
+
+    async fn cached_ranking(&self, key: Option<&str>) -> Option<Vec<fusion::Fused>> {
+        let key = key?;
+        match self.cache.get(key).await {
+            Ok(Some(bytes)) => match cache::decode_ranking(&bytes) {
+                Some(top) => {
+                    cache::record_hit(CacheKind::Result);
+                    return Some(top);
+                }
+                None => cache::record_error("decode", &"not a cached ranking"),
+            },
+            Ok(None) => {}
+            Err(e) => cache::record_error("get", &e),
+        }
+        cache::record_miss(CacheKind::Result);
+        None
+    }
+
+    /// Turn a ranking into hits: live, unexpired memories only (whether the
+    /// ranking is fresh or cached), redacted for the caller.
+    async fn hydrate(
+        &self,
+        p: &Principal,
+        top: Vec<fusion::Fused>,
+        mode: SearchMode,
+    ) -> Result<SearchResponse> {
         let keys: Vec<Key> = top.iter().map(|f| f.key).collect();
         let mut by_key: HashMap<Key, Memory> = self
             .store
@@ -565,11 +685,14 @@ impl Engine {
             .into_iter()
             .map(|m| (m.key, m))
             .collect();
+        let now = Utc::now();
         let hits: Vec<SearchHit> = top
             .into_iter()
             .filter_map(|f| {
-                // A memory deleted between the index search and this read is skipped.
-                let m = redact_memory(p, by_key.remove(&f.key)?);
+                // A memory deleted (or expired) between the ranking and this
+                // read is skipped.
+                let m = by_key.remove(&f.key).filter(|m| !m.is_expired(now))?;
+                let m = redact_memory(p, m);
                 Some(SearchHit {
                     id: m.id,
                     namespace: m.namespace,
@@ -584,27 +707,53 @@ impl Engine {
             .collect();
         self.audit_read(p, "search", hits.iter().map(|h| h.id).collect())
             .await?;
-        Ok(SearchResponse {
-            hits,
-            mode: req.mode,
-        })
+        Ok(SearchResponse { hits, mode })
     }
 
     async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>> {
-        let key = text::normalize(query);
-        if let Some(v) = self.query_cache.get(&key) {
-            return Ok(v);
+        let normalized = text::normalize(query);
+        let model = self.embedder.model();
+        let key = cache::embedding_key(model, &normalized);
+        match self.cache.get(&key).await {
+            Ok(Some(bytes)) => match cache::decode_vector(&bytes, model.dims) {
+                Some(v) => {
+                    cache::record_hit(CacheKind::Embedding);
+                    return Ok(Arc::new(v));
+                }
+                None => cache::record_error("decode", &"not a cached embedding"),
+            },
+            Ok(None) => {}
+            Err(e) => cache::record_error("get", &e),
         }
+        cache::record_miss(CacheKind::Embedding);
         let started = Instant::now();
-        let mut out = self.embedder.embed(std::slice::from_ref(&key)).await?;
+        let mut out = self
+            .embedder
+            .embed(std::slice::from_ref(&normalized))
+            .await?;
         metrics::histogram!("engram_query_embed_duration_seconds")
             .record(started.elapsed().as_secs_f64());
-        let v = Arc::new(
-            out.pop()
-                .ok_or_else(|| Error::internal("embedder returned nothing"))?,
-        );
-        self.query_cache.insert(key, v.clone());
-        Ok(v)
+        let v = out
+            .pop()
+            .ok_or_else(|| Error::internal("embedder returned nothing"))?;
+        let bytes = cache::encode_vector(&v);
+        if let Err(e) = self
+            .cache
+            .put(&key, &bytes, self.cfg.embedding_cache_ttl)
+            .await
+        {
+            cache::record_error("put", &e);
+        }
+        Ok(Arc::new(v))
+    }
+
+    /// Invalidate the tenant's cached rankings after a committed change to
+    /// what its searches see. A failure is logged: rankings may then be stale
+    /// for up to the result TTL, contents never (see [`crate::cache`]).
+    async fn bump_generation(&self, tenant: &str) {
+        if let Err(e) = self.cache.bump(tenant).await {
+            cache::record_error("bump", &e);
+        }
     }
 
     /// Embed texts with the engine's model (`/v1/embeddings`), for clients
@@ -799,10 +948,21 @@ impl Engine {
         let Some(last) = changes.last().map(|c| c.seq) else {
             return Ok(0);
         };
+        // Tenants whose searchable state this batch changes: an upsert's, and
+        // a removal's as long as its attributes are still known.
+        let mut tenants = BTreeSet::new();
         for c in &changes {
             let attrs = match &c.op {
-                ChangeOp::Upsert(d) => Some(d.attrs.clone()),
-                ChangeOp::Remove => None,
+                ChangeOp::Upsert(d) => {
+                    tenants.insert(d.attrs.tenant.clone());
+                    Some(d.attrs.clone())
+                }
+                ChangeOp::Remove => {
+                    if let Some(a) = self.attrs.get(c.key) {
+                        tenants.insert(a.tenant.clone());
+                    }
+                    None
+                }
             };
             self.attrs.apply_versioned(c.key, c.seq, attrs);
         }
@@ -819,6 +979,9 @@ impl Engine {
             .cloned()
             .collect();
         tokio::try_join!(self.vectors.apply(&for_vec), self.keywords.apply(&for_kw))?;
+        // Invalidate cached rankings once the indexes have the changes and
+        // before anyone waiting for this position is released.
+        futures::future::join_all(tenants.iter().map(|t| self.bump_generation(t))).await;
         self.indexed.send_replace(last);
         Ok(changes.len())
     }
@@ -850,7 +1013,6 @@ impl Engine {
         self.keywords.clear().await?;
         self.attrs.clear();
         self.indexed.send_replace(0);
-        self.query_cache.invalidate_all();
         let n = self.catch_up().await?;
         self.persist_indexes().await?;
         Ok(n)

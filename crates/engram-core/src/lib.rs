@@ -7,6 +7,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod cache;
 pub mod engine;
 pub mod error;
 pub mod filter;
@@ -22,6 +23,7 @@ pub mod types;
 
 pub use apikey::{ApiKey, CreatedApiKey, NewApiKey};
 pub use audit::{AuditAction, AuditCtx, AuditEntry, AuditEvent, AuditQuery, VerifyReport};
+pub use cache::{Cache, MemoryCache};
 pub use engine::{Backends, EmbedWorker, Engine, EngineConfig, EngineStats, StoreQueue};
 pub use error::{Error, Result};
 pub use scope::{AttrTable, Scope};

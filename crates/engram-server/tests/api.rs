@@ -5,7 +5,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
 use engram_core::{
-    Backends, Embedder, Engine, EngineConfig, ModelInfo, Principal, RetryPolicy, Role, StoreQueue,
+    Backends, Embedder, Engine, EngineConfig, MemoryCache, ModelInfo, Principal, RetryPolicy, Role,
+    StoreQueue,
 };
 use engram_embed::LocalEmbedder;
 use engram_index::{TantivyIndex, UsearchIndex, VectorOptions};
@@ -124,6 +125,7 @@ async fn app_opts(o: Opts) -> App {
         vectors: Arc::new(UsearchIndex::open(&dir.path().join("v"), 384, opts).unwrap()),
         keywords: Arc::new(TantivyIndex::open(&dir.path().join("k")).unwrap()),
         embedder: embedder.clone(),
+        cache: Arc::new(MemoryCache::new(cfg.query_cache_entries)),
     };
     let engine = Engine::open(backends, cfg).await.unwrap();
     let (stop, rx) = watch::channel(false);
@@ -749,5 +751,7 @@ async fn metrics_expose_routes_search_embedding_and_queue_state() {
     assert!(!text.contains("not-a-uuid"));
 }
 
+#[path = "api/cache.rs"]
+mod cache;
 #[path = "api/governance.rs"]
 mod governance;
