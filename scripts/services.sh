@@ -7,6 +7,7 @@
 #   S3 (s3s-fs 0.14.1)        127.0.0.1:${ENGRAM_S3_PORT:-19000}   (cargo install)
 #   Redis                     127.0.0.1:${ENGRAM_REDIS_PORT:-6379} (Debian's redis-server)
 # Idempotent: a second run only checks that everything answers.
+# `scripts/services.sh start postgres nats` starts only the services named.
 # `scripts/services.sh env` prints the ENGRAM_TEST_* variables the tests read
 # (their defaults already match, so exporting them is optional).
 # `scripts/services.sh stop` stops what this script started.
@@ -163,10 +164,22 @@ mkdir -p "$DIR"
 chmod a+rx "$DIR"
 case "${1:-start}" in
     start)
-        start_postgres
-        start_nats
-        start_s3
-        start_redis
+        # `start postgres nats` starts only those; default: all four.
+        shift || true
+        for svc in "${@:-postgres nats redis s3}"; do
+            for one in $svc; do
+                case "$one" in
+                    postgres) start_postgres ;;
+                    nats) start_nats ;;
+                    redis) start_redis ;;
+                    s3) start_s3 ;;
+                    *)
+                        echo "unknown service $one (postgres, nats, redis, s3)" >&2
+                        exit 2
+                        ;;
+                esac
+            done
+        done
         print_env
         ;;
     env) print_env ;;

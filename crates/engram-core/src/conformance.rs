@@ -1406,7 +1406,10 @@ pub async fn job_outbox_and_claim_by_id(store: &dyn Store) {
         "new jobs are unannounced, oldest first"
     );
 
-    store.mark_published(&[ja], t0).await.expect("mark_published");
+    store
+        .mark_published(&[ja], t0)
+        .await
+        .expect("mark_published");
     assert_eq!(outbox(t0, t0 - secs(60)).await, vec![(jb, None)]);
     assert_eq!(
         outbox(t0 + secs(120), t0 + secs(60)).await,
@@ -1431,7 +1434,10 @@ pub async fn job_outbox_and_claim_by_id(store: &dyn Store) {
         .expect("claim")
         .is_empty());
     assert!(
-        outbox(t0 + secs(10), t0 + secs(5)).await.iter().all(|(id, _)| *id != ja),
+        outbox(t0 + secs(10), t0 + secs(5))
+            .await
+            .iter()
+            .all(|(id, _)| *id != ja),
         "a leased job is not in the outbox"
     );
     let again = store
@@ -1462,7 +1468,10 @@ pub async fn job_outbox_and_claim_by_id(store: &dyn Store) {
         )
         .await
         .expect("fail");
-    assert!(outbox(t0 + secs(35), t0).await.iter().all(|(id, _)| *id != ja));
+    assert!(outbox(t0 + secs(35), t0)
+        .await
+        .iter()
+        .all(|(id, _)| *id != ja));
     assert!(
         outbox(t0 + secs(42), t0).await.contains(&(ja, None)),
         "a due retry is unannounced"

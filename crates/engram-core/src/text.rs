@@ -26,6 +26,21 @@ pub fn checksum(namespace: &str, text: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Longest job error message a store keeps, in bytes.
+pub const MAX_JOB_ERROR_BYTES: usize = 4096;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +59,13 @@ mod tests {
         assert_ne!(checksum("a", "X"), checksum("a", "x"));
         // The separator keeps ("ab","c") and ("a","bc") apart.
         assert_ne!(checksum("ab", "c"), checksum("a", "bc"));
+    }
+
+    #[test]
+    fn truncate_bytes_cuts_at_a_char_boundary() {
+        assert_eq!(truncate_bytes("héllo", 2), "h");
+        assert_eq!(truncate_bytes("héllo", 3), "hé");
+        assert_eq!(truncate_bytes("abc", 10), "abc");
+        assert_eq!(truncate_bytes("", 0), "");
     }
 }

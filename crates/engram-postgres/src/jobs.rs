@@ -15,9 +15,6 @@ use std::time::Duration;
 use crate::codec::{self, claimed_cols, job_cols, ts, ts_after};
 use crate::{PgStore, Result, WriteTx};
 
-/// Longest `last_error` kept, in bytes.
-const MAX_ERROR_LEN: usize = 4096;
-
 /// Runnable now (`$1`): queued and due, or running with an expired lease.
 macro_rules! runnable {
     () => {
@@ -284,7 +281,8 @@ impl PgStore {
             };
             let attempts = attempts.saturating_add(1);
             let counted = u32::try_from(attempts).unwrap_or(u32::MAX);
-            let error = truncate(&f.error, MAX_ERROR_LEN);
+            let error =
+                engram_core::text::truncate_bytes(&f.error, engram_core::text::MAX_JOB_ERROR_BYTES);
             if counted >= policy.max_attempts {
                 sqlx::query(
                     "UPDATE jobs SET state = 'dead', attempts = $1, last_error = $2, \
@@ -559,16 +557,4 @@ async fn lease_claimed(
             .await?;
     }
     Ok(claimed)
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

@@ -7,9 +7,6 @@ use std::time::Duration;
 use crate::codec::{self, job_cols, micros, micros_after, to_json, vector_to_blob};
 use crate::{Result, SqliteStore};
 
-/// Longest `last_error` kept, in bytes.
-const MAX_ERROR_LEN: usize = 4096;
-
 impl SqliteStore {
     pub(crate) async fn claim(
         &self,
@@ -95,11 +92,13 @@ impl SqliteStore {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE jobs SET published_at = ? WHERE id IN (SELECT value FROM json_each(?))")
-            .bind(micros(now))
-            .bind(to_json!(ids, "job ids")?)
-            .execute(tx.conn())
-            .await?;
+        sqlx::query(
+            "UPDATE jobs SET published_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(micros(now))
+        .bind(to_json!(ids, "job ids")?)
+        .execute(tx.conn())
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -196,7 +195,8 @@ impl SqliteStore {
             // Unknown (completed, replaced by a newer text, deleted) or already dead.
             let Some((attempts, key)) = row else { continue };
             let attempts = u32::try_from(attempts.saturating_add(1)).unwrap_or(u32::MAX);
-            let error = truncate(&f.error, MAX_ERROR_LEN);
+            let error =
+                engram_core::text::truncate_bytes(&f.error, engram_core::text::MAX_JOB_ERROR_BYTES);
             if attempts >= policy.max_attempts {
                 sqlx::query(
                     "UPDATE jobs SET state = 'dead', attempts = ?, last_error = ?, \
@@ -411,16 +411,4 @@ async fn lease_rows(
         .await?;
     }
     Ok(claimed)
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }

@@ -12,8 +12,21 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     /// Address the HTTP API listens on.
     pub listen: String,
-    /// Where the embedded store and indexes live.
+    /// Where the embedded store and indexes live (unused when `store = "postgres"`).
     pub data_dir: PathBuf,
+    /// The authoritative store and its search indexes: `sqlite` (embedded:
+    /// SQLite + usearch + tantivy under `data_dir`) or `postgres`
+    /// (PostgreSQL + pgvector + full-text search; nothing on local disk).
+    pub store: StoreKind,
+    /// Who hands embedding jobs to workers: `local` (the store's job table,
+    /// polled) or `nats` (NATS JetStream; the store stays authoritative).
+    pub queue: QueueKind,
+    /// Query-embedding and search-result cache: `memory` (per process) or
+    /// `redis` (shared by every node).
+    pub cache: CacheKind,
+    pub postgres: PostgresConfig,
+    pub nats: NatsConfig,
+    pub redis: RedisConfig,
     /// Folder with the all-MiniLM-L6-v2 files (see scripts/fetch-model.sh).
     pub model_dir: PathBuf,
     /// The tenant of unauthenticated requests when `auth.enabled = false`, and
@@ -41,6 +54,134 @@ pub struct Config {
     pub audit: AuditConfig,
     pub pii: PiiConfig,
     pub retention: RetentionConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueKind {
+    Local,
+    Nats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/db` (secret: may come from
+    /// `ENGRAM_POSTGRES__URL_FILE`).
+    pub url: Option<String>,
+    pub max_connections: u32,
+    /// How long a request waits for a connection before answering 503.
+    pub acquire_timeout_secs: u64,
+    /// pgvector HNSW build and search parameters.
+    pub hnsw_m: usize,
+    pub hnsw_ef_construction: usize,
+    pub hnsw_ef_search: usize,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: None,
+            max_connections: 16,
+            acquire_timeout_secs: 5,
+            hnsw_m: 16,
+            hnsw_ef_construction: 128,
+            // 100 gave recall 0.89-0.93 on random 384-d vectors; 200 gives ~0.97.
+            hnsw_ef_search: 200,
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_secs", &self.acquire_timeout_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL with its password replaced, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsConfig {
+    pub url: Option<String>,
+    /// Stream, consumer and subject names start with this.
+    pub prefix: String,
+    /// Deliveries of one job message before it is dead-lettered as poison.
+    pub max_deliver: u32,
+    /// A job announced this long ago and still not done is announced again
+    /// (its message may have been lost).
+    pub republish_after_secs: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: None,
+            prefix: "engram".into(),
+            max_deliver: 10,
+            republish_after_secs: 300,
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    pub url: Option<String>,
+    /// Every key starts with this, so several deployments can share a server.
+    pub prefix: String,
+    /// How long a cached search ranking may be served (0: rankings are not cached).
+    pub result_ttl_secs: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: None,
+            prefix: "engram:".into(),
+            result_ttl_secs: 30,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("prefix", &self.prefix)
+            .field("result_ttl_secs", &self.result_ttl_secs)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,6 +291,12 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("./engram-data"),
+            store: StoreKind::Sqlite,
+            queue: QueueKind::Local,
+            cache: CacheKind::Memory,
+            postgres: PostgresConfig::default(),
+            nats: NatsConfig::default(),
+            redis: RedisConfig::default(),
             model_dir: cache_dir().join("models/all-MiniLM-L6-v2"),
             tenant: "default".into(),
             workers: 1,
@@ -257,6 +404,30 @@ impl Config {
         }
         if let Some(t) = &self.tls {
             crate::tls::server_config(t).context("tls")?;
+        }
+        if self.store == StoreKind::Postgres && self.postgres.url.is_none() {
+            bail!("store = \"postgres\" needs postgres.url (or ENGRAM_POSTGRES__URL / _FILE)");
+        }
+        if self.queue == QueueKind::Nats && self.nats.url.is_none() {
+            bail!("queue = \"nats\" needs nats.url (or ENGRAM_NATS__URL)");
+        }
+        if self.cache == CacheKind::Redis && self.redis.url.is_none() {
+            bail!("cache = \"redis\" needs redis.url (or ENGRAM_REDIS__URL / _FILE)");
+        }
+        if self.postgres.max_connections == 0 || self.postgres.acquire_timeout_secs == 0 {
+            bail!("postgres.max_connections and postgres.acquire_timeout_secs must be positive");
+        }
+        if self.nats.max_deliver < 2 || self.nats.republish_after_secs == 0 {
+            bail!("nats.max_deliver must be at least 2 and nats.republish_after_secs positive");
+        }
+        if self.nats.prefix.is_empty()
+            || !self
+                .nats
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            bail!("nats.prefix must be letters, digits, '_' or '-' (it names a stream)");
         }
         if self.retention.sweep_interval_secs == 0 {
             bail!("retention.sweep_interval_secs must be at least 1");

@@ -1,9 +1,9 @@
 //! `engram`: the memory service binary. It picks the concrete back-ends from
 //! configuration, runs the HTTP API and workers, and offers a small CLI.
 
+mod backends;
 mod client;
 mod config;
-mod embedded;
 mod tls;
 
 use anyhow::Context;
@@ -99,7 +99,8 @@ enum Cmd {
         #[arg(long)]
         workers: Option<usize>,
     },
-    /// Run embedding workers only, against the data directory of a `serve`.
+    /// Run embedding workers only, against the store of a `serve` (its data
+    /// directory, or the shared PostgreSQL + queue of the scale-out mode).
     Worker {
         #[command(flatten)]
         local: Local,
@@ -162,6 +163,12 @@ enum Cmd {
         namespace: Option<String>,
         #[arg(long, short)]
         out: Option<PathBuf>,
+    },
+    /// Apply pending schema migrations to the configured store and exit
+    /// (`serve` and `worker` also do this at start, under a lock).
+    Migrate {
+        #[command(flatten)]
+        local: Local,
     },
     /// Recreate the vector and keyword indexes from the store (server stopped).
     Rebuild {
@@ -232,27 +239,32 @@ async fn main() -> anyhow::Result<()> {
             }
             let cfg = Config::load(file, &o)?;
             init_logs(&cfg.log_format);
-            embedded::serve(cfg).await
+            backends::serve(cfg).await
         }
         Cmd::Worker { local, workers } => {
             let mut o = overrides(&local);
             o.push(("workers", workers.into()));
             let cfg = Config::load(file, &o)?;
             init_logs(&cfg.log_format);
-            embedded::worker(cfg).await
+            backends::worker(cfg).await
+        }
+        Cmd::Migrate { local } => {
+            let cfg = Config::load(file, &overrides(&local))?;
+            init_logs(&cfg.log_format);
+            backends::migrate(cfg).await
         }
         Cmd::Rebuild { local } => {
             let cfg = Config::load(file, &overrides(&local))?;
             init_logs(&cfg.log_format);
-            embedded::rebuild(cfg).await
+            backends::rebuild(cfg).await
         }
         Cmd::Keys { local, tenant, cmd } => {
             let cfg = Config::load(file, &overrides(&local))?;
-            embedded::keys(&cfg, tenant, cmd).await
+            backends::keys(&cfg, tenant, cmd).await
         }
         Cmd::Audit { local, tenant, cmd } => {
             let cfg = Config::load(file, &overrides(&local))?;
-            embedded::audit(&cfg, tenant, cmd).await
+            backends::audit(&cfg, tenant, cmd).await
         }
         Cmd::Add {
             remote,

@@ -1,20 +1,30 @@
-//! The embedded mode: SQLite store, usearch + tantivy indexes, local model,
-//! the store's job table as the queue — all under one data directory.
+//! Back-end wiring: the only place that picks concrete implementations.
+//! Embedded (`store = "sqlite"`): SQLite, usearch + tantivy under the data
+//! directory, the store's job table as the queue, an in-process cache.
+//! Scale-out (`store = "postgres"`, `queue = "nats"`, `cache = "redis"`):
+//! PostgreSQL + pgvector + full-text search, NATS JetStream and Redis, with
+//! nothing on local disk. Every node migrates the schema at start (under an
+//! advisory lock) and fails fast with a clear message when a back-end is
+//! unreachable.
 
 use anyhow::Context;
 use engram_core::{
-    Backends, EmbedWorker, Embedder, Engine, EngineConfig, JobQueue, NewApiKey, Permission,
-    Principal, RetryPolicy, Role, Store, StoreAdmin, StoreQueue,
+    Backends, Cache, EmbedWorker, Embedder, Engine, EngineConfig, JobQueue, KeywordIndex,
+    MemoryCache, NewApiKey, Permission, Principal, RetryPolicy, Role, Store, StoreAdmin,
+    StoreQueue, VectorIndex,
 };
 use engram_embed::LocalEmbedder;
 use engram_index::{TantivyIndex, UsearchIndex, VectorOptions};
+use engram_nats::{NatsOptions, NatsQueue};
+use engram_postgres::{PgKeywordIndex, PgOptions, PgStore, PgVectorIndex, PgVectorOptions};
+use engram_redis::RedisCache;
 use engram_server::{AuthSettings, RateLimit, ServerConfig};
 use engram_sqlite::SqliteStore;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{redact_url, CacheKind, Config, QueueKind, StoreKind};
 
 fn engine_config(cfg: &Config) -> EngineConfig {
     EngineConfig {
@@ -22,27 +32,68 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         max_batch: cfg.max_batch,
         worker_batch: cfg.worker_batch,
         job_lease: Duration::from_secs(cfg.job_lease_secs),
-        retry: RetryPolicy {
-            max_attempts: cfg.retry_max_attempts,
-            base_delay: Duration::from_millis(cfg.retry_base_delay_ms),
-            ..RetryPolicy::default()
-        },
+        retry: retry_policy(cfg),
         persist_interval: Duration::from_secs(cfg.persist_interval_secs),
         pii_detect: cfg.pii.detect,
         audit_reads: cfg.audit.reads,
         purge_after: Duration::from_secs(cfg.retention.purge_after_secs),
+        result_cache_ttl: Duration::from_secs(cfg.redis.result_ttl_secs),
         ..EngineConfig::default()
     }
 }
 
-async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    let path = cfg.data_dir.join("engram.db");
-    let store = SqliteStore::open(&path)
+fn retry_policy(cfg: &Config) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: cfg.retry_max_attempts,
+        base_delay: Duration::from_millis(cfg.retry_base_delay_ms),
+        ..RetryPolicy::default()
+    }
+}
+
+/// The store of either mode; `Some(pg)` too in the scale-out mode, for the
+/// indexes that share its pool.
+async fn open_store(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<PgStore>)> {
+    match cfg.store {
+        StoreKind::Sqlite => {
+            std::fs::create_dir_all(&cfg.data_dir)
+                .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
+            let path = cfg.data_dir.join("engram.db");
+            let store = SqliteStore::open(&path)
+                .await
+                .with_context(|| format!("opening store {}", path.display()))?;
+            Ok((Arc::new(store), None))
+        }
+        StoreKind::Postgres => {
+            let pg = open_postgres(cfg).await?;
+            Ok((Arc::new(pg.clone()), Some(pg)))
+        }
+    }
+}
+
+async fn open_postgres(cfg: &Config) -> anyhow::Result<PgStore> {
+    let p = &cfg.postgres;
+    let url = p.url.as_deref().context("postgres.url is not set")?;
+    let opts = PgOptions {
+        max_connections: p.max_connections,
+        acquire_timeout: Duration::from_secs(p.acquire_timeout_secs),
+        ..PgOptions::default()
+    };
+    let store = PgStore::connect(url, opts)
         .await
-        .with_context(|| format!("opening store {}", path.display()))?;
-    Ok(Arc::new(store))
+        .with_context(|| format!("cannot reach PostgreSQL at {}", redact_url(url)))?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("migrating the schema at {}", redact_url(url)))?;
+    Ok(store)
+}
+
+/// `engram migrate`: bring the configured store's schema up to date.
+pub async fn migrate(cfg: Config) -> anyhow::Result<()> {
+    // Opening either store applies its pending migrations.
+    open_store(&cfg).await?;
+    eprintln!("schema up to date ({:?} store)", cfg.store);
+    Ok(())
 }
 
 fn open_embedder(cfg: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
@@ -55,15 +106,65 @@ fn open_embedder(cfg: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
     Ok(Arc::new(e))
 }
 
-fn queue(cfg: &Config, store: Arc<dyn Store>) -> Arc<dyn JobQueue> {
-    let ec = engine_config(cfg);
-    Arc::new(StoreQueue::new(store, ec.job_lease, ec.retry))
+async fn open_queue(cfg: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<dyn JobQueue>> {
+    let lease = Duration::from_secs(cfg.job_lease_secs);
+    match cfg.queue {
+        QueueKind::Local => Ok(Arc::new(StoreQueue::new(store, lease, retry_policy(cfg)))),
+        QueueKind::Nats => {
+            let n = &cfg.nats;
+            let url = n.url.as_deref().context("nats.url is not set")?;
+            let opts = NatsOptions {
+                prefix: n.prefix.clone(),
+                lease,
+                max_deliver: n.max_deliver,
+                republish_after: Duration::from_secs(n.republish_after_secs).max(lease),
+                retry: retry_policy(cfg),
+                ..NatsOptions::default()
+            };
+            let q = NatsQueue::connect(url, store, opts)
+                .await
+                .with_context(|| format!("cannot use NATS JetStream at {}", redact_url(url)))?;
+            Ok(Arc::new(q))
+        }
+    }
 }
 
-pub async fn open_engine(cfg: &Config) -> anyhow::Result<Arc<Engine>> {
-    let store = open_store(cfg).await?;
-    let embedder = open_embedder(cfg)?;
-    let dims = embedder.model().dims;
+async fn open_cache(cfg: &Config) -> anyhow::Result<Arc<dyn Cache>> {
+    match cfg.cache {
+        CacheKind::Memory => Ok(Arc::new(MemoryCache::new(
+            engine_config(cfg).query_cache_entries,
+        ))),
+        CacheKind::Redis => {
+            let url = cfg.redis.url.as_deref().context("redis.url is not set")?;
+            let c = RedisCache::connect(url, &cfg.redis.prefix)
+                .await
+                .with_context(|| format!("cannot reach Redis at {}", redact_url(url)))?;
+            Ok(Arc::new(c))
+        }
+    }
+}
+
+async fn open_indexes(
+    cfg: &Config,
+    pg: Option<&PgStore>,
+    dims: usize,
+) -> anyhow::Result<(Arc<dyn VectorIndex>, Arc<dyn KeywordIndex>)> {
+    if let Some(pg) = pg {
+        let p = &cfg.postgres;
+        let opts = PgVectorOptions {
+            m: p.hnsw_m,
+            ef_construction: p.hnsw_ef_construction,
+            ef_search: p.hnsw_ef_search,
+            ..PgVectorOptions::default()
+        };
+        let vectors = PgVectorIndex::open(pg.pool().clone(), dims, opts)
+            .await
+            .context("opening the pgvector index")?;
+        let keywords = PgKeywordIndex::open(pg.pool().clone())
+            .await
+            .context("opening the full-text index")?;
+        return Ok((Arc::new(vectors), Arc::new(keywords)));
+    }
     let index_dir = cfg.data_dir.join("index");
     let v = &cfg.vector;
     let vectors = UsearchIndex::open(
@@ -79,11 +180,19 @@ pub async fn open_engine(cfg: &Config) -> anyhow::Result<Arc<Engine>> {
     .context("opening the vector index")?;
     let keywords =
         TantivyIndex::open(&index_dir.join("keywords")).context("opening the keyword index")?;
+    Ok((Arc::new(vectors), Arc::new(keywords)))
+}
+
+pub async fn open_engine(cfg: &Config) -> anyhow::Result<Arc<Engine>> {
+    let (store, pg) = open_store(cfg).await?;
+    let embedder = open_embedder(cfg)?;
+    let (vectors, keywords) = open_indexes(cfg, pg.as_ref(), embedder.model().dims).await?;
     let backends = Backends {
-        queue: queue(cfg, store.clone()),
+        queue: open_queue(cfg, store.clone()).await?,
+        cache: open_cache(cfg).await?,
         store,
-        vectors: Arc::new(vectors),
-        keywords: Arc::new(keywords),
+        vectors,
+        keywords,
         embedder,
     };
     Ok(Engine::open(backends, engine_config(cfg)).await?)
@@ -148,9 +257,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 }
 
 pub async fn worker(cfg: Config) -> anyhow::Result<()> {
-    let store = open_store(&cfg).await?;
+    let (store, _) = open_store(&cfg).await?;
     let embedder = open_embedder(&cfg)?;
-    let q = queue(&cfg, store);
+    let q = open_queue(&cfg, store).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for _ in 0..cfg.workers.max(1) {
@@ -245,7 +354,7 @@ fn console(cfg: &Config, tenant: Option<String>) -> Principal {
 }
 
 pub async fn keys(cfg: &Config, tenant: Option<String>, cmd: crate::KeysCmd) -> anyhow::Result<()> {
-    let admin = StoreAdmin::new(open_store(cfg).await?);
+    let admin = StoreAdmin::new(open_store(cfg).await?.0);
     let p = console(cfg, tenant);
     let out = match cmd {
         crate::KeysCmd::Create {
@@ -282,7 +391,7 @@ pub async fn audit(
     tenant: Option<String>,
     cmd: crate::AuditCmd,
 ) -> anyhow::Result<()> {
-    let admin = StoreAdmin::new(open_store(cfg).await?);
+    let admin = StoreAdmin::new(open_store(cfg).await?.0);
     let p = console(cfg, tenant);
     let report = match cmd {
         crate::AuditCmd::Verify => admin.verify_audit(&p).await?,

@@ -1,0 +1,368 @@
+//! The scale-out mode end to end: two `engram serve` nodes and two
+//! `engram worker` nodes, as separate processes on 127.0.0.x, sharing one
+//! PostgreSQL + pgvector database, one NATS JetStream stream and one Redis.
+//! Nothing is kept on local disk (the nodes get no data directory).
+//!
+//! Needs the real servers of `scripts/services.sh` (PostgreSQL 17 + pgvector
+//! on 55432, NATS 2.15 on 14222, Redis on 6379; `ENGRAM_TEST_*` variables
+//! override the addresses) and the MiniLM model (`ENGRAM_MODEL_DIR`).
+
+use serde_json::{json, Value};
+use sqlx::{Connection, Executor, PgConnection};
+use std::collections::{HashMap, HashSet};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn model_dir() -> String {
+    std::env::var("ENGRAM_MODEL_DIR").expect(
+        "ENGRAM_MODEL_DIR must point at the all-MiniLM-L6-v2 folder (scripts/fetch-model.sh)",
+    )
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn pg_url() -> String {
+    env_or(
+        "ENGRAM_TEST_PG_URL",
+        "postgres://engram@127.0.0.1:55432/engram",
+    )
+}
+
+fn free_port(ip: &str) -> u16 {
+    TcpListener::bind(format!("{ip}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh database for this test, and its URL.
+async fn fresh_database(name: &str) -> String {
+    let base = pg_url();
+    let mut c = PgConnection::connect(&base).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL at {base} is not reachable ({e}); run scripts/services.sh")
+    });
+    c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+        .await
+        .unwrap();
+    c.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    format!("{prefix}/{name}")
+}
+
+struct Node {
+    name: String,
+    child: Child,
+    url: Option<String>,
+    log: PathBuf,
+}
+
+struct Cluster {
+    env: Vec<(String, String)>,
+    logs: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn spawn(&self, name: &str, args: &[&str], url: Option<String>) -> Node {
+        let log = self.logs.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_engram"))
+            .args(args)
+            .arg("--model-dir")
+            .arg(model_dir())
+            // A data directory that does not exist and must stay so.
+            .arg("--data-dir")
+            .arg(self.logs.path().join("no-local-state"))
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("starting engram");
+        Node {
+            name: name.to_string(),
+            child,
+            url,
+            log,
+        }
+    }
+
+    fn serve(&self, name: &str, ip: &str) -> Node {
+        let addr = format!("{ip}:{}", free_port(ip));
+        self.spawn(
+            name,
+            &["serve", "--listen", &addr, "--workers", "0"],
+            Some(format!("http://{addr}")),
+        )
+    }
+
+    fn worker(&self, name: &str) -> Node {
+        self.spawn(name, &["worker", "--workers", "1"], None)
+    }
+}
+
+impl Node {
+    fn url(&self) -> &str {
+        self.url.as_deref().expect("a serve node")
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            if let Ok(r) = http.get(format!("{}/readyz", self.url())).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            self.check_alive();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{} did not become ready:\n{}", self.name, self.log_text());
+    }
+
+    fn check_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("{} exited: {status}\n{}", self.name, self.log_text());
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http.request(method, url);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("request");
+    let status = r.status().as_u16();
+    let v = r.json().await.unwrap_or(Value::Null);
+    (status, v)
+}
+
+async fn search(http: &reqwest::Client, node: &str, query: &str, mode: &str) -> Vec<String> {
+    let (status, v) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{node}/v1/search"),
+        Some(json!({ "query": query, "k": 5, "mode": mode, "namespaces": ["notes"] })),
+    )
+    .await;
+    assert_eq!(status, 200, "search: {v}");
+    v["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_nodes_and_two_workers_share_postgres_nats_and_redis() {
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let db = fresh_database(&format!("engram_mn_{}", &suffix[20..])).await;
+    let cluster = Cluster {
+        env: vec![
+            ("ENGRAM_STORE".into(), "postgres".into()),
+            ("ENGRAM_QUEUE".into(), "nats".into()),
+            ("ENGRAM_CACHE".into(), "redis".into()),
+            ("ENGRAM_POSTGRES__URL".into(), db.clone()),
+            (
+                "ENGRAM_NATS__URL".into(),
+                env_or("ENGRAM_TEST_NATS_URL", "nats://127.0.0.1:14222"),
+            ),
+            ("ENGRAM_NATS__PREFIX".into(), format!("mn{}", &suffix[20..])),
+            (
+                "ENGRAM_REDIS__URL".into(),
+                env_or("ENGRAM_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+            ),
+            ("ENGRAM_REDIS__PREFIX".into(), format!("mn{suffix}:")),
+            ("ENGRAM_AUTH__ENABLED".into(), "false".into()),
+            // A killed worker's jobs come back after this lease.
+            ("ENGRAM_JOB_LEASE_SECS".into(), "3".into()),
+            ("ENGRAM_WORKER_BATCH".into(), "8".into()),
+        ],
+        logs: tempfile::tempdir().unwrap(),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+
+    // Both API nodes start together: the migration lock makes that safe.
+    let mut a = cluster.serve("api-a", "127.0.0.2");
+    let mut b = cluster.serve("api-b", "127.0.0.3");
+    a.wait_ready(&http).await;
+    b.wait_ready(&http).await;
+    let mut w1 = cluster.worker("worker-1");
+    let mut pg = PgConnection::connect(&db).await.unwrap();
+
+    // Ingest through node A.
+    let total = 240;
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for batch in 0..(total / 40) {
+        let items: Vec<Value> = (0..40)
+            .map(|i| {
+                let n = batch * 40 + i;
+                json!({
+                    "client_id": format!("c{n}"),
+                    "text": format!("Note {n}: the deploy of service {n} needs ticket {}", n * 7),
+                })
+            })
+            .collect();
+        let (status, v) = call(
+            &http,
+            reqwest::Method::POST,
+            format!("{}/v1/memories", a.url()),
+            Some(json!({ "namespace": "notes", "memories": items })),
+        )
+        .await;
+        assert_eq!(status, 202, "create: {v}");
+        // Results come back in request order.
+        for (i, r) in v["memories"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(r["status"], "created", "{r}");
+            ids.insert(
+                format!("c{}", batch * 40 + i),
+                r["id"].as_str().unwrap().to_string(),
+            );
+        }
+    }
+    assert_eq!(ids.len(), total);
+
+    // Kill worker 1 mid-batch: once it has embedded some memories and holds
+    // leased (running) jobs. Only then start worker 2, which must finish
+    // everything, worker 1's leased jobs included (redelivered after the lease).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (ready_at_kill, running_at_kill) = loop {
+        let (ready, running): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM memories WHERE state = 'ready'), \
+                    (SELECT count(*) FROM jobs WHERE state = 'running')",
+        )
+        .fetch_one(&mut pg)
+        .await
+        .unwrap();
+        if ready >= 16 && running > 0 {
+            w1.kill9();
+            break (ready, running);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker 1 never got going:\n{}",
+            w1.log_text()
+        );
+        w1.check_alive();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        (ready_at_kill as usize) < total,
+        "worker 1 finished everything before it could be killed"
+    );
+    let mut w2 = cluster.worker("worker-2");
+
+    // Everything becomes ready, read through node B.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut pending: HashSet<String> = ids.values().cloned().collect();
+    while !pending.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} memories never became ready\nworker-2 log:\n{}",
+            pending.len(),
+            w2.log_text()
+        );
+        let mut still = HashSet::new();
+        for id in pending {
+            let (status, v) = call(
+                &http,
+                reqwest::Method::GET,
+                format!("{}/v1/memories/{id}", b.url()),
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "get through node B: {v}");
+            match v["state"].as_str() {
+                Some("ready") => {}
+                Some("failed") => panic!("memory {id} failed: {v}"),
+                _ => {
+                    still.insert(id);
+                }
+            }
+        }
+        pending = still;
+        if !pending.is_empty() {
+            w2.check_alive();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    // No job lost, none left behind or dead-lettered, each memory once with one vector.
+    eprintln!("worker 1 killed with {ready_at_kill} ready and {running_at_kill} jobs leased");
+    let (memories, vectors): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(embedding) FROM memories WHERE deleted_at IS NULL")
+            .fetch_one(&mut pg)
+            .await
+            .unwrap();
+    assert_eq!(memories, total as i64);
+    assert_eq!(vectors, total as i64);
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&mut pg)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0, "every job completed and removed, none dead");
+
+    // Written through A, found through B, by meaning and by keyword.
+    let target = &ids["c123"];
+    let hits = search(&http, b.url(), "deploy of service 123", "keyword").await;
+    assert_eq!(hits.first(), Some(target), "keyword search through node B");
+    let hits = search(
+        &http,
+        b.url(),
+        "Note 123: the deploy of service 123",
+        "vector",
+    )
+    .await;
+    assert!(hits.contains(target), "vector search through node B");
+
+    // A ranking cached on node B must not outlive a delete through node A.
+    let before = search(&http, b.url(), "ticket 861", "hybrid").await;
+    assert_eq!(before.first(), Some(target), "ticket 861 is note 123's");
+    let (status, _) = call(
+        &http,
+        reqwest::Method::DELETE,
+        format!("{}/v1/memories/{target}", a.url()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let after = search(&http, b.url(), "ticket 861", "hybrid").await;
+    assert!(!after.contains(target), "deleted memory served by node B");
+
+    // Nothing on local disk.
+    assert!(!cluster.logs.path().join("no-local-state").exists());
+    a.check_alive();
+    b.check_alive();
+    w2.check_alive();
+}
