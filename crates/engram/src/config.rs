@@ -337,7 +337,11 @@ impl Config {
         fig = fig.merge(
             Env::prefixed("ENGRAM_")
                 .ignore(&["config", "cache", "url", "log", "test_threads", "api_key"])
-                .filter(|k| !k.as_str().to_ascii_lowercase().ends_with("_file"))
+                // ENGRAM_TEST_* address the test suite's servers, not engram.
+                .filter(|k| {
+                    let k = k.as_str().to_ascii_lowercase();
+                    !k.ends_with("_file") && !k.starts_with("test_")
+                })
                 .split("__"),
         );
         // Secrets from files: ENGRAM_AUTH__JWT__HS256_SECRET_FILE=/run/secrets/jwt
@@ -466,6 +470,49 @@ mod tests {
         assert_eq!(c.vector.exact_threshold, 5);
         assert_eq!(c.workers, 3, "CLI flags win over the file");
         assert!(Config::load(Some(&dir.path().join("missing.toml")), &[]).is_err());
+    }
+
+    #[test]
+    fn scale_out_back_ends_need_their_urls() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        // The test suite's own variables are not configuration.
+        std::env::set_var("ENGRAM_TEST_SOMETHING_URL", "x");
+        for (toml, missing) in [
+            ("store = \"postgres\"\n", "postgres.url"),
+            ("queue = \"nats\"\n", "nats.url"),
+            ("cache = \"redis\"\n", "redis.url"),
+        ] {
+            std::fs::write(&f, toml).unwrap();
+            let e = format!("{:#}", Config::load(Some(&f), &[]).unwrap_err());
+            assert!(e.contains(missing), "{e}");
+        }
+        std::fs::write(
+            &f,
+            "store = \"postgres\"\nqueue = \"nats\"\ncache = \"redis\"\n\
+             [postgres]\nurl = \"postgres://u:hunter2@db/engram\"\n\
+             [nats]\nurl = \"nats://q:4222\"\n[redis]\nurl = \"redis://c:6379\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), &[]);
+        std::fs::write(&f, "store = \"mysql\"\n").unwrap();
+        let bad = Config::load(Some(&f), &[]);
+        std::env::remove_var("ENGRAM_TEST_SOMETHING_URL");
+        let c = c.unwrap();
+        assert_eq!(c.store, StoreKind::Postgres);
+        assert_eq!(c.queue, QueueKind::Nats);
+        assert_eq!(c.cache, CacheKind::Redis);
+        assert!(
+            !format!("{:?}", c.postgres).contains("hunter2"),
+            "password in Debug"
+        );
+        assert!(format!("{:#}", bad.unwrap_err()).contains("mysql"));
+        assert_eq!(
+            redact_url("postgres://u:hunter2@db:5432/x"),
+            "postgres://u:***@db:5432/x"
+        );
+        assert_eq!(redact_url("nats://q:4222"), "nats://q:4222");
     }
 
     #[test]
