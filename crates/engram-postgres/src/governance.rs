@@ -485,79 +485,67 @@ impl PgStore {
         Ok(Some(updated))
     }
 
-    /// Memories locked `FOR UPDATE SKIP LOCKED`: sweepers on several nodes
-    /// split the work instead of queueing behind each other (a memory being
-    /// changed right now is left for the next sweep).
+    /// Soft-delete up to `limit` memories whose TTL ran out by `now`.
     pub(crate) async fn expire(
         &self,
         now: DateTime<Utc>,
         limit: usize,
         ctx: &AuditCtx,
     ) -> Result<usize> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        let now = ts(now);
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            memory_cols!(),
-            " FROM memories WHERE deleted_at IS NULL AND expires_at IS NOT NULL \
-             AND expires_at <= $1 AND NOT legal_hold ORDER BY expires_at, key LIMIT $2 \
-             FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(now)
-        .bind(codec::limit(limit))
-        .fetch_all(tx.conn())
-        .await?;
-        let due = rows
-            .iter()
-            .map(codec::memory)
-            .collect::<Result<Vec<Memory>>>()?;
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let keys: Vec<i64> = due.iter().map(|m| codec::int(m.key)).collect();
-        tx.drop_jobs(&keys).await?;
-        let entries: Vec<AuditEntry> = due
-            .iter()
-            .map(|m| {
-                entry(
-                    m,
-                    AuditAction::Expire,
-                    json!({"namespace": m.namespace, "expires_at": m.expires_at}),
-                )
-            })
-            .collect();
-        let n = entries.len();
-        tx.audit(entries, ctx, now).await?;
-        soft_delete_rows(&mut tx, &keys, now).await?;
-        tx.commit().await?;
-        Ok(n)
+        self.sweep(Sweep::Expire, now, limit, ctx).await
     }
 
+    /// Purge up to `limit` memories soft-deleted at or before `before`.
     pub(crate) async fn purge_before(
         &self,
         before: DateTime<Utc>,
         limit: usize,
         ctx: &AuditCtx,
     ) -> Result<usize> {
+        self.sweep(Sweep::Purge, before, limit, ctx).await
+    }
+
+    /// One retention sweep. The due memories are locked `FOR UPDATE SKIP
+    /// LOCKED`: sweepers on several nodes split the work instead of queueing
+    /// behind each other (a memory being changed right now is left for the
+    /// next sweep). Memories on legal hold are never due.
+    async fn sweep(
+        &self,
+        sweep: Sweep,
+        due_by: DateTime<Utc>,
+        limit: usize,
+        ctx: &AuditCtx,
+    ) -> Result<usize> {
         if limit == 0 {
             return Ok(0);
         }
-        let now = ts(Utc::now());
+        // Expiry happens "at" the sweep's time (the caller's clock); a purge now.
+        let now = ts(match sweep {
+            Sweep::Expire => due_by,
+            Sweep::Purge => Utc::now(),
+        });
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            memory_cols!(),
-            " FROM memories WHERE deleted_at IS NOT NULL AND purged_at IS NULL \
-             AND deleted_at <= $1 AND NOT legal_hold ORDER BY deleted_at, key LIMIT $2 \
-             FOR UPDATE SKIP LOCKED"
-        ))
-        .bind(ts(before))
-        .bind(codec::limit(limit))
-        .fetch_all(tx.conn())
-        .await?;
+        let query = match sweep {
+            Sweep::Expire => concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE deleted_at IS NULL AND expires_at IS NOT NULL \
+                 AND expires_at <= $1 AND NOT legal_hold ORDER BY expires_at, key LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED"
+            ),
+            Sweep::Purge => concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE deleted_at IS NOT NULL AND purged_at IS NULL \
+                 AND deleted_at <= $1 AND NOT legal_hold ORDER BY deleted_at, key LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED"
+            ),
+        };
+        let rows = sqlx::query(query)
+            .bind(ts(due_by))
+            .bind(codec::limit(limit))
+            .fetch_all(tx.conn())
+            .await?;
         let due = rows
             .iter()
             .map(codec::memory)
@@ -569,17 +557,25 @@ impl PgStore {
         tx.drop_jobs(&keys).await?;
         let entries: Vec<AuditEntry> = due
             .iter()
-            .map(|m| {
-                entry(
+            .map(|m| match sweep {
+                Sweep::Expire => entry(
+                    m,
+                    AuditAction::Expire,
+                    json!({"namespace": m.namespace, "expires_at": m.expires_at}),
+                ),
+                Sweep::Purge => entry(
                     m,
                     AuditAction::Purge,
                     json!({"namespace": m.namespace, "checksum": m.checksum}),
-                )
+                ),
             })
             .collect();
         let n = entries.len();
         tx.audit(entries, ctx, now).await?;
-        purge_rows(&mut tx, &keys, now).await?;
+        match sweep {
+            Sweep::Expire => soft_delete_rows(&mut tx, &keys, now).await?,
+            Sweep::Purge => purge_rows(&mut tx, &keys, now).await?,
+        };
         tx.commit().await?;
         Ok(n)
     }
@@ -641,4 +637,13 @@ async fn purge_rows(tx: &mut WriteTx, keys: &[i64], now: DateTime<Utc>) -> Resul
     .fetch_all(tx.conn())
     .await?;
     in_order(rows, keys)
+}
+
+/// What a retention sweep does to the memories that are due.
+#[derive(Clone, Copy)]
+enum Sweep {
+    /// TTL ran out: soft delete (actor `system:ttl`).
+    Expire,
+    /// Soft-deleted long enough: erase the content.
+    Purge,
 }
