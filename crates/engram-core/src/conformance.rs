@@ -1301,6 +1301,7 @@ pub async fn job_failure_dead_letter_and_retry(store: &dyn Store) {
     assert_eq!(get(store, &t, m.id).await.state, State::Ready);
     let s = store.stats(Some(&t)).await.expect("stats");
     assert_eq!((s.jobs_dead, s.failed, s.jobs_queued), (0, 0, 0));
+    assert_eq!(s.oldest_job_at, None, "no job waits");
 }
 
 /// An embedding computed for an old text is dropped; the job for the new text
@@ -1553,6 +1554,10 @@ pub async fn stats_counts(store: &dyn Store) {
     assert_eq!(s.deleted, 1, "d");
     assert_eq!(s.jobs_queued, 1, "c's job");
     assert_eq!(s.jobs_dead, 1, "b's job");
+    // The queue's age is that of c's job (dead jobs do not count).
+    let oldest = s.oldest_job_at.expect("c's job is waiting");
+    assert!(oldest <= now(), "{oldest}");
+    assert!(now() - oldest < TimeDelta::minutes(5), "{oldest}");
     assert_eq!(s.max_seq, dd.seq);
     let all = store.stats(None).await.expect("stats");
     assert!(all.memories >= 3 && all.deleted >= 1 && all.max_seq >= dd.seq);

@@ -14,6 +14,7 @@ use crate::cache::{self, Cache, CacheKind};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fusion::{self, FusionParams};
+use crate::rag::{self, AskRequest, Asking, ChatRequest, Llm, RagConfig};
 use crate::requests::*;
 use crate::scope::{AttrTable, Scope};
 use crate::text;
@@ -56,6 +57,8 @@ pub struct EngineConfig {
     pub purge_after: Duration,
     /// Most memories one sweep expires or purges per transaction.
     pub sweep_batch: usize,
+    /// `/v1/ask`: prompt budget and generation defaults.
+    pub rag: RagConfig,
 }
 
 impl Default for EngineConfig {
@@ -82,6 +85,7 @@ impl Default for EngineConfig {
             audit_reads: false,
             purge_after: Duration::from_secs(30 * 24 * 3600),
             sweep_batch: 500,
+            rag: RagConfig::default(),
         }
     }
 }
@@ -96,13 +100,15 @@ pub struct Backends {
     /// Query embeddings and search rankings: a [`MemoryCache`](crate::MemoryCache)
     /// in the embedded mode, shared (Redis) in the scale-out mode.
     pub cache: Arc<dyn Cache>,
+    /// The chat server of `/v1/ask`; `None` when no LLM is configured.
+    pub llm: Option<Arc<dyn Llm>>,
 }
 
 pub struct Engine {
     pub(crate) store: Arc<dyn Store>,
     vectors: Arc<dyn VectorIndex>,
     keywords: Arc<dyn KeywordIndex>,
-    embedder: Arc<dyn Embedder>,
+    pub(crate) embedder: Arc<dyn Embedder>,
     pub(crate) queue: Arc<dyn JobQueue>,
     pub(crate) attrs: Arc<AttrTable>,
     pub(crate) cfg: EngineConfig,
@@ -110,6 +116,7 @@ pub struct Engine {
     indexed: watch::Sender<u64>,
     pub(crate) indexer_wake: Notify,
     cache: Arc<dyn Cache>,
+    llm: Option<Arc<dyn Llm>>,
 }
 
 impl Engine {
@@ -136,6 +143,7 @@ impl Engine {
             queue: b.queue,
             attrs,
             cache: b.cache,
+            llm: b.llm,
             cfg,
             indexed,
             indexer_wake: Notify::new(),
@@ -782,6 +790,65 @@ impl Engine {
         self.embedder.embed(&texts).await
     }
 
+    /// Retrieval-augmented answer (`/v1/ask`): search with the caller's
+    /// rights (so the model sees only what the caller may read, PII redacted
+    /// as for the caller), build the cited prompt, start the completion.
+    /// Retrieval errors come back before the LLM is called.
+    pub async fn ask(&self, p: &Principal, req: AskRequest) -> Result<Asking> {
+        p.authorize(Action::Read)?;
+        let llm = self.llm.as_ref().ok_or(Error::LlmNotConfigured)?;
+        let rc = &self.cfg.rag;
+        let max_tokens = req.max_tokens.unwrap_or(rc.default_max_tokens);
+        if max_tokens == 0 || max_tokens > rc.max_tokens_limit {
+            return Err(Error::invalid(format!(
+                "max_tokens must be between 1 and {}",
+                rc.max_tokens_limit
+            )));
+        }
+        let temperature = req.temperature.unwrap_or(rc.default_temperature);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(Error::invalid("temperature must be between 0 and 2"));
+        }
+        let started = Instant::now();
+        let question = req.question;
+        let found = self
+            .search(
+                p,
+                SearchRequest {
+                    query: question.clone(),
+                    namespaces: req.namespaces,
+                    filter: req.filter,
+                    k: Some(req.k.unwrap_or(rc.default_k)),
+                    mode: req.mode,
+                    weights: req.weights,
+                    exact: false,
+                },
+            )
+            .await?;
+        let retrieval = started.elapsed();
+        let (messages, sources) = rag::build_prompt(rc, &question, found.hits);
+        let tokens = llm
+            .chat(ChatRequest {
+                messages,
+                max_tokens,
+                temperature,
+            })
+            .await
+            .inspect_err(rag::record_llm_error)?;
+        Ok(Asking::new(
+            sources,
+            llm.model().to_string(),
+            tokens,
+            started,
+            retrieval,
+        ))
+    }
+
+    /// The configured LLM, for health probes and model checks.
+    pub fn llm(&self) -> Option<&Arc<dyn Llm>> {
+        self.llm.as_ref()
+    }
+
     pub async fn namespaces(&self, p: &Principal) -> Result<Vec<NamespaceInfo>> {
         p.authorize(Action::Read)?;
         let mut all = self.store.namespaces(&p.tenant).await?;
@@ -914,7 +981,7 @@ impl Engine {
         self.store.ping().await?;
         let max = self.store.stats(None).await?.max_seq;
         let indexed = *self.indexed.borrow();
-        if indexed < max && max - indexed > 10_000 {
+        if indexed < max && max - indexed > crate::probe::MAX_INDEX_LAG {
             return Err(Error::unavailable(
                 "index",
                 format!("catching up: {indexed} of {max} changes applied"),

@@ -54,6 +54,22 @@ pub enum Error {
     /// The embedding model failed on an input.
     #[error("embedding failed: {0}")]
     Embedding(String),
+    /// `/v1/ask` was called but no LLM server is configured.
+    #[error("no LLM is configured (set [llm] base_url and model)")]
+    LlmNotConfigured,
+    /// The LLM server cannot be reached (connection refused, DNS, reset).
+    #[error("LLM unavailable: {message}")]
+    LlmUnavailable {
+        message: String,
+        retry_after: Duration,
+    },
+    /// The LLM server did not produce its first token, or its whole answer, in time.
+    #[error("LLM timed out: {0}")]
+    LlmTimeout(String),
+    /// The LLM server answered with an error or something that is not an
+    /// OpenAI-compatible response (e.g. an unknown model).
+    #[error("LLM failed: {0}")]
+    LlmFailed(String),
     /// A bug or an unexpected back-end failure.
     #[error("internal error: {0}")]
     Internal(String),

@@ -15,6 +15,8 @@ pub mod fusion;
 mod governance;
 pub use governance::StoreAdmin;
 pub mod pii;
+pub mod probe;
+pub mod rag;
 pub mod requests;
 pub mod scope;
 pub mod text;
@@ -26,6 +28,8 @@ pub use audit::{AuditAction, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Verif
 pub use cache::{Cache, MemoryCache};
 pub use engine::{Backends, EmbedWorker, Engine, EngineConfig, EngineStats, StoreQueue};
 pub use error::{Error, Result};
+pub use probe::{ProbeCheck, ProbeReport, ProbeStatus};
+pub use rag::{Answer, AskRequest, Asking, Citation, Llm, RagConfig, Source};
 pub use scope::{AttrTable, Scope};
 pub use traits::*;
 pub use types::*;

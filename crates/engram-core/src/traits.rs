@@ -356,4 +356,10 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn complete(&self, done: Vec<Embedded>) -> Result<()>;
 
     async fn fail(&self, failures: Vec<JobFailure>) -> Result<()>;
+
+    /// Cheap liveness check for readiness probes. The default suits queues
+    /// that live in the store (the store is checked on its own).
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -139,8 +139,11 @@ impl Memory {
         }
     }
 
+    /// Past its TTL. A legal hold suspends retention: a held memory never
+    /// counts as expired, so it stays readable (and its hold releasable);
+    /// once released, the sweeper expires it as usual.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
-        self.expires_at.is_some_and(|t| t <= now)
+        !self.legal_hold && self.expires_at.is_some_and(|t| t <= now)
     }
 }
 
@@ -322,6 +325,9 @@ pub struct StoreStats {
     pub deleted: u64,
     pub jobs_queued: u64,
     pub jobs_dead: u64,
+    /// When the oldest queued or running job was created: the queue's age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_job_at: Option<DateTime<Utc>>,
     pub max_seq: u64,
 }
 

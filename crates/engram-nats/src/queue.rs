@@ -219,6 +219,25 @@ impl JobQueue for NatsQueue {
         }
         Ok(())
     }
+
+    /// A round trip to JetStream: the job stream's info (bounded by the
+    /// request timeout).
+    async fn ping(&self) -> engram_core::Result<()> {
+        let bound = self.inner.opts.request_timeout;
+        match tokio::time::timeout(bound, self.inner.stream.get_info()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(NatsError::request(
+                &format!("stream {} info", self.inner.opts.stream_name()),
+                e,
+            )
+            .into()),
+            Err(_) => Err(NatsError::Timeout(format!(
+                "stream {} info: no answer within {bound:?}",
+                self.inner.opts.stream_name()
+            ))
+            .into()),
+        }
+    }
 }
 
 async fn setup(

@@ -665,6 +665,23 @@ async fn setup_is_idempotent_across_concurrent_starts() {
     fx.cleanup().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_answers_while_the_stream_exists() {
+    let fx = Fixture::new("ping", |_| {}).await;
+    let q = fx.queue().await;
+    q.ping().await.expect("ping with the stream in place");
+    // The job stream gone (deleted behind the queue's back): the readiness
+    // check fails as an unavailable back-end, naming the stream.
+    fx.cleanup().await;
+    match q.ping().await {
+        Err(Error::Unavailable { what, message, .. }) => {
+            assert_eq!(what, "nats");
+            assert!(message.contains(&fx.opts.stream_name()), "{message}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn unreachable_server_fails_fast_with_a_clear_error() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -283,7 +283,9 @@ impl PgStore {
             () => {
                 "SELECT \
                  count(*) FILTER (WHERE state IN ('queued', 'running')) AS queued, \
-                 count(*) FILTER (WHERE state = 'dead') AS dead FROM jobs"
+                 count(*) FILTER (WHERE state = 'dead') AS dead, \
+                 min(created_at) FILTER (WHERE state IN ('queued', 'running')) AS oldest \
+                 FROM jobs"
             };
         }
         let (m, j) = match tenant {
@@ -310,6 +312,7 @@ impl PgStore {
             deleted: n(&m, "deleted")?,
             jobs_queued: n(&j, "queued")?,
             jobs_dead: n(&j, "dead")?,
+            oldest_job_at: j.try_get("oldest")?,
             max_seq: n(&m, "max_seq")?,
         })
     }

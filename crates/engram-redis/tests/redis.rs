@@ -212,6 +212,7 @@ async fn node(
         keywords: Arc::new(TantivyIndex::open(&dir.join("k")).unwrap()),
         embedder: model,
         cache: cache.clone(),
+        llm: None,
     };
     let engine = Engine::open(backends, cfg).await.unwrap();
     let (stop, rx) = watch::channel(false);

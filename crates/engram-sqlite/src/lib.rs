@@ -76,6 +76,19 @@ impl Default for SqliteOptions {
     }
 }
 
+/// What a database file holds, as read by [`SqliteStore::inspect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SnapshotInfo {
+    /// Rows in `memories`, soft-deleted ones included.
+    pub memories: u64,
+    /// Memories not deleted.
+    pub live: u64,
+    /// The last change seq: the snapshot holds every change up to it.
+    pub max_seq: u64,
+    pub schema_version: u64,
+    pub audit_events: u64,
+}
+
 /// The SQLite-backed [`engram_core::Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -149,6 +162,58 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
+    }
+
+    /// Write a consistent copy of the database to `out` (SQLite's
+    /// `VACUUM INTO`) while writers go on: the copy is one read transaction's
+    /// view, compacted, without WAL. `out` must not exist. Returns what
+    /// [`SqliteStore::inspect`] reads from the copy.
+    pub async fn snapshot(&self, out: &Path) -> Result<SnapshotInfo> {
+        let target = out
+            .to_str()
+            .ok_or_else(|| SqliteError::Encode(format!("path {}", out.display())))?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.reader)
+            .await?;
+        Self::inspect(out).await
+    }
+
+    /// Check a database file without changing it (a snapshot, or a restored
+    /// copy before it is put in place): `PRAGMA integrity_check` must say
+    /// `ok`; then the counts and schema version a backup manifest records.
+    pub async fn inspect(path: &Path) -> Result<SnapshotInfo> {
+        use sqlx::Connection;
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .immutable(true);
+        let mut c = SqliteConnection::connect_with(&opts).await?;
+        let check: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_all(&mut c)
+            .await?;
+        if check != ["ok"] {
+            return Err(SqliteError::corrupt(format!(
+                "integrity check of {}: {}",
+                path.display(),
+                check.join("; ")
+            )));
+        }
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM memories) AS memories,              (SELECT count(*) FROM memories WHERE deleted_at IS NULL) AS live,              (SELECT coalesce(max(seq), 0) FROM memories) AS max_seq,              (SELECT coalesce(max(version), 0) FROM _sqlx_migrations) AS schema_version,              (SELECT count(*) FROM audit) AS audit_events",
+        )
+        .fetch_one(&mut c)
+        .await?;
+        let n = |k: &str| -> Result<u64> { Ok(row.try_get::<i64, _>(k)?.max(0) as u64) };
+        let info = SnapshotInfo {
+            memories: n("memories")?,
+            live: n("live")?,
+            max_seq: n("max_seq")?,
+            schema_version: n("schema_version")?,
+            audit_events: n("audit_events")?,
+        };
+        c.close().await?;
+        Ok(info)
     }
 
     /// The value of `PRAGMA name` on the writer connection (e.g. `journal_mode`,

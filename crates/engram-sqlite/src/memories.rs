@@ -282,7 +282,9 @@ impl SqliteStore {
             () => {
                 "SELECT \
                  coalesce(sum(state IN ('queued', 'running')), 0) AS queued, \
-                 coalesce(sum(state = 'dead'), 0) AS dead FROM jobs"
+                 coalesce(sum(state = 'dead'), 0) AS dead, \
+                 min(CASE WHEN state IN ('queued', 'running') THEN created_at END) AS oldest \
+                 FROM jobs"
             };
         }
         let (m, j) = match tenant {
@@ -311,6 +313,10 @@ impl SqliteStore {
             deleted: n(&m, "deleted")?,
             jobs_queued: n(&j, "queued")?,
             jobs_dead: n(&j, "dead")?,
+            oldest_job_at: j
+                .try_get::<Option<i64>, _>("oldest")?
+                .map(|v| codec::time(v, "oldest"))
+                .transpose()?,
             max_seq: n(&m, "max_seq")?,
         })
     }

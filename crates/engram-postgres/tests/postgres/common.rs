@@ -104,15 +104,20 @@ impl TestDb {
     }
 
     /// Drop the database (left in place when a test fails, for inspection).
+    /// An autovacuum worker (a superuser process the test role may not
+    /// terminate) can hold it for a moment: retry, and at worst leave it.
     pub async fn finish(self) {
         self.pool.close().await;
-        sqlx::raw_sql(&format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        ))
-        .execute(&self.admin)
-        .await
-        .expect("drop test database");
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        for attempt in 1..=40 {
+            match sqlx::raw_sql(&sql).execute(&self.admin).await {
+                Ok(_) => return,
+                Err(e) if attempt == 40 => {
+                    eprintln!("leaving test database {} behind: {e}", self.name)
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            }
+        }
     }
 
     /// Insert memories as the store would (namespaces first), giving each the
