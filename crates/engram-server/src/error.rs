@@ -50,6 +50,14 @@ impl From<Error> for ApiError {
             ),
             Error::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
             Error::Embedding(_) => (StatusCode::UNPROCESSABLE_ENTITY, "embedding_failed", None),
+            Error::LlmNotConfigured => (StatusCode::NOT_IMPLEMENTED, "llm_not_configured", None),
+            Error::LlmUnavailable { retry_after, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "llm_unavailable",
+                Some(retry_after.as_secs().max(1)),
+            ),
+            Error::LlmTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "llm_timeout", None),
+            Error::LlmFailed(_) => (StatusCode::BAD_GATEWAY, "llm_error", None),
             Error::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         };
         if status.is_server_error() {

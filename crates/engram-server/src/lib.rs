@@ -4,6 +4,7 @@
 //! map the result. Every error leaves as `{"error":{"code","message"}}` with a
 //! status chosen in one exhaustive match ([`error`]).
 
+mod ask;
 mod auth;
 pub mod error;
 mod extract;
@@ -42,6 +43,36 @@ pub struct AppState {
     pub cfg: Arc<ServerConfig>,
     limiter: Option<Arc<auth::Limiter>>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// The ops endpoints of an `engram worker` node, which serves no API:
+/// `/healthz`, `/readyz` (the job queue answers) and `/metrics` (the embed
+/// batch latency and counts this node records).
+pub fn worker_router(queue: Arc<dyn engram_core::JobQueue>) -> Router {
+    use axum::routing::get;
+    let metrics = metrics::handle();
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let queue = queue.clone();
+                async move {
+                    queue.ping().await.map_err(ApiError::from)?;
+                    Ok::<_, ApiError>(axum::Json(serde_json::json!({"status": "ready"})))
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move { metrics::text_response(m.render()) }
+            }),
+        )
 }
 
 /// The complete router, with body limits, request ids, tracing and panic

@@ -71,16 +71,28 @@ pub(crate) async fn render(
     g("engram_memories_deleted", t.store.deleted);
     g("engram_jobs_queued", t.store.jobs_queued);
     g("engram_jobs_dead", t.store.jobs_dead);
+    // Queue age: how long the oldest unfinished job has waited (0 when none).
+    let age = t
+        .store
+        .oldest_job_at
+        .map(|at| (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
+        .unwrap_or(0.0);
+    metrics::gauge!("engram_jobs_oldest_age_seconds").set(age);
     g("engram_index_vectors", t.vectors as u64);
     g("engram_index_keywords", t.keywords as u64);
     g(
         "engram_index_lag_changes",
         t.store.max_seq.saturating_sub(t.indexed_seq),
     );
-    let mut res = s.metrics.render().into_response();
+    Ok(text_response(s.metrics.render()))
+}
+
+/// A rendered scrape with the Prometheus text content type.
+pub(crate) fn text_response(body: String) -> Response {
+    let mut res = body.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
-    Ok(res)
+    res
 }

@@ -8,7 +8,7 @@ use axum::Router;
 use engram_core::requests::{
     ListRequest, MemoryInput, MemoryUpdate, NamespaceSettings, SearchRequest,
 };
-use engram_core::{AuditQuery, Error, JobState, NewApiKey};
+use engram_core::{AskRequest, AuditQuery, Error, JobState, NewApiKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/memories/{id}/restore", post(restore))
         .route("/v1/search", post(search))
+        .route("/v1/ask", post(ask))
         .route("/v1/namespaces", get(namespaces))
         .route("/v1/namespaces/{name}", put(set_namespace))
         .route("/v1/keys", post(create_key).get(list_keys))
@@ -61,7 +62,18 @@ pub fn router(state: AppState) -> Router {
             )
             .into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        // Every log line of a request carries its id (set by the outer layer
+        // below, or the client's `x-request-id`), also in JSON logs.
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+            }),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state);
@@ -116,7 +128,29 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-async fn readyz(State(s): State<AppState>) -> ApiResult {
+/// Per-check timeout of `/readyz?verbose=true`: the checks run at once, so
+/// the whole probe answers within about this long.
+const PROBE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+#[derive(Deserialize)]
+struct ReadyParams {
+    #[serde(default)]
+    verbose: bool,
+}
+
+/// `/readyz`: cheap (store up, indexes caught up). `?verbose=true`: every
+/// back-end checked with its latency; 200 when ok or degraded (only the LLM
+/// down), 503 when failing.
+async fn readyz(State(s): State<AppState>, Query(q): Query<ReadyParams>) -> ApiResult {
+    if q.verbose {
+        let report = s.engine.probe(PROBE_CHECK_TIMEOUT).await;
+        let status = if report.status.serving() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return Ok((status, Json(report)).into_response());
+    }
     s.engine.ready().await?;
     Ok(Json(json!({"status": "ready"})).into_response())
 }
@@ -290,6 +324,20 @@ async fn search(
     Json(req): Json<SearchRequest>,
 ) -> ApiResult {
     Ok(Json(s.engine.search(&p, req).await?).into_response())
+}
+
+async fn ask(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Json(req): Json<AskRequest>,
+) -> ApiResult {
+    let streaming = req.stream;
+    let asking = s.engine.ask(&p, req).await?;
+    if streaming {
+        crate::ask::stream(asking).await
+    } else {
+        Ok(Json(asking.collect().await?).into_response())
+    }
 }
 
 async fn namespaces(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {

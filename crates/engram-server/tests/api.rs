@@ -70,6 +70,7 @@ struct Opts {
     rate_limit: Option<RateLimit>,
     audit_reads: bool,
     cors_origins: Vec<String>,
+    llm: Option<Arc<dyn engram_core::Llm>>,
 }
 
 impl Default for Opts {
@@ -80,6 +81,7 @@ impl Default for Opts {
             rate_limit: None,
             audit_reads: false,
             cors_origins: Vec::new(),
+            llm: None,
         }
     }
 }
@@ -117,6 +119,17 @@ async fn app_opts(o: Opts) -> App {
         max_text_bytes: 4096,
         max_batch: 50,
         audit_reads: o.audit_reads,
+        // A prompt unique to this app: llama-cpp-python reuses the KV cache
+        // of a prompt identical to the previous one, which with gemma3's
+        // sliding-window attention can end an answer at once.
+        rag: engram_core::RagConfig {
+            system_prompt: format!(
+                "{} (test app {})",
+                engram_core::rag::DEFAULT_SYSTEM_PROMPT,
+                uuid::Uuid::now_v7()
+            ),
+            ..engram_core::RagConfig::default()
+        },
         ..EngineConfig::default()
     };
     let backends = Backends {
@@ -126,6 +139,7 @@ async fn app_opts(o: Opts) -> App {
         keywords: Arc::new(TantivyIndex::open(&dir.path().join("k")).unwrap()),
         embedder: embedder.clone(),
         cache: Arc::new(MemoryCache::new(cfg.query_cache_entries)),
+        llm: o.llm.clone(),
     };
     let engine = Engine::open(backends, cfg).await.unwrap();
     let (stop, rx) = watch::channel(false);
@@ -742,6 +756,7 @@ async fn metrics_expose_routes_search_embedding_and_queue_state() {
         "engram_embedded_total",
         "engram_jobs_queued ",
         "engram_jobs_dead ",
+        "engram_jobs_oldest_age_seconds ",
         "engram_index_vectors ",
         "engram_index_lag_changes ",
     ] {
@@ -751,7 +766,11 @@ async fn metrics_expose_routes_search_embedding_and_queue_state() {
     assert!(!text.contains("not-a-uuid"));
 }
 
+#[path = "api/ask.rs"]
+mod ask;
 #[path = "api/cache.rs"]
 mod cache;
 #[path = "api/governance.rs"]
 mod governance;
+#[path = "api/probe.rs"]
+mod probe;

@@ -4,6 +4,17 @@
 use super::*;
 use engram_core::{NewApiKey, Permission, StoreAdmin};
 
+/// Options of an app with authentication required and nothing anonymous.
+pub(super) fn secured_opts() -> Opts {
+    Opts {
+        auth: Some(AuthSettings {
+            jwt: None,
+            anonymous: None,
+        }),
+        ..Opts::default()
+    }
+}
+
 /// An app with authentication required and nothing anonymous.
 async fn secured(rate_limit: Option<RateLimit>, jwt: Option<engram_auth::JwtVerifier>) -> App {
     app_opts(Opts {
@@ -18,7 +29,7 @@ async fn secured(rate_limit: Option<RateLimit>, jwt: Option<engram_auth::JwtVeri
 }
 
 /// Mint an API key directly through the engine (as `engram keys create` does).
-async fn key(
+pub(super) async fn key(
     app: &App,
     tenant: &str,
     role: Role,
@@ -701,11 +712,10 @@ async fn legal_hold_ttl_sweep_and_hard_delete() {
     let (s, m) = admin
         .call("GET", &format!("/v1/memories/{held}"), None)
         .await;
-    assert_eq!(
-        s,
-        StatusCode::NOT_FOUND,
-        "an expired held memory is hidden but kept: {m}"
-    );
+    // The hold suspends the TTL: the memory stays readable (and its hold
+    // releasable) until the hold is lifted.
+    assert_eq!(s, StatusCode::OK, "a held memory outlives its TTL: {m}");
+    assert_eq!(m["legal_hold"], true);
     let (_, v) = admin.call("GET", "/v1/audit?action=expire", None).await;
     let targets: Vec<&str> = v["events"]
         .as_array()
@@ -716,14 +726,21 @@ async fn legal_hold_ttl_sweep_and_hard_delete() {
     assert_eq!(targets, [short.as_str()]);
     assert_eq!(v["events"][0]["actor"], "system:ttl");
 
-    // Release, then hard delete: gone from get, search, list and export.
-    admin
+    // Released, it is past its TTL: expired at once for readers.
+    let (s, _) = admin
         .call(
             "PATCH",
             &format!("/v1/memories/{held}"),
             Some(json!({"legal_hold": false})),
         )
         .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = admin
+        .call("GET", &format!("/v1/memories/{held}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Hard delete: gone from get, search, list and export.
     let keep = add_as(&writer, "other", "purge me completely please").await;
     let (s, _) = admin
         .call("DELETE", &format!("/v1/memories/{keep}?hard=true"), None)
@@ -820,4 +837,42 @@ async fn cors_is_off_unless_origins_are_configured() {
     assert!(!preflight(&open, "https://evil.example.com")
         .await
         .contains_key("access-control-allow-origin"));
+}
+
+/// A hold suspends the TTL: a held memory whose expiry passes stays readable,
+/// so its hold can still be released; once released it is expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_memory_outlives_its_ttl_until_released() {
+    let app = secured(None, None).await;
+    let admin = app.as_(&key(&app, "acme", Role::Admin, None, vec![]).await);
+    let (s, v) = admin
+        .call(
+            "POST",
+            "/v1/memories?wait=true",
+            Some(json!({"namespace": "cases", "text": "deposition notes", "ttl_seconds": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let (s, m) = admin
+        .call(
+            "PATCH",
+            &format!("/v1/memories/{id}"),
+            Some(json!({"legal_hold": true})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (s, m) = admin.call("GET", &format!("/v1/memories/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK, "held past its TTL: {m}");
+    let (s, m) = admin
+        .call(
+            "PATCH",
+            &format!("/v1/memories/{id}"),
+            Some(json!({"legal_hold": false})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "the hold can be released: {m}");
+    let (s, v) = admin.call("GET", &format!("/v1/memories/{id}"), None).await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "memory_not_found");
 }

@@ -1,0 +1,291 @@
+//! Streamed chat completions over `POST {base}/chat/completions`.
+
+use async_trait::async_trait;
+use engram_core::rag::{ChatRequest, TokenStream};
+use engram_core::{Error, Llm, Result};
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+use crate::{endpoint, excerpt, http_client, retry_after};
+
+/// Where the chat server is and how long to wait for it.
+#[derive(Clone)]
+pub struct OpenAiChatOptions {
+    /// The API root, e.g. `http://127.0.0.1:8000/v1` (vLLM, llama.cpp) or
+    /// `http://127.0.0.1:11434/v1` (Ollama).
+    pub base_url: String,
+    pub model: String,
+    /// Sent as `Authorization: Bearer`; never logged.
+    pub api_key: Option<String>,
+    pub connect_timeout: Duration,
+    /// From sending the request to the first token of the answer (prompt
+    /// processing included).
+    pub first_token_timeout: Duration,
+    /// The whole completion.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for OpenAiChatOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiChatOptions")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("first_token_timeout", &self.first_token_timeout)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl OpenAiChatOptions {
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        OpenAiChatOptions {
+            base_url: base_url.into(),
+            model: model.into(),
+            api_key: None,
+            connect_timeout: Duration::from_secs(2),
+            first_token_timeout: Duration::from_secs(30),
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// An [`Llm`] on an OpenAI-compatible chat server.
+pub struct OpenAiChat {
+    client: reqwest::Client,
+    opts: OpenAiChatOptions,
+}
+
+impl OpenAiChat {
+    pub fn new(opts: OpenAiChatOptions) -> Result<Self> {
+        if opts.model.trim().is_empty() {
+            return Err(Error::invalid("the LLM model name is empty"));
+        }
+        reqwest::Url::parse(&opts.base_url)
+            .map_err(|e| Error::invalid(format!("LLM base URL {:?}: {e}", opts.base_url)))?;
+        Ok(OpenAiChat {
+            client: http_client(opts.connect_timeout)?,
+            opts,
+        })
+    }
+
+    fn request(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.opts.api_key {
+            Some(k) => rb.bearer_auth(k),
+            None => rb,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Chunk {
+    #[serde(default)]
+    choices: Vec<Choice>,
+    /// Some servers report a failure inside the stream.
+    #[serde(default)]
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    delta: Delta,
+}
+
+#[derive(Deserialize, Default)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ModelList {
+    data: Vec<ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
+    id: String,
+}
+
+/// Transport failures: unreachable and dropped connections are transient
+/// (503), timeouts are 504.
+fn transport(e: reqwest::Error) -> Error {
+    if e.is_timeout() {
+        Error::LlmTimeout(format!("the LLM server did not finish in time ({e})"))
+    } else {
+        Error::LlmUnavailable {
+            message: format!("cannot reach the LLM server: {e}"),
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A non-2xx answer: overload and gateway errors are transient, the rest
+/// (unknown model, bad key, bad request) are the server's verdict.
+async fn status_error(resp: reqwest::Response) -> Error {
+    let status = resp.status();
+    let wait = retry_after(resp.headers());
+    let body = resp.text().await.unwrap_or_default();
+    let message = format!("the LLM server answered HTTP {status}: {}", excerpt(&body));
+    match status.as_u16() {
+        429 | 502 | 503 | 504 => Error::LlmUnavailable {
+            message,
+            retry_after: wait,
+        },
+        _ => Error::LlmFailed(message),
+    }
+}
+
+struct Relay {
+    events: BoxStream<
+        'static,
+        std::result::Result<eventsource_stream::Event, EventStreamError<reqwest::Error>>,
+    >,
+    /// Until the first token: when to give up waiting for it.
+    first_deadline: Option<tokio::time::Instant>,
+    first_timeout: Duration,
+    done: bool,
+}
+
+impl Relay {
+    /// The next text delta; skips role-only and finish chunks.
+    async fn next(&mut self) -> Option<Result<String>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let next = match self.first_deadline {
+                Some(d) => match tokio::time::timeout_at(d, self.events.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.done = true;
+                        return Some(Err(Error::LlmTimeout(format!(
+                            "no token from the LLM within {:?}",
+                            self.first_timeout
+                        ))));
+                    }
+                },
+                None => self.events.next().await,
+            };
+            let ev = match next {
+                // A server that closes without `[DONE]` has still finished.
+                None => return None,
+                Some(Ok(ev)) => ev,
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Err(match e {
+                        EventStreamError::Transport(e) => transport(e),
+                        other => Error::LlmFailed(format!("malformed event stream: {other}")),
+                    }));
+                }
+            };
+            let data = ev.data.trim();
+            if data == "[DONE]" {
+                self.done = true;
+                return None;
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let chunk: Chunk = match serde_json::from_str(data) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(Error::LlmFailed(format!(
+                        "not an OpenAI chat chunk ({e}): {}",
+                        excerpt(data)
+                    ))));
+                }
+            };
+            if let Some(err) = chunk.error {
+                self.done = true;
+                return Some(Err(Error::LlmFailed(format!(
+                    "the LLM server reported: {}",
+                    excerpt(&err.to_string())
+                ))));
+            }
+            let text: String = chunk
+                .choices
+                .into_iter()
+                .filter_map(|c| c.delta.content)
+                .collect();
+            if !text.is_empty() {
+                self.first_deadline = None;
+                return Some(Ok(text));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Llm for OpenAiChat {
+    fn model(&self) -> &str {
+        &self.opts.model
+    }
+
+    async fn chat(&self, req: ChatRequest) -> Result<TokenStream> {
+        let started = Instant::now();
+        let first_deadline =
+            tokio::time::Instant::from_std(started + self.opts.first_token_timeout);
+        let body = json!({
+            "model": self.opts.model,
+            "messages": req.messages,
+            "max_tokens": req.max_tokens,
+            "temperature": req.temperature,
+            "stream": true,
+        });
+        let rb = self
+            .request(
+                self.client
+                    .post(endpoint(&self.opts.base_url, "chat/completions")),
+            )
+            .timeout(self.opts.timeout)
+            .json(&body);
+        let resp = match tokio::time::timeout_at(first_deadline, rb.send()).await {
+            Ok(r) => r.map_err(transport)?,
+            Err(_) => {
+                return Err(Error::LlmTimeout(format!(
+                    "no response from the LLM within {:?}",
+                    self.opts.first_token_timeout
+                )))
+            }
+        };
+        if !resp.status().is_success() {
+            return Err(status_error(resp).await);
+        }
+        let relay = Relay {
+            events: resp.bytes_stream().eventsource().boxed(),
+            first_deadline: Some(first_deadline),
+            first_timeout: self.opts.first_token_timeout,
+            done: false,
+        };
+        Ok(stream::unfold(relay, |mut r| async move {
+            let item = r.next().await?;
+            Some((item, r))
+        })
+        .boxed())
+    }
+
+    async fn models(&self) -> Result<Vec<String>> {
+        let resp = self
+            .request(self.client.get(endpoint(&self.opts.base_url, "models")))
+            .timeout(self.opts.first_token_timeout.min(Duration::from_secs(10)))
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(status_error(resp).await);
+        }
+        let list: ModelList = resp
+            .json()
+            .await
+            .map_err(|e| Error::LlmFailed(format!("not an OpenAI model list: {e}")))?;
+        Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+}
