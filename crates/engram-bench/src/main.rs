@@ -33,6 +33,19 @@ struct Cli {
 enum Cmd {
     /// Ingest then search under load.
     Load(LoadArgs),
+    /// `/v1/ask` latency: retrieval, LLM first token and total, as the
+    /// server reports them, plus the client-side round trip.
+    Ask {
+        /// Questions asked (one at a time).
+        #[arg(long, default_value_t = 30)]
+        n: usize,
+        #[arg(long, default_value = "bench")]
+        namespace: String,
+        #[arg(long, default_value_t = 32)]
+        max_tokens: u32,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
     /// LoCoMo evidence recall per search mode.
     Locomo {
         #[arg(long, default_value = "../shared/data/locomo-dev.json")]
@@ -66,6 +79,12 @@ async fn main() -> anyhow::Result<()> {
     };
     match cli.cmd {
         Cmd::Load(args) => load(&c, args).await,
+        Cmd::Ask {
+            n,
+            namespace,
+            max_tokens,
+            seed,
+        } => ask(&c, n, &namespace, max_tokens, seed).await,
         Cmd::Locomo {
             data,
             format,
@@ -254,6 +273,58 @@ fn summary(mut ms: Vec<f64>) -> String {
         ms.last().copied().unwrap_or(f64::NAN),
         ms.len()
     )
+}
+
+async fn ask(
+    c: &Client,
+    n: usize,
+    namespace: &str,
+    max_tokens: u32,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (mut retrieval, mut first, mut total, mut client) = (vec![], vec![], vec![], vec![]);
+    let mut cited = 0usize;
+    for i in 0..n {
+        // Fresh sentences of the load generator, so no cache answers them.
+        let q = format!("What did {} ask {i}?", synthetic(&mut rng, 1_000_000 + i));
+        let started = Instant::now();
+        let v = c
+            .post(
+                "/v1/ask",
+                &json!({"question": q, "namespaces": [namespace], "max_tokens": max_tokens}),
+            )
+            .await?;
+        client.push(started.elapsed().as_secs_f64() * 1e3);
+        let t = &v["timings"];
+        retrieval.push(t["retrieval_ms"].as_f64().unwrap_or(f64::NAN));
+        if let Some(f) = t["first_token_ms"].as_f64() {
+            first.push(f);
+        }
+        total.push(t["total_ms"].as_f64().unwrap_or(f64::NAN));
+        if v["citations"].as_array().is_some_and(|a| !a.is_empty()) {
+            cited += 1;
+        }
+    }
+    println!("ask x{n} (max_tokens {max_tokens}), one at a time:");
+    println!(
+        "  retrieval (search, query embedding included): {}",
+        summary(retrieval)
+    );
+    println!(
+        "  LLM first token (from request start):         {}",
+        summary(first)
+    );
+    println!(
+        "  total (server):                               {}",
+        summary(total)
+    );
+    println!(
+        "  round trip (client):                          {}",
+        summary(client)
+    );
+    println!("  answers citing a source: {cited}/{n}");
+    Ok(())
 }
 
 async fn load(c: &Client, a: LoadArgs) -> anyhow::Result<()> {

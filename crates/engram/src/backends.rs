@@ -9,12 +9,13 @@
 
 use anyhow::Context;
 use engram_core::{
-    Backends, Cache, EmbedWorker, Embedder, Engine, EngineConfig, JobQueue, KeywordIndex,
-    MemoryCache, NewApiKey, Permission, Principal, RetryPolicy, Role, Store, StoreAdmin,
+    Backends, Cache, EmbedWorker, Embedder, Engine, EngineConfig, JobQueue, KeywordIndex, Llm,
+    MemoryCache, NewApiKey, Permission, Principal, RagConfig, RetryPolicy, Role, Store, StoreAdmin,
     StoreQueue, VectorIndex,
 };
 use engram_embed::LocalEmbedder;
 use engram_index::{TantivyIndex, UsearchIndex, VectorOptions};
+use engram_llm::{OpenAiChat, OpenAiChatOptions, OpenAiEmbedder, OpenAiEmbedderOptions};
 use engram_nats::{NatsOptions, NatsQueue};
 use engram_postgres::{PgKeywordIndex, PgOptions, PgStore, PgVectorIndex, PgVectorOptions};
 use engram_redis::RedisCache;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-use crate::config::{redact_url, CacheKind, Config, QueueKind, StoreKind};
+use crate::config::{redact_url, CacheKind, Config, EmbedderKind, QueueKind, StoreKind};
 
 fn engine_config(cfg: &Config) -> EngineConfig {
     EngineConfig {
@@ -38,6 +39,18 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         audit_reads: cfg.audit.reads,
         purge_after: Duration::from_secs(cfg.retention.purge_after_secs),
         result_cache_ttl: Duration::from_secs(cfg.redis.result_ttl_secs),
+        rag: RagConfig {
+            default_k: cfg.llm.default_k,
+            max_context_bytes: cfg.llm.max_context_bytes,
+            default_max_tokens: cfg.llm.max_tokens,
+            default_temperature: cfg.llm.temperature,
+            system_prompt: cfg
+                .llm
+                .system_prompt
+                .clone()
+                .unwrap_or_else(|| RagConfig::default().system_prompt),
+            ..RagConfig::default()
+        },
         ..EngineConfig::default()
     }
 }
@@ -97,6 +110,19 @@ pub async fn migrate(cfg: Config) -> anyhow::Result<()> {
 }
 
 fn open_embedder(cfg: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
+    if cfg.embedder.kind == EmbedderKind::Openai {
+        let e = &cfg.embedder;
+        let opts = OpenAiEmbedderOptions {
+            base_url: e.base_url.clone().context("embedder.base_url is not set")?,
+            model: e.model.clone().context("embedder.model is not set")?,
+            version: e.version.clone(),
+            dims: e.dims,
+            api_key: e.api_key.clone(),
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(e.timeout_secs),
+        };
+        return Ok(Arc::new(OpenAiEmbedder::new(opts).context("embedder")?));
+    }
     let e = LocalEmbedder::load(&cfg.model_dir).with_context(|| {
         format!(
             "loading the embedding model from {} (run scripts/fetch-model.sh)",
@@ -104,6 +130,24 @@ fn open_embedder(cfg: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
         )
     })?;
     Ok(Arc::new(e))
+}
+
+/// The chat server of `/v1/ask`, if one is configured. Not contacted here:
+/// an LLM that is down makes `/v1/ask` answer 503, not the node fail to start.
+fn open_llm(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Llm>>> {
+    let l = &cfg.llm;
+    let (Some(base_url), Some(model)) = (&l.base_url, &l.model) else {
+        return Ok(None);
+    };
+    let opts = OpenAiChatOptions {
+        base_url: base_url.clone(),
+        model: model.clone(),
+        api_key: l.api_key.clone(),
+        connect_timeout: Duration::from_millis(l.connect_timeout_ms),
+        first_token_timeout: Duration::from_secs(l.first_token_timeout_secs),
+        timeout: Duration::from_secs(l.timeout_secs),
+    };
+    Ok(Some(Arc::new(OpenAiChat::new(opts).context("llm")?)))
 }
 
 async fn open_queue(cfg: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<dyn JobQueue>> {
@@ -194,6 +238,7 @@ pub async fn open_engine(cfg: &Config) -> anyhow::Result<Arc<Engine>> {
         vectors,
         keywords,
         embedder,
+        llm: open_llm(cfg)?,
     };
     Ok(Engine::open(backends, engine_config(cfg)).await?)
 }
@@ -267,6 +312,22 @@ pub async fn worker(cfg: Config) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(w.run(stop_rx.clone())));
     }
     tracing::info!(workers = tasks.len(), "embedding workers running");
+    // Health and metrics for probes and Prometheus (this node serves no API).
+    if let Some(addr) = &cfg.worker_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("worker_listen {addr}"))?;
+        let app = engram_server::worker_router(q.clone());
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+        });
+        tracing::info!(addr = %addr, "worker health and metrics listening");
+    }
     shutdown_signal().await;
     let _ = stop_tx.send(true);
     for t in tasks {

@@ -95,6 +95,94 @@ pub async fn search(
     Ok(())
 }
 
+/// `engram ask`: stream the answer to stdout as it is generated, then the
+/// cited memories to stderr (or, with `--json`, the whole answer document).
+pub async fn ask(
+    c: &Conn,
+    question: String,
+    namespaces: Vec<String>,
+    k: Option<usize>,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    use eventsource_stream::Eventsource;
+    use futures::StreamExt;
+    use std::io::Write;
+
+    let mut body = json!({"question": question, "namespaces": namespaces, "stream": !json_out});
+    if let Some(k) = k {
+        body["k"] = json!(k);
+    }
+    let req = c.http.post(format!("{}/v1/ask", c.url)).json(&body);
+    if json_out {
+        let out = call(req).await?;
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let res = req.send().await.context("cannot reach engram")?;
+    if !res.status().is_success() {
+        // Errors before the first token come as a normal JSON error.
+        return call_error(res).await;
+    }
+    let mut events = res.bytes_stream().eventsource();
+    let mut sources = Value::Null;
+    let mut out = std::io::stdout();
+    while let Some(ev) = events.next().await {
+        let ev = ev.context("reading the answer stream")?;
+        let data: Value = serde_json::from_str(&ev.data).context("a malformed event")?;
+        match ev.event.as_str() {
+            "sources" => sources = data["sources"].clone(),
+            "token" => {
+                write!(out, "{}", data["text"].as_str().unwrap_or_default())?;
+                out.flush()?;
+            }
+            "done" => {
+                writeln!(out)?;
+                let cited = data["citations"].as_array().cloned().unwrap_or_default();
+                let shown: Vec<Value> = if cited.is_empty() {
+                    sources.as_array().cloned().unwrap_or_default()
+                } else {
+                    cited
+                };
+                eprintln!(
+                    "\n{}:",
+                    if data["citations"].as_array().is_some_and(|a| !a.is_empty()) {
+                        "cited"
+                    } else {
+                        "sources (none cited)"
+                    }
+                );
+                for s in shown {
+                    eprintln!(
+                        "[{}] {} ({})",
+                        s["index"],
+                        s["id"].as_str().unwrap_or_default(),
+                        s["namespace"].as_str().unwrap_or_default()
+                    );
+                }
+                return Ok(());
+            }
+            "error" => {
+                writeln!(out)?;
+                bail!(
+                    "{}: {}",
+                    data["error"]["code"].as_str().unwrap_or("error"),
+                    data["error"]["message"].as_str().unwrap_or_default()
+                );
+            }
+            _ => {}
+        }
+    }
+    bail!("the answer stream ended early")
+}
+
+async fn call_error(res: reqwest::Response) -> anyhow::Result<()> {
+    let status = res.status();
+    let body: Value = res.json().await.unwrap_or(Value::Null);
+    let code = body["error"]["code"].as_str().unwrap_or("unknown");
+    let msg = body["error"]["message"].as_str().unwrap_or("");
+    bail!("{status} {code}: {msg}")
+}
+
 pub async fn import(
     c: &Conn,
     file: &Path,
@@ -107,6 +195,8 @@ pub async fn import(
     // Batches are per namespace: a line may name its own.
     let mut pending: Vec<(String, Value)> = Vec::new();
     let (mut created, mut duplicates) = (0u64, 0u64);
+    // A running count on a terminal; logs get only the final line.
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let flush = |items: Vec<(String, Value)>| {
         let http = http.clone();
         async move {
@@ -150,7 +240,9 @@ pub async fn import(
             let (c, d) = flush(std::mem::take(&mut pending)).await?;
             created += c;
             duplicates += d;
-            eprint!("\rimported {created} (+{duplicates} duplicates)");
+            if progress {
+                eprint!("\r\x1b[2Ksent {} memories", created + duplicates);
+            }
         }
     }
     if !pending.is_empty() {
@@ -158,7 +250,10 @@ pub async fn import(
         created += c;
         duplicates += d;
     }
-    eprintln!("\rimported {created} (+{duplicates} duplicates)");
+    if progress {
+        eprint!("\r\x1b[2K");
+    }
+    eprintln!("imported {created} (+{duplicates} duplicates)");
     Ok(())
 }
 

@@ -24,16 +24,28 @@ pub struct Config {
     /// Query-embedding and search-result cache: `memory` (per process) or
     /// `redis` (shared by every node).
     pub cache: CacheKind,
+    /// Where `engram backup` writes and `engram restore` reads: `fs` (the
+    /// directory `objects_dir`) or `s3` (the bucket of `[s3]`).
+    pub objects: ObjectsKind,
+    pub objects_dir: PathBuf,
+    pub s3: S3Config,
     pub postgres: PostgresConfig,
     pub nats: NatsConfig,
     pub redis: RedisConfig,
-    /// Folder with the all-MiniLM-L6-v2 files (see scripts/fetch-model.sh).
+    /// Folder with the all-MiniLM-L6-v2 files (see scripts/fetch-model.sh),
+    /// used when `embedder.kind = "local"`.
     pub model_dir: PathBuf,
+    pub embedder: EmbedderConfig,
+    /// The OpenAI-compatible chat server of `/v1/ask`.
+    pub llm: LlmConfig,
     /// The tenant of unauthenticated requests when `auth.enabled = false`, and
     /// the default tenant of `engram keys` and `engram audit`.
     pub tenant: String,
     /// Embedding workers run inside `serve` (0: run `engram worker` separately).
     pub workers: usize,
+    /// `engram worker` serves `/healthz`, `/readyz` and `/metrics` here
+    /// (unset: no listener).
+    pub worker_listen: Option<String>,
     /// `text` or `json`.
     pub log_format: String,
     pub max_body_bytes: usize,
@@ -127,6 +139,168 @@ pub fn redact_url(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ObjectsKind {
+    Fs,
+    S3,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// `http://minio:9000` for MinIO and other S3 servers; unset for AWS.
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: Option<String>,
+    /// Backups go under `<prefix>/<name>/`.
+    pub prefix: String,
+    /// Unset: no credentials are sent (e.g. a public test bucket).
+    pub access_key_id: Option<String>,
+    /// Secret: may come from `ENGRAM_S3__SECRET_ACCESS_KEY_FILE`.
+    pub secret_access_key: Option<String>,
+    /// Allow an `http://` endpoint (a private network's MinIO).
+    pub allow_http: bool,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            endpoint: None,
+            region: "us-east-1".into(),
+            bucket: None,
+            prefix: "backups".into(),
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .field("prefix", &self.prefix)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbedderKind {
+    /// all-MiniLM-L6-v2 in-process (candle), from `model_dir`.
+    Local,
+    /// An OpenAI-compatible `/v1/embeddings` server (vLLM, Ollama, TEI).
+    Openai,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedderConfig {
+    pub kind: EmbedderKind,
+    /// `kind = "openai"`: the API root, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: Option<String>,
+    /// `kind = "openai"`: the model the server is asked for.
+    pub model: Option<String>,
+    /// Recorded with every vector; change it when the server's model changes.
+    pub version: String,
+    /// Vector length the server returns.
+    pub dims: usize,
+    /// Secret: may come from `ENGRAM_EMBEDDER__API_KEY_FILE`.
+    pub api_key: Option<String>,
+    pub timeout_secs: u64,
+}
+
+impl Default for EmbedderConfig {
+    fn default() -> Self {
+        EmbedderConfig {
+            kind: EmbedderKind::Local,
+            base_url: None,
+            model: None,
+            version: "1".into(),
+            dims: 384,
+            api_key: None,
+            timeout_secs: 30,
+        }
+    }
+}
+
+impl std::fmt::Debug for EmbedderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbedderConfig")
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("version", &self.version)
+            .field("dims", &self.dims)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmConfig {
+    /// The API root, e.g. `http://127.0.0.1:8000/v1` (vLLM, llama.cpp) or
+    /// `http://127.0.0.1:11434/v1` (Ollama). Unset: `/v1/ask` answers 501.
+    pub base_url: Option<String>,
+    pub model: Option<String>,
+    /// Secret: may come from `ENGRAM_LLM__API_KEY_FILE`.
+    pub api_key: Option<String>,
+    pub connect_timeout_ms: u64,
+    /// Until the first token (prompt processing included); then 504.
+    pub first_token_timeout_secs: u64,
+    /// The whole answer; then 504 (or an error event when streaming).
+    pub timeout_secs: u64,
+    /// Memories retrieved when a request names no `k`.
+    pub default_k: usize,
+    /// Budget for memory texts in the prompt.
+    pub max_context_bytes: usize,
+    pub max_tokens: u32,
+    pub temperature: f32,
+    /// Replaces the built-in instructions (cite memories as `[n]`).
+    pub system_prompt: Option<String>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        let rag = engram_core::RagConfig::default();
+        LlmConfig {
+            base_url: None,
+            model: None,
+            api_key: None,
+            connect_timeout_ms: 2000,
+            first_token_timeout_secs: 30,
+            timeout_secs: 120,
+            default_k: rag.default_k,
+            max_context_bytes: rag.max_context_bytes,
+            max_tokens: rag.default_max_tokens,
+            temperature: rag.default_temperature,
+            system_prompt: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("first_token_timeout_secs", &self.first_token_timeout_secs)
+            .field("timeout_secs", &self.timeout_secs)
+            .finish_non_exhaustive()
     }
 }
 
@@ -274,9 +448,10 @@ impl Default for VectorConfig {
     }
 }
 
-/// `$ENGRAM_CACHE`, else `$XDG_CACHE_HOME/engram`, else `~/.cache/engram`.
+/// `$ENGRAM_CACHE_DIR`, else `$XDG_CACHE_HOME/engram`, else `~/.cache/engram`.
+/// (Not `ENGRAM_CACHE`: that is the `cache` key, `memory` or `redis`.)
 pub fn cache_dir() -> PathBuf {
-    if let Ok(c) = std::env::var("ENGRAM_CACHE") {
+    if let Ok(c) = std::env::var("ENGRAM_CACHE_DIR") {
         return PathBuf::from(c);
     }
     if let Ok(x) = std::env::var("XDG_CACHE_HOME") {
@@ -294,12 +469,18 @@ impl Default for Config {
             store: StoreKind::Sqlite,
             queue: QueueKind::Local,
             cache: CacheKind::Memory,
+            objects: ObjectsKind::Fs,
+            objects_dir: PathBuf::from("./engram-backups"),
+            s3: S3Config::default(),
             postgres: PostgresConfig::default(),
             nats: NatsConfig::default(),
             redis: RedisConfig::default(),
             model_dir: cache_dir().join("models/all-MiniLM-L6-v2"),
+            embedder: EmbedderConfig::default(),
+            llm: LlmConfig::default(),
             tenant: "default".into(),
             workers: 1,
+            worker_listen: None,
             log_format: "text".into(),
             max_body_bytes: 8 * 1024 * 1024,
             max_text_bytes: 32 * 1024,
@@ -320,6 +501,22 @@ impl Default for Config {
     }
 }
 
+/// Whether `ENGRAM_<key>` is configuration. Not: `*_FILE` (read as secrets
+/// below), `ENGRAM_TEST_*` (the test suite's servers), and the service links
+/// Kubernetes injects for a Service named `engram…`
+/// (`ENGRAM_SERVICE_HOST`, `ENGRAM_PORT_8080_TCP_ADDR`, …), which would
+/// otherwise stop start-up as unknown keys.
+fn engram_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    let service_link = k == "port"
+        || k.starts_with("port_")
+        || k.contains("service_host")
+        || k.contains("service_port")
+        || k.ends_with("_port")
+        || k.contains("_port_");
+    !k.ends_with("_file") && !k.starts_with("test_") && !service_link
+}
+
 impl Config {
     /// Merge the layers; `overrides` are the CLI flags that were given.
     pub fn load(
@@ -336,12 +533,15 @@ impl Config {
         // ENGRAM_VECTOR__EXACT_THRESHOLD sets vector.exact_threshold.
         fig = fig.merge(
             Env::prefixed("ENGRAM_")
-                .ignore(&["config", "cache", "url", "log", "test_threads", "api_key"])
-                // ENGRAM_TEST_* address the test suite's servers, not engram.
-                .filter(|k| {
-                    let k = k.as_str().to_ascii_lowercase();
-                    !k.ends_with("_file") && !k.starts_with("test_")
-                })
+                .ignore(&[
+                    "config",
+                    "cache_dir",
+                    "url",
+                    "log",
+                    "test_threads",
+                    "api_key",
+                ])
+                .filter(|k| engram_key(k.as_str()))
                 .split("__"),
         );
         // Secrets from files: ENGRAM_AUTH__JWT__HS256_SECRET_FILE=/run/secrets/jwt
@@ -375,6 +575,11 @@ impl Config {
                 "listen = {:?} is not an address like 127.0.0.1:8080",
                 self.listen
             );
+        }
+        if let Some(w) = &self.worker_listen {
+            if w.parse::<std::net::SocketAddr>().is_err() {
+                bail!("worker_listen = {w:?} is not an address like 0.0.0.0:9091");
+            }
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!(
@@ -432,6 +637,43 @@ impl Config {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             bail!("nats.prefix must be letters, digits, '_' or '-' (it names a stream)");
+        }
+        if self.objects == ObjectsKind::S3 && self.s3.bucket.is_none() {
+            bail!("objects = \"s3\" needs s3.bucket (or ENGRAM_S3__BUCKET)");
+        }
+        if let Some(e) = &self.s3.endpoint {
+            if e.starts_with("http://") && !self.s3.allow_http {
+                bail!("s3.endpoint {e:?} is plain HTTP: set s3.allow_http = true to allow it");
+            }
+        }
+        if self.embedder.kind == EmbedderKind::Openai {
+            let e = &self.embedder;
+            if e.base_url.is_none() || e.model.is_none() {
+                bail!("embedder.kind = \"openai\" needs embedder.base_url and embedder.model");
+            }
+            if e.dims == 0 || e.timeout_secs == 0 {
+                bail!("embedder.dims and embedder.timeout_secs must be positive");
+            }
+        }
+        let l = &self.llm;
+        if l.base_url.is_some() != l.model.is_some() {
+            bail!(
+                "llm.base_url and llm.model go together: set both (or neither to turn /v1/ask off)"
+            );
+        }
+        if let Some(u) = &l.base_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bail!("llm.base_url = {u:?} must be an http(s) URL like http://127.0.0.1:8000/v1");
+            }
+        }
+        if l.first_token_timeout_secs == 0 || l.timeout_secs < l.first_token_timeout_secs {
+            bail!("llm.first_token_timeout_secs must be positive and at most llm.timeout_secs");
+        }
+        if l.default_k == 0 || l.max_context_bytes == 0 || l.max_tokens == 0 {
+            bail!("llm.default_k, llm.max_context_bytes and llm.max_tokens must be positive");
+        }
+        if !(0.0..=2.0).contains(&l.temperature) {
+            bail!("llm.temperature must be between 0 and 2");
         }
         if self.retention.sweep_interval_secs == 0 {
             bail!("retention.sweep_interval_secs must be at least 1");
@@ -513,6 +755,47 @@ mod tests {
             "postgres://u:***@db:5432/x"
         );
         assert_eq!(redact_url("nats://q:4222"), "nats://q:4222");
+    }
+
+    #[test]
+    fn env_selects_back_ends_and_ignores_kubernetes_service_links() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let vars = [
+            ("ENGRAM_CACHE", "redis"),
+            ("ENGRAM_REDIS__URL", "redis://c:6379"),
+            ("ENGRAM_OBJECTS", "s3"),
+            ("ENGRAM_S3__BUCKET", "b"),
+            ("ENGRAM_LLM__BASE_URL", "http://llm:8000/v1"),
+            ("ENGRAM_LLM__MODEL", "m"),
+            ("ENGRAM_LLM__API_KEY", "sk-secret"),
+            // What Kubernetes injects for Services `engram` and `engram-api`.
+            ("ENGRAM_SERVICE_HOST", "10.0.0.1"),
+            ("ENGRAM_SERVICE_PORT", "8080"),
+            ("ENGRAM_SERVICE_PORT_HTTP", "8080"),
+            ("ENGRAM_PORT", "tcp://10.0.0.1:8080"),
+            ("ENGRAM_PORT_8080_TCP_ADDR", "10.0.0.1"),
+            ("ENGRAM_API_SERVICE_HOST", "10.0.0.2"),
+            ("ENGRAM_API_PORT", "tcp://10.0.0.2:8080"),
+        ];
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let c = Config::load(None, &[]);
+        std::env::remove_var("ENGRAM_LLM__MODEL");
+        let half = Config::load(None, &[]);
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+        let c = c.unwrap();
+        assert_eq!(c.cache, CacheKind::Redis);
+        assert_eq!(c.objects, ObjectsKind::S3);
+        assert_eq!(c.llm.model.as_deref(), Some("m"));
+        assert!(
+            !format!("{:?}", c.llm).contains("sk-secret"),
+            "key in Debug"
+        );
+        let e = format!("{:#}", half.unwrap_err());
+        assert!(e.contains("llm.base_url and llm.model"), "{e}");
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! configuration, runs the HTTP API and workers, and offers a small CLI.
 
 mod backends;
+mod backup;
 mod client;
 mod config;
+mod models;
+mod ops;
 mod tls;
 
 use anyhow::Context;
@@ -87,6 +90,55 @@ enum AuditCmd {
     },
 }
 
+#[derive(Args, Clone)]
+struct BackupLocation {
+    /// A local directory instead of the configured `objects` location.
+    #[arg(long = "dir", global = true)]
+    dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum BackupCmd {
+    /// Snapshot the store (consistent while serving) and upload it with a
+    /// SHA-256 manifest.
+    Create {
+        /// Default: engram-<UTC time>.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List complete backups as JSON.
+    List,
+    /// Download and check every file against the manifest; exits 1 if damaged.
+    Verify {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelsCmd {
+    /// Validate an Ollama-style model env file: every model pinned (a tag
+    /// other than `latest`, or a @sha256: digest), every `*_MODEL` variable
+    /// in the available list; with --server, every listed model served by the
+    /// LLM server. Prints a JSON report; exits 1 on errors.
+    Check {
+        /// The env file (KEY=VALUE lines, e.g. OLLAMA_MODELS and CHAT_MODEL).
+        #[arg(long)]
+        env_file: PathBuf,
+        /// The variable that lists the available models.
+        #[arg(long, default_value = "OLLAMA_MODELS")]
+        list_var: String,
+        /// Also ask the LLM server (`[llm] base_url`, or --llm-url) for its models.
+        #[arg(long)]
+        server: bool,
+        /// The LLM server's API root, instead of `[llm] base_url`.
+        #[arg(long)]
+        llm_url: Option<String>,
+    },
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the HTTP API (with embedding workers unless --workers 0).
@@ -106,6 +158,9 @@ enum Cmd {
         local: Local,
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        /// Serve /healthz, /readyz and /metrics on this address.
+        #[arg(long)]
+        listen: Option<String>,
     },
     /// Add one memory through the API.
     Add {
@@ -142,6 +197,20 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Ask a question: the answer streams from the configured LLM, grounded
+    /// in the memories it cites.
+    Ask {
+        #[command(flatten)]
+        remote: Remote,
+        question: String,
+        #[arg(long = "namespace", short)]
+        namespaces: Vec<String>,
+        #[arg(long, short)]
+        k: Option<usize>,
+        /// Print the whole answer (sources, citations, timings) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Import memories from JSONL (one memory object per line; a line may carry its own "namespace").
     Import {
         #[command(flatten)]
@@ -175,6 +244,24 @@ enum Cmd {
         #[command(flatten)]
         local: Local,
     },
+    /// Backups of the embedded store, in `objects_dir` or S3 (`objects = "s3"`).
+    Backup {
+        #[command(flatten)]
+        local: Local,
+        #[command(flatten)]
+        location: BackupLocation,
+        #[command(subcommand)]
+        cmd: BackupCmd,
+    },
+    /// Verify a backup and restore it into an empty data directory, then
+    /// rebuild the indexes (server stopped). A damaged backup is refused.
+    Restore {
+        #[command(flatten)]
+        local: Local,
+        #[command(flatten)]
+        location: BackupLocation,
+        name: String,
+    },
     /// Manage API keys directly in the data directory (works while serving).
     Keys {
         #[command(flatten)]
@@ -194,6 +281,59 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AuditCmd,
     },
+    /// Health probe of a running engram for container HEALTHCHECKs: store,
+    /// index, queue, embedder and LLM, as JSON. Exit 0: ok (or degraded: only
+    /// the LLM down); 1: failing (or degraded with --require-llm);
+    /// 2: unreachable or timed out. Needs no config, model or data directory.
+    Probe {
+        /// Base URL of the engram to probe.
+        #[arg(long, env = "ENGRAM_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Give up (exit 2) after this many seconds.
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+        /// Treat an LLM that is down, or not configured, as failing (exit 1).
+        #[arg(long)]
+        require_llm: bool,
+    },
+    /// LLM model configuration checks.
+    Models {
+        #[command(subcommand)]
+        cmd: ModelsCmd,
+    },
+    /// Stream a few short chats per model from the LLM server and print
+    /// first-token and total latency (p50 / max) and tokens/s; exits 1 if
+    /// any run failed.
+    Smoke {
+        /// Models to test (comma-separated); default: the env file's list,
+        /// else `[llm] model`.
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// Take the models from this env file's list variable.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
+        #[arg(long, default_value = "OLLAMA_MODELS")]
+        list_var: String,
+        /// Chats per model.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Longest answer per chat, in tokens.
+        #[arg(long, default_value_t = 16)]
+        max_tokens: u32,
+        /// Print the measurements as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The LLM server's API root, instead of `[llm] base_url`.
+        #[arg(long)]
+        llm_url: Option<String>,
+    },
+}
+
+/// Flush stdout and end the process with `code`.
+fn exit(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code)
 }
 
 fn overrides(local: &Local) -> Vec<(&'static str, figment::value::Value)> {
@@ -203,6 +343,18 @@ fn overrides(local: &Local) -> Vec<(&'static str, figment::value::Value)> {
     }
     if let Some(m) = &local.model_dir {
         o.push(("model_dir", m.display().to_string().into()));
+    }
+    o
+}
+
+fn backup_overrides(
+    local: &Local,
+    location: &BackupLocation,
+) -> Vec<(&'static str, figment::value::Value)> {
+    let mut o = overrides(local);
+    if let Some(d) = &location.dir {
+        o.push(("objects", "fs".into()));
+        o.push(("objects_dir", d.display().to_string().into()));
     }
     o
 }
@@ -241,9 +393,16 @@ async fn main() -> anyhow::Result<()> {
             init_logs(&cfg.log_format);
             backends::serve(cfg).await
         }
-        Cmd::Worker { local, workers } => {
+        Cmd::Worker {
+            local,
+            workers,
+            listen,
+        } => {
             let mut o = overrides(&local);
             o.push(("workers", workers.into()));
+            if let Some(l) = listen {
+                o.push(("worker_listen", l.into()));
+            }
             let cfg = Config::load(file, &o)?;
             init_logs(&cfg.log_format);
             backends::worker(cfg).await
@@ -257,6 +416,29 @@ async fn main() -> anyhow::Result<()> {
             let cfg = Config::load(file, &overrides(&local))?;
             init_logs(&cfg.log_format);
             backends::rebuild(cfg).await
+        }
+        Cmd::Backup {
+            local,
+            location,
+            cmd,
+        } => {
+            let cfg = Config::load(file, &backup_overrides(&local, &location))?;
+            init_logs(&cfg.log_format);
+            match cmd {
+                BackupCmd::Create { name } => backup::create(&cfg, name).await,
+                BackupCmd::List => backup::list(&cfg).await,
+                BackupCmd::Verify { name } => backup::verify(&cfg, &name).await,
+                BackupCmd::Delete { name } => backup::delete(&cfg, &name).await,
+            }
+        }
+        Cmd::Restore {
+            local,
+            location,
+            name,
+        } => {
+            let cfg = Config::load(file, &backup_overrides(&local, &location))?;
+            init_logs(&cfg.log_format);
+            backup::restore(cfg, &name).await
         }
         Cmd::Keys { local, tenant, cmd } => {
             let cfg = Config::load(file, &overrides(&local))?;
@@ -299,6 +481,13 @@ async fn main() -> anyhow::Result<()> {
             mode,
             filter,
         } => client::search(&remote.conn()?, query, namespaces, k, mode, filter).await,
+        Cmd::Ask {
+            remote,
+            question,
+            namespaces,
+            k,
+            json,
+        } => client::ask(&remote.conn()?, question, namespaces, k, json).await,
         Cmd::Import {
             remote,
             file,
@@ -311,6 +500,46 @@ async fn main() -> anyhow::Result<()> {
             namespace,
             out,
         } => client::export(&remote.conn()?, namespace, out).await,
+        Cmd::Probe {
+            url,
+            timeout,
+            require_llm,
+        } => {
+            let timeout = match Duration::try_from_secs_f64(timeout) {
+                Ok(t) if !t.is_zero() => t,
+                _ => anyhow::bail!("--timeout must be a positive number of seconds"),
+            };
+            exit(ops::probe(&url, timeout, require_llm).await)
+        }
+        Cmd::Models {
+            cmd:
+                ModelsCmd::Check {
+                    env_file,
+                    list_var,
+                    server,
+                    llm_url,
+                },
+        } => exit(ops::models_check(file, &env_file, &list_var, server, llm_url).await?),
+        Cmd::Smoke {
+            models,
+            env_file,
+            list_var,
+            runs,
+            max_tokens,
+            json,
+            llm_url,
+        } => {
+            let args = ops::SmokeArgs {
+                models,
+                env_file,
+                list_var,
+                runs,
+                max_tokens,
+                json,
+                llm_url,
+            };
+            exit(ops::smoke(file, args).await?)
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The CLI end to end against a real `engram serve`: keys, add, import,
 //! search, export, audit, and `rebuild` re-deriving lost indexes from the store.
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -38,6 +38,10 @@ fn engram(args: &[&str]) -> Output {
 static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 fn serve(data: &Path) -> (Child, String) {
+    serve_env(data, &[])
+}
+
+fn serve_env(data: &Path, env: &[(&str, String)]) -> (Child, String) {
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -48,6 +52,7 @@ fn serve(data: &Path) -> (Child, String) {
         .arg("--data-dir")
         .arg(data)
         .env("ENGRAM_MODEL_DIR", model_dir())
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -206,4 +211,210 @@ fn add_import_search_export_and_rebuild() {
         "The staging database password rotates every Monday"
     );
     stop(child);
+}
+
+fn admin_key(data: &Path) -> String {
+    let out = run(
+        &[
+            "keys",
+            "create",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--name",
+            "t",
+            "--role",
+            "admin",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// POST a JSON body with a bearer key; (status, body).
+fn post(url: &str, key: &str, body: Value) -> (u16, Value) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    })
+}
+
+/// Node B has no local model: it embeds through node A's OpenAI-compatible
+/// `/v1/embeddings` and answers `engram ask` through the real llama.cpp
+/// server (`scripts/services.sh start llm`).
+#[test]
+fn a_node_embeds_through_another_engram_and_answers_through_the_llm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
+    let (a, a_url) = serve(&a_data);
+    let a_key = admin_key(&a_data);
+    let llm =
+        std::env::var("ENGRAM_TEST_LLM_URL").unwrap_or_else(|_| "http://127.0.0.1:18080/v1".into());
+    let llm_model = std::env::var("ENGRAM_TEST_LLM_MODEL").unwrap_or_else(|_| "gemma3-270m".into());
+    let (b, b_url) = serve_env(
+        &b_data,
+        &[
+            ("ENGRAM_MODEL_DIR", "/nonexistent/model".into()),
+            ("ENGRAM_EMBEDDER__KIND", "openai".into()),
+            ("ENGRAM_EMBEDDER__BASE_URL", format!("{a_url}/v1")),
+            ("ENGRAM_EMBEDDER__MODEL", "all-MiniLM-L6-v2".into()),
+            ("ENGRAM_EMBEDDER__API_KEY", a_key.clone()),
+            ("ENGRAM_LLM__BASE_URL", llm),
+            ("ENGRAM_LLM__MODEL", llm_model),
+        ],
+    );
+    let b_key = admin_key(&b_data);
+    let ask = |args: &[&str]| {
+        let mut all = vec!["ask", "--url", &b_url];
+        all.extend_from_slice(args);
+        run(&all, Some(&b_key))
+    };
+    let text = "The espresso machine on floor 3 has been broken since Monday";
+    let out = run(
+        &["add", "--url", &b_url, "-n", "office", "--wait", text],
+        Some(&b_key),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let added: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = added["id"].as_str().expect("the new id").to_string();
+
+    // B's vectors are A's vectors.
+    let input = json!({"input": ["coffee machine repairs"]});
+    let (sa, va) = post(&format!("{a_url}/v1/embeddings"), &a_key, input.clone());
+    let (sb, vb) = post(&format!("{b_url}/v1/embeddings"), &b_key, input);
+    assert_eq!((sa, sb), (200, 200), "{va} {vb}");
+    let (ea, eb) = (&va["data"][0]["embedding"], &vb["data"][0]["embedding"]);
+    assert_eq!(ea.as_array().unwrap().len(), 384);
+    for (x, y) in ea.as_array().unwrap().iter().zip(eb.as_array().unwrap()) {
+        assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-6);
+    }
+    let (s, v) = post(
+        &format!("{b_url}/v1/search"),
+        &b_key,
+        json!({"query": "which coffee maker is out of order", "mode": "vector"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["hits"][0]["id"], id.as_str(), "{v}");
+
+    // `engram ask` streams an answer and names the memory it used.
+    // A question unique to this run: llama-cpp-python reuses the KV cache of a
+    // prompt identical to the previous one, which with gemma3's sliding-window
+    // attention can end the answer at once.
+    let question = format!(
+        "Which espresso machine is broken? (ticket {})",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let out = ask(&[question.as_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&id));
+    let out = ask(&["--json", "-k", "1", "Which espresso machine broke down?"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sources"][0]["text"], text, "{v}");
+
+    // With A gone, B cannot embed: vector search is 503 with Retry-After
+    // (not 500), keyword search still answers.
+    stop(a);
+    let (s, v) = post(
+        &format!("{b_url}/v1/search"),
+        &b_key,
+        json!({"query": "a new question about printers", "mode": "vector"}),
+    );
+    assert_eq!(s, 503, "{v}");
+    assert_eq!(v["error"]["code"], "backend_unavailable", "{v}");
+    let (s, v) = post(
+        &format!("{b_url}/v1/search"),
+        &b_key,
+        json!({"query": "espresso", "mode": "keyword"}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["hits"][0]["id"], id.as_str());
+    stop(b);
+}
+
+/// JSON logs carry the request id of the request they belong to.
+#[test]
+fn json_logs_carry_the_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let log = dir.path().join("serve.log");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(env!("CARGO_BIN_EXE_engram"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("ENGRAM_MODEL_DIR", model_dir())
+        .env("ENGRAM_LOG_FORMAT", "json")
+        .env("ENGRAM_LOG", "info,tower_http=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "engram did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}/v1/namespaces"))
+            .header("x-request-id", "trace-me-42")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 401, "no credentials");
+    std::thread::sleep(Duration::from_millis(300));
+    stop(child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .filter(|l| l.contains("trace-me-42"))
+        .find_map(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or_else(|| panic!("no JSON log line with the request id:\n{text}"));
+    assert!(
+        line.to_string().contains("\"request_id\":\"trace-me-42\""),
+        "{line}"
+    );
 }

@@ -101,8 +101,14 @@ impl Cluster {
         )
     }
 
+    /// A worker node; its `url` is its health and metrics listener.
     fn worker(&self, name: &str) -> Node {
-        self.spawn(name, &["worker", "--workers", "1"], None)
+        let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+        self.spawn(
+            name,
+            &["worker", "--workers", "1", "--listen", &addr],
+            Some(format!("http://{addr}")),
+        )
     }
 }
 
@@ -318,6 +324,32 @@ async fn two_api_nodes_and_two_workers_share_postgres_nats_and_redis() {
         }
     }
 
+    // Worker 2 reports what it did on its own /metrics and is ready.
+    let r = http
+        .get(format!("{}/readyz", w2.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = http
+        .get(format!("{}/metrics", w2.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let embedded: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("engram_embedded_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no engram_embedded_total on worker 2:\n{text}"));
+    assert!(embedded > 0.0, "{text}");
+    assert!(
+        text.contains("engram_embed_batch_duration_seconds_count"),
+        "{text}"
+    );
+
     // No job lost, none left behind or dead-lettered, each memory once with one vector.
     eprintln!("worker 1 killed with {ready_at_kill} ready and {running_at_kill} jobs leased");
     let (memories, vectors): (i64, i64) =
@@ -365,4 +397,214 @@ async fn two_api_nodes_and_two_workers_share_postgres_nats_and_redis() {
     a.check_alive();
     b.check_alive();
     w2.check_alive();
+}
+
+/// Poll until every memory is ready (through `api`), or fail with the logs.
+async fn wait_all_ready(http: &reqwest::Client, api: &mut Node, worker: &mut Node, ids: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut waiting = 0;
+        for id in ids {
+            let (s, v) = call(
+                http,
+                reqwest::Method::GET,
+                format!("{}/v1/memories/{id}", api.url()),
+                None,
+            )
+            .await;
+            assert_eq!(s, 200, "{v}");
+            if v["state"] != "ready" {
+                waiting += 1;
+            }
+        }
+        if waiting == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} memories never became ready\napi:\n{}\nworker:\n{}",
+            api.log_text(),
+            worker.log_text()
+        );
+        worker.check_alive();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A private server process of the test (NATS or Redis on its own port), so
+/// it can be stopped and started again without touching the shared ones.
+struct Private {
+    args: Vec<String>,
+    bin: String,
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Private {
+    fn start(bin: String, args: Vec<String>, port: u16) -> Private {
+        let mut p = Private {
+            args,
+            bin,
+            child: None,
+            port,
+        };
+        p.restart();
+        p
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {} ({e}); run scripts/services.sh", self.bin));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "{} did not start", self.bin);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Back-ends failing at run time under a running node: with Redis down,
+/// searches still answer (the cache is an optimisation); with NATS down,
+/// writes are still acknowledged, because they are committed to PostgreSQL
+/// with their jobs (the outbox) before NATS is involved, and every one of
+/// them is embedded once NATS is back. Nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_searches_survive_nats_and_redis_going_down() {
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let db = fresh_database(&format!("engram_out_{}", &suffix[20..])).await;
+    let state = tempfile::tempdir().unwrap();
+    let nats_port = free_port("127.0.0.1");
+    let nats_dir = state.path().join("js").display().to_string();
+    let mut nats = Private::start(
+        env_or(
+            "ENGRAM_TEST_NATS_BIN",
+            "/var/tmp/engram-services/nats/bin/nats-server",
+        ),
+        vec![
+            "-js".into(),
+            "-sd".into(),
+            nats_dir,
+            "-a".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            nats_port.to_string(),
+        ],
+        nats_port,
+    );
+    let redis_port = free_port("127.0.0.1");
+    let mut redis = Private::start(
+        "redis-server".into(),
+        [
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        redis_port,
+    );
+    let cluster = Cluster {
+        env: vec![
+            ("ENGRAM_STORE".into(), "postgres".into()),
+            ("ENGRAM_QUEUE".into(), "nats".into()),
+            ("ENGRAM_CACHE".into(), "redis".into()),
+            ("ENGRAM_POSTGRES__URL".into(), db.clone()),
+            (
+                "ENGRAM_NATS__URL".into(),
+                format!("nats://127.0.0.1:{nats_port}"),
+            ),
+            // A job announced while NATS was down is announced again soon.
+            ("ENGRAM_NATS__REPUBLISH_AFTER_SECS".into(), "2".into()),
+            (
+                "ENGRAM_REDIS__URL".into(),
+                format!("redis://127.0.0.1:{redis_port}"),
+            ),
+            ("ENGRAM_AUTH__ENABLED".into(), "false".into()),
+            ("ENGRAM_JOB_LEASE_SECS".into(), "5".into()),
+        ],
+        logs: tempfile::tempdir().unwrap(),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut a = cluster.serve("api", "127.0.0.2");
+    a.wait_ready(&http).await;
+    let mut w = cluster.worker("worker");
+    let api_url = a.url().to_string();
+    let write = |i: usize| {
+        let (http, url) = (http.clone(), api_url.clone());
+        async move {
+            call(
+                &http,
+                reqwest::Method::POST,
+                format!("{url}/v1/memories"),
+                Some(json!({"namespace": "notes", "text": format!("outage drill note {i}: the pump in hall {i} hums")})),
+            )
+            .await
+        }
+    };
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let (s, v) = write(i).await;
+        assert_eq!(s, 202, "{v}");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+
+    wait_all_ready(&http, &mut a, &mut w, &ids).await;
+
+    // Redis down: searches still answer, through the store and the indexes.
+    redis.kill9();
+    let hits = search(&http, a.url(), "outage drill note 3", "keyword").await;
+    assert!(!hits.is_empty());
+
+    // NATS down: writes are still acknowledged (committed with their jobs).
+    nats.kill9();
+    for i in 10..20 {
+        let (s, v) = write(i).await;
+        assert_eq!(s, 202, "a write while NATS is down: {v}\n{}", a.log_text());
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    // Both come back; every acknowledged memory becomes ready, once.
+    nats.restart();
+    redis.restart();
+    wait_all_ready(&http, &mut a, &mut w, &ids).await;
+    let hits = search(&http, a.url(), "the pump in hall 17 hums", "vector").await;
+    assert_eq!(hits.len(), 5);
+    let mut pg = PgConnection::connect(&db).await.unwrap();
+    let (memories, vectors): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(embedding) FROM memories WHERE deleted_at IS NULL")
+            .fetch_one(&mut pg)
+            .await
+            .unwrap();
+    assert_eq!((memories, vectors), (20, 20));
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&mut pg)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0, "no job left behind or dead");
 }

@@ -1,0 +1,218 @@
+//! `engram backup` and `engram restore` for the embedded store.
+//!
+//! A backup is a SQLite snapshot (`VACUUM INTO`: consistent while the server
+//! keeps writing) plus a manifest with SHA-256 checksums, written to a
+//! directory or S3 by `engram-backup`. The vectors live in the store, so the
+//! derived indexes are not copied: `restore` verifies everything, installs
+//! the database and rebuilds the indexes from it.
+//!
+//! In the scale-out mode the store is PostgreSQL, whose own tools (pg_dump,
+//! pgBackRest, point-in-time recovery) are the right way to back it up; the
+//! pgvector and full-text indexes are inside it.
+
+use anyhow::{bail, Context};
+use engram_backup::{BackupError, Backups, Manifest, S3Target, Target};
+use engram_sqlite::SqliteStore;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, ObjectsKind, StoreKind};
+
+fn backups(cfg: &Config) -> anyhow::Result<Backups> {
+    let target = match cfg.objects {
+        ObjectsKind::Fs => Target::Dir(cfg.objects_dir.clone()),
+        ObjectsKind::S3 => {
+            let s = &cfg.s3;
+            Target::S3(S3Target {
+                endpoint: s.endpoint.clone(),
+                region: s.region.clone(),
+                bucket: s.bucket.clone().context("s3.bucket is not set")?,
+                access_key_id: s.access_key_id.clone(),
+                secret_access_key: s.secret_access_key.clone(),
+                allow_http: s.allow_http,
+            })
+        }
+    };
+    let prefix = match cfg.objects {
+        ObjectsKind::Fs => "",
+        ObjectsKind::S3 => cfg.s3.prefix.as_str(),
+    };
+    Backups::open(&target, prefix).context("opening the backup location")
+}
+
+fn embedded_only(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.store != StoreKind::Sqlite {
+        bail!(
+            "engram backup/restore cover the embedded store (store = \"sqlite\"). With \
+             store = \"postgres\", back up PostgreSQL with its own tools (pg_dump, pgBackRest, \
+             point-in-time recovery): the vectors and search indexes are inside it."
+        );
+    }
+    Ok(())
+}
+
+fn db_path(cfg: &Config) -> PathBuf {
+    cfg.data_dir.join("engram.db")
+}
+
+/// A scratch folder inside the data directory (same file system, so the
+/// restored database can be renamed into place).
+fn scratch(cfg: &Config, what: &str) -> PathBuf {
+    cfg.data_dir.join(format!(".{what}-{}", std::process::id()))
+}
+
+pub async fn create(cfg: &Config, name: Option<String>) -> anyhow::Result<()> {
+    embedded_only(cfg)?;
+    let db = db_path(cfg);
+    if !db.exists() {
+        bail!("no database at {} (wrong --data-dir?)", db.display());
+    }
+    let b = backups(cfg)?;
+    let name = name.unwrap_or_else(|| engram_backup::default_name(chrono::Utc::now()));
+    let tmp = scratch(cfg, "backup");
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let r = async {
+        let started = std::time::Instant::now();
+        let store = SqliteStore::open(&db).await.context("opening the store")?;
+        let snap = tmp.join("engram.db");
+        let info = store.snapshot(&snap).await.context("snapshot")?;
+        store.close().await;
+        eprintln!(
+            "snapshot: {} memories ({} live), change seq {}, {:.1}s; uploading to {}",
+            info.memories,
+            info.live,
+            info.max_seq,
+            started.elapsed().as_secs_f64(),
+            b.location()
+        );
+        let meta = serde_json::json!({
+            "snapshot": info,
+            "data_dir": cfg.data_dir.display().to_string(),
+        });
+        let m = b
+            .create(&name, "sqlite", meta, &[("engram.db".into(), snap)])
+            .await
+            .with_context(|| format!("writing backup {name:?} to {}", b.location()))?;
+        anyhow::Ok(m)
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    let m = r?;
+    println!("{}", serde_json::to_string_pretty(&summary(&m))?);
+    Ok(())
+}
+
+fn summary(m: &Manifest) -> serde_json::Value {
+    serde_json::json!({
+        "name": m.name,
+        "created_at": m.created_at,
+        "store": m.store,
+        "engram_version": m.engram_version,
+        "meta": m.meta,
+        "files": m.files,
+    })
+}
+
+pub async fn list(cfg: &Config) -> anyhow::Result<()> {
+    let b = backups(cfg)?;
+    let all = b
+        .list()
+        .await
+        .with_context(|| format!("listing {}", b.location()))?;
+    let out: Vec<serde_json::Value> = all.backups.iter().map(summary).collect();
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    for d in &all.damaged {
+        eprintln!("damaged (cannot be restored): {}", d.reason);
+    }
+    Ok(())
+}
+
+pub async fn verify(cfg: &Config, name: &str) -> anyhow::Result<()> {
+    let b = backups(cfg)?;
+    let m = b.verify(name).await.map_err(explain)?;
+    eprintln!(
+        "backup {name:?}: manifest and {} file(s) verified",
+        m.files.len()
+    );
+    println!("{}", serde_json::to_string_pretty(&summary(&m))?);
+    Ok(())
+}
+
+pub async fn delete(cfg: &Config, name: &str) -> anyhow::Result<()> {
+    let b = backups(cfg)?;
+    b.delete(name).await.map_err(explain)?;
+    eprintln!("backup {name:?} deleted from {}", b.location());
+    Ok(())
+}
+
+fn explain(e: BackupError) -> anyhow::Error {
+    match e {
+        BackupError::Corrupt { .. } => anyhow::anyhow!("{e}; refusing to use it"),
+        other => other.into(),
+    }
+}
+
+/// Verify backup `name`, install its database in the (empty) data directory
+/// and rebuild the indexes. Nothing is written to the data directory's
+/// database path unless every check passed.
+pub async fn restore(cfg: Config, name: &str) -> anyhow::Result<()> {
+    embedded_only(&cfg)?;
+    let db = db_path(&cfg);
+    // A leftover WAL would be replayed into the restored database.
+    for f in ["engram.db", "engram.db-wal", "engram.db-shm"] {
+        if cfg.data_dir.join(f).exists() {
+            bail!(
+                "{} already holds a database ({f}); restore into an empty --data-dir \
+                 (or move the old one away first)",
+                cfg.data_dir.display()
+            );
+        }
+    }
+    let b = backups(&cfg)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let staging = scratch(&cfg, "restore");
+    let started = std::time::Instant::now();
+    let m = b.download(name, &staging).await.map_err(explain)?;
+    let r = install(&cfg, &m, &staging, &db).await;
+    let _ = std::fs::remove_dir_all(&staging);
+    r?;
+    eprintln!(
+        "backup {name:?} verified and installed in {:.1}s; rebuilding the indexes",
+        started.elapsed().as_secs_f64()
+    );
+    crate::backends::rebuild(cfg).await
+}
+
+async fn install(cfg: &Config, m: &Manifest, staging: &Path, db: &Path) -> anyhow::Result<()> {
+    if m.store != "sqlite" {
+        bail!("backup {:?} is of a {} store, not sqlite", m.name, m.store);
+    }
+    let file = staging.join("engram.db");
+    let info = SqliteStore::inspect(&file)
+        .await
+        .with_context(|| format!("backup {:?} holds a damaged database", m.name))?;
+    // The snapshot must be the one the manifest describes.
+    let recorded = &m.meta["snapshot"];
+    for (k, v) in [
+        ("memories", info.memories),
+        ("max_seq", info.max_seq),
+        ("audit_events", info.audit_events),
+    ] {
+        if recorded[k].as_u64() != Some(v) {
+            bail!(
+                "backup {:?}: the database has {k} = {v}, the manifest recorded {}",
+                m.name,
+                recorded[k]
+            );
+        }
+    }
+    // Indexes of whatever was here before would not match the new store.
+    let index = cfg.data_dir.join("index");
+    if index.exists() {
+        std::fs::remove_dir_all(&index)
+            .with_context(|| format!("removing stale indexes in {}", index.display()))?;
+    }
+    std::fs::rename(&file, db)
+        .with_context(|| format!("moving the restored database to {}", db.display()))?;
+    Ok(())
+}
