@@ -177,8 +177,12 @@ start_llm() {
     fi
     port_open "$LLM_PORT" && return 0
     log "starting the llama.cpp server on $LLM_PORT"
+    # --interrupt_requests false: by default llama-cpp-python ends a running
+    # completion when another request arrives, so concurrent clients (the
+    # parallel tests, several agents) would get truncated, even empty, answers.
     nohup "$venv/bin/python" -m llama_cpp.server --model "$gguf" --model_alias "$LLM_MODEL" \
         --chat_format gemma --n_ctx 4096 --host 127.0.0.1 --port "$LLM_PORT" \
+        --interrupt_requests false \
         >"$DIR/llm/server.log" 2>&1 &
     echo $! >"$DIR/llm/pid"
     wait_port "$LLM_PORT" "llama.cpp server"
