@@ -12,6 +12,7 @@ fn chain(n: u64) -> Vec<AuditEvent> {
     let ctx = AuditCtx {
         actor: "key:0123456789abcdef".into(),
         request_id: Some("0190f0c8-5f8e-7a3c-9f00-1234567890ab".into()),
+        traceparent: None,
     };
     let at: DateTime<Utc> = DateTime::from_timestamp_micros(1_763_900_000_000_000).unwrap();
     let mut prev = GENESIS.to_string();

@@ -67,6 +67,10 @@ impl AuditAction {
 pub struct AuditCtx {
     pub actor: String,
     pub request_id: Option<String>,
+    /// The request's W3C `traceparent` when traces are exported; stores keep
+    /// it with the jobs the write enqueues so the worker's span links back
+    /// (see [`crate::telemetry`]). Not part of the audit event.
+    pub traceparent: Option<String>,
 }
 
 impl AuditCtx {
@@ -74,6 +78,7 @@ impl AuditCtx {
         AuditCtx {
             actor: p.subject.clone(),
             request_id: p.request_id.clone(),
+            traceparent: crate::telemetry::current_traceparent(),
         }
     }
 
@@ -82,6 +87,7 @@ impl AuditCtx {
         AuditCtx {
             actor: format!("system:{what}"),
             request_id: None,
+            traceparent: None,
         }
     }
 }
@@ -312,6 +318,7 @@ mod tests {
         let ctx = AuditCtx {
             actor: "alice".into(),
             request_id: Some("r1".into()),
+            traceparent: None,
         };
         let mut prev = GENESIS.to_string();
         (1..=len)

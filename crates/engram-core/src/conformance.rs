@@ -26,6 +26,8 @@
 //!   (of all memories for `stats(None)`);
 //! - a soft delete drops the memory's jobs; a stale or orphaned completion is
 //!   accepted (`Ok`) and changes nothing;
+//! - a job carries the `traceparent` of the write that enqueued it (insert,
+//!   text update, restore of a pending memory), whichever way it is claimed;
 //! - audit events carry the writer's actor and request id; a duplicate insert
 //!   appends none; `expire_due` and `purge_deleted` are store-wide (they run
 //!   last in [`run_all`] so they do not disturb other cases).
@@ -67,6 +69,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     restore_soft_deleted(s).await;
     api_keys_roundtrip(s).await;
     namespace_default_ttl(s).await;
+    jobs_carry_trace_context(s).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -78,6 +81,7 @@ pub fn audit() -> crate::audit::AuditCtx {
     crate::audit::AuditCtx {
         actor: "conformance".into(),
         request_id: Some("req-1".into()),
+        traceparent: None,
     }
 }
 
@@ -1963,4 +1967,72 @@ pub async fn namespace_default_ttl(store: &dyn Store) {
             "create"
         ]
     );
+}
+
+/// A job keeps the `traceparent` of the write that enqueued it, so a worker
+/// can link its span to that request; writes without one give jobs without.
+pub async fn jobs_carry_trace_context(store: &dyn Store) {
+    let t = tenant("trace");
+    let traced = |tp: &str| crate::audit::AuditCtx {
+        traceparent: Some(tp.to_string()),
+        ..audit()
+    };
+    let tp_insert = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let tp_update = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let tp_restore = "00-a3ce929d0e0e47364bf92f3577b34da6-5ee3f0c9b7ad6b71-01";
+    let a = new_memory(&t, "ns", "traced one");
+    let b = new_memory(&t, "ns", "traced two");
+    let c = new_memory(&t, "ns", "untraced");
+    store
+        .insert(vec![a.clone(), b.clone()], &traced(tp_insert))
+        .await
+        .expect("insert");
+    insert_one(store, c.clone()).await;
+    let jobs = claim_mine(store, &[a.id, b.id, c.id], now(), Duration::ZERO).await;
+    let tp_of = |jobs: &[ClaimedJob], id: Uuid| {
+        jobs.iter()
+            .find(|j| j.memory_id == id)
+            .unwrap_or_else(|| panic!("a job for {id}"))
+            .traceparent
+            .clone()
+    };
+    assert_eq!(tp_of(&jobs, a.id).as_deref(), Some(tp_insert));
+    assert_eq!(tp_of(&jobs, b.id).as_deref(), Some(tp_insert));
+    assert_eq!(tp_of(&jobs, c.id), None);
+
+    // A new text enqueues a new job, carrying the updating request's trace;
+    // claimed by id (the external queue's path) it is the same.
+    store
+        .update(
+            &t,
+            a.id,
+            MemoryPatch {
+                text: Some((
+                    "traced one, edited".into(),
+                    checksum("ns", "traced one, edited"),
+                )),
+                ..Default::default()
+            },
+            now(),
+            &traced(tp_update),
+        )
+        .await
+        .expect("update")
+        .expect("live");
+    let job_id = jobs_of(store, &t, None, a.id).await[0].id;
+    let by_id = store
+        .claim_jobs_by_id(&[job_id], Duration::ZERO, now())
+        .await
+        .expect("claim_jobs_by_id");
+    assert_eq!(tp_of(&by_id, a.id).as_deref(), Some(tp_update));
+
+    // A pending memory deleted and restored is enqueued again, by the restore.
+    store.soft_delete(&t, b.id, now(), &audit()).await.unwrap();
+    store
+        .restore(&t, b.id, now(), &traced(tp_restore))
+        .await
+        .unwrap()
+        .expect("restored");
+    let jobs = claim_mine(store, &[b.id], now(), Duration::ZERO).await;
+    assert_eq!(tp_of(&jobs, b.id).as_deref(), Some(tp_restore));
 }

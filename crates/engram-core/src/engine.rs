@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
+use tracing::{info_span, Instrument};
 use uuid::Uuid;
 
 use crate::audit::{AuditAction, AuditCtx, AuditEntry};
@@ -162,6 +163,7 @@ impl Engine {
 
     /// Store memories in a namespace and queue their embedding. Returns once
     /// they are durable (not yet searchable: see [`Engine::wait_searchable`]).
+    #[tracing::instrument(name = "engine.create", skip_all, fields(tenant = %p.tenant, %namespace, items = items.len()))]
     pub async fn create(
         &self,
         p: &Principal,
@@ -188,9 +190,16 @@ impl Engine {
                 .map_err(|e| prefix_item(e, i))?;
             news.push(n);
         }
-        let inserted = self.store.insert(news, &AuditCtx::of(p)).await?;
+        let inserted = self
+            .store
+            .insert(news, &AuditCtx::of(p))
+            .instrument(info_span!("store.insert"))
+            .await?;
         if inserted.iter().any(|i| i.created) {
-            self.queue.enqueued().await?;
+            self.queue
+                .enqueued()
+                .instrument(info_span!("queue.notify"))
+                .await?;
         }
         Ok(inserted
             .into_iter()
@@ -322,6 +331,7 @@ impl Engine {
         }
     }
 
+    #[tracing::instrument(name = "engine.update", skip_all, fields(tenant = %p.tenant, %id))]
     pub async fn update(&self, p: &Principal, id: Uuid, u: MemoryUpdate) -> Result<Memory> {
         p.authorize(Action::Write)?;
         if u.legal_hold.is_some() {
@@ -401,6 +411,7 @@ impl Engine {
     /// Delete a memory: soft by default (restorable until the retention
     /// sweeper purges it), or `hard` (admins only: content erased at once).
     /// Either way it disappears from get, list, search and export at once.
+    #[tracing::instrument(name = "engine.delete", skip_all, fields(tenant = %p.tenant, %id, hard))]
     pub async fn delete(&self, p: &Principal, id: Uuid, hard: bool) -> Result<()> {
         p.authorize(Action::Write)?;
         let audit = AuditCtx::of(p);
@@ -488,6 +499,7 @@ impl Engine {
         }
     }
 
+    #[tracing::instrument(name = "engine.search", skip_all, fields(tenant = %p.tenant, mode = ?req.mode, k = req.k))]
     pub async fn search(&self, p: &Principal, req: SearchRequest) -> Result<SearchResponse> {
         p.authorize(Action::Read)?;
         let started = Instant::now();
@@ -588,16 +600,25 @@ impl Engine {
         let fused = match req.mode {
             SearchMode::Vector => {
                 let q = self.embed_query(query).await?;
-                let hits = if req.exact {
-                    self.vectors.search_exact(&q, k, scope).await?
-                } else {
-                    self.vectors.search(&q, k, scope).await?
-                };
+                let hits = async {
+                    if req.exact {
+                        self.vectors.search_exact(&q, k, scope).await
+                    } else {
+                        self.vectors.search(&q, k, scope).await
+                    }
+                }
+                .instrument(info_span!("index.vector", k, exact = req.exact))
+                .await?;
                 fusion::single(&hits, true)
             }
-            SearchMode::Keyword => {
-                fusion::single(&self.keywords.search(query, k, scope).await?, false)
-            }
+            SearchMode::Keyword => fusion::single(
+                &self
+                    .keywords
+                    .search(query, k, scope)
+                    .instrument(info_span!("index.keyword", k))
+                    .await?,
+                false,
+            ),
             SearchMode::Hybrid => {
                 let q = self.embed_query(query).await?;
                 let vector = async {
@@ -606,9 +627,17 @@ impl Engine {
                     } else {
                         self.vectors.search(&q, candidates, scope).await
                     }
-                };
-                let (v, kw) =
-                    tokio::try_join!(vector, self.keywords.search(query, candidates, scope))?;
+                }
+                .instrument(info_span!(
+                    "index.vector",
+                    k = candidates,
+                    exact = req.exact
+                ));
+                let keyword = self
+                    .keywords
+                    .search(query, candidates, scope)
+                    .instrument(info_span!("index.keyword", k = candidates));
+                let (v, kw) = tokio::try_join!(vector, keyword)?;
                 fusion::rrf(&v, &kw, params)
             }
         };
@@ -689,6 +718,7 @@ impl Engine {
         let mut by_key: HashMap<Key, Memory> = self
             .store
             .get_by_keys(&p.tenant, &keys)
+            .instrument(info_span!("store.get_by_keys", keys = keys.len()))
             .await?
             .into_iter()
             .map(|m| (m.key, m))
@@ -718,6 +748,7 @@ impl Engine {
         Ok(SearchResponse { hits, mode })
     }
 
+    #[tracing::instrument(name = "embed.query", skip_all, fields(cached = tracing::field::Empty))]
     async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>> {
         let normalized = text::normalize(query);
         let model = self.embedder.model();
@@ -726,6 +757,7 @@ impl Engine {
             Ok(Some(bytes)) => match cache::decode_vector(&bytes, model.dims) {
                 Some(v) => {
                     cache::record_hit(CacheKind::Embedding);
+                    tracing::Span::current().record("cached", true);
                     return Ok(Arc::new(v));
                 }
                 None => cache::record_error("decode", &"not a cached embedding"),
@@ -734,6 +766,7 @@ impl Engine {
             Err(e) => cache::record_error("get", &e),
         }
         cache::record_miss(CacheKind::Embedding);
+        tracing::Span::current().record("cached", false);
         let started = Instant::now();
         let mut out = self
             .embedder
@@ -794,6 +827,7 @@ impl Engine {
     /// rights (so the model sees only what the caller may read, PII redacted
     /// as for the caller), build the cited prompt, start the completion.
     /// Retrieval errors come back before the LLM is called.
+    #[tracing::instrument(name = "engine.ask", skip_all, fields(tenant = %p.tenant))]
     pub async fn ask(&self, p: &Principal, req: AskRequest) -> Result<Asking> {
         p.authorize(Action::Read)?;
         let llm = self.llm.as_ref().ok_or(Error::LlmNotConfigured)?;
@@ -833,6 +867,7 @@ impl Engine {
                 max_tokens,
                 temperature,
             })
+            .instrument(info_span!("llm.chat", model = llm.model(), max_tokens))
             .await
             .inspect_err(rag::record_llm_error)?;
         Ok(Asking::new(
@@ -1015,6 +1050,11 @@ impl Engine {
         let Some(last) = changes.last().map(|c| c.seq) else {
             return Ok(0);
         };
+        let span = info_span!("index.apply", changes = changes.len(), from, to = last);
+        self.apply_changes(changes, last).instrument(span).await
+    }
+
+    async fn apply_changes(&self, changes: Vec<Change>, last: u64) -> Result<usize> {
         // Tenants whose searchable state this batch changes: an upsert's, and
         // a removal's as long as its attributes are still known.
         let mut tenants = BTreeSet::new();
@@ -1072,6 +1112,11 @@ impl Engine {
         self.vectors.persist(seq).await?;
         self.keywords.persist(seq).await?;
         Ok(())
+    }
+
+    /// The change-feed position the indexes have reached (for progress reports).
+    pub fn indexed_position(&self) -> watch::Receiver<u64> {
+        self.indexed.subscribe()
     }
 
     /// Throw the derived indexes away and re-derive them from the store.
@@ -1198,6 +1243,24 @@ impl EmbedWorker {
         if jobs.is_empty() {
             return Ok(0);
         }
+        // One span per batch, linked to the request behind each job (a batch
+        // serves many requests; see `crate::telemetry`).
+        let span = info_span!(
+            "worker.embed_batch",
+            jobs = jobs.len(),
+            embedded = tracing::field::Empty,
+            failed = tracing::field::Empty
+        );
+        let mut linked = std::collections::HashSet::new();
+        for tp in jobs.iter().filter_map(|j| j.traceparent.as_deref()) {
+            if linked.insert(tp) {
+                crate::telemetry::add_link(&span, tp);
+            }
+        }
+        self.embed_batch(jobs).instrument(span).await
+    }
+
+    async fn embed_batch(&self, jobs: Vec<ClaimedJob>) -> Result<usize> {
         let n = jobs.len();
         let model = self.embedder.model().clone();
         let mut done = Vec::with_capacity(n);
@@ -1223,7 +1286,11 @@ impl EmbedWorker {
         if !todo.is_empty() {
             let texts: Vec<String> = todo.iter().map(|j| j.text.clone()).collect();
             let started = Instant::now();
-            let batch = self.embedder.embed(&texts).await;
+            let batch = self
+                .embedder
+                .embed(&texts)
+                .instrument(info_span!("embed.batch", texts = texts.len()))
+                .await;
             metrics::histogram!("engram_embed_batch_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
             match batch {
@@ -1254,15 +1321,24 @@ impl EmbedWorker {
                 }
             }
         }
+        let span = tracing::Span::current();
+        span.record("embedded", done.len());
+        span.record("failed", failures.len());
         if !done.is_empty() {
             metrics::counter!("engram_embedded_total").increment(done.len() as u64);
-            self.queue.complete(done).await?;
+            self.queue
+                .complete(done)
+                .instrument(info_span!("queue.complete"))
+                .await?;
             (self.on_progress)();
         }
         if !failures.is_empty() {
             metrics::counter!("engram_embed_failures_total").increment(failures.len() as u64);
             tracing::warn!(count = failures.len(), "embedding attempts failed");
-            self.queue.fail(failures).await?;
+            self.queue
+                .fail(failures)
+                .instrument(info_span!("queue.fail"))
+                .await?;
             (self.on_progress)();
         }
         Ok(n)

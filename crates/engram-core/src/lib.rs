@@ -19,6 +19,7 @@ pub mod probe;
 pub mod rag;
 pub mod requests;
 pub mod scope;
+pub mod telemetry;
 pub mod text;
 pub mod traits;
 pub mod types;

@@ -294,6 +294,8 @@ pub struct ClaimedJob {
     /// so a redelivered job can be completed without re-embedding.
     pub embedded_checksum: Option<String>,
     pub embedding_version: Option<String>,
+    /// W3C `traceparent` of the request that enqueued the job, if traced.
+    pub traceparent: Option<String>,
 }
 
 /// A finished embedding to write back.

@@ -46,7 +46,8 @@ pub(crate) use job_cols;
 /// whether the memory is deleted.
 macro_rules! claimed_cols {
     () => {
-        "j.id AS job_id, j.memory_key, j.attempts, m.id AS memory_id, m.text, m.checksum, \
+        "j.id AS job_id, j.memory_key, j.attempts, j.traceparent, m.id AS memory_id, m.text, \
+         m.checksum, \
          m.embedded_checksum, m.embedding_version, m.deleted_at IS NOT NULL AS deleted"
     };
 }
@@ -219,6 +220,7 @@ pub(crate) fn claimed(row: &PgRow) -> Result<ClaimedJob> {
         attempts: attempts(row)?,
         embedded_checksum: get(row, "embedded_checksum")?,
         embedding_version: get(row, "embedding_version")?,
+        traceparent: get(row, "traceparent")?,
     })
 }
 

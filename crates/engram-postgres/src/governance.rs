@@ -376,6 +376,7 @@ impl PgStore {
                 .bind(tenant)
                 .bind(key)
                 .bind(now)
+                .bind(&ctx.traceparent)
                 .execute(tx.conn())
                 .await?;
         }

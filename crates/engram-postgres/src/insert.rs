@@ -60,7 +60,8 @@ const INSERT_MEMORIES: &str = "WITH ins AS (INSERT INTO memories (id, tenant, na
      provenance, metadata, text) \
      ORDER BY u.seq RETURNING key, seq, tenant, created_at), \
      jobs AS (INSERT INTO jobs (tenant, kind, memory_key, state, attempts, next_run_at, \
-     created_at) SELECT tenant, 'embed', key, 'queued', 0, least(created_at, $15), $15 \
+     created_at, traceparent) \
+     SELECT tenant, 'embed', key, 'queued', 0, least(created_at, $15), $15, $16 \
      FROM ins ORDER BY seq) \
      SELECT key, seq FROM ins";
 
@@ -197,7 +198,9 @@ impl PgStore {
             // Last: the seqs, and the rows that carry them.
             let seqs = tx.next_seqs(fresh.len()).await?;
             let rows = Columns::of(items, &fresh, *seqs.start(), &expiry)?;
-            let returned = rows.insert(&mut tx, now).await?;
+            let returned = rows
+                .insert(&mut tx, now, ctx.traceparent.as_deref())
+                .await?;
             let mut keys: HashMap<i64, i64> = HashMap::with_capacity(returned.len());
             for row in &returned {
                 keys.insert(row.try_get("seq")?, row.try_get("key")?);
@@ -376,6 +379,7 @@ impl<'a> Columns<'a> {
         &self,
         tx: &mut WriteTx,
         now: DateTime<Utc>,
+        traceparent: Option<&str>,
     ) -> Result<Vec<sqlx::postgres::PgRow>> {
         Ok(sqlx::query(INSERT_MEMORIES)
             .bind(&self.id)
@@ -393,6 +397,7 @@ impl<'a> Columns<'a> {
             .bind(&self.metadata)
             .bind(&self.text)
             .bind(now)
+            .bind(traceparent)
             .fetch_all(tx.conn())
             .await?)
     }

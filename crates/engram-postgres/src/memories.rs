@@ -13,9 +13,11 @@ use crate::codec::{self, memory_cols, to_json, ts};
 use crate::governance::{entry, held};
 use crate::{PgError, PgStore, Result, WriteTx};
 
-/// Enqueue an embedding job for a memory: `($1 tenant, $2 memory key, $3 now)`.
+/// Enqueue an embedding job for a memory:
+/// `($1 tenant, $2 memory key, $3 now, $4 traceparent)`.
 pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (tenant, kind, memory_key, state, \
-     attempts, next_run_at, created_at) VALUES ($1, 'embed', $2, 'queued', 0, $3, $3)";
+     attempts, next_run_at, created_at, traceparent) \
+     VALUES ($1, 'embed', $2, 'queued', 0, $3, $3, $4)";
 
 impl PgStore {
     pub(crate) async fn get_memory(&self, tenant: &str, id: Uuid) -> Result<Option<Memory>> {
@@ -127,6 +129,7 @@ impl PgStore {
                 .bind(&m.tenant)
                 .bind(key)
                 .bind(now)
+                .bind(&ctx.traceparent)
                 .execute(tx.conn())
                 .await?;
         }

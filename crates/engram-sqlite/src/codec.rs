@@ -226,6 +226,7 @@ pub(crate) fn claimed(row: &SqliteRow) -> Result<ClaimedJob> {
             .map_err(|_| SqliteError::corrupt("jobs.attempts out of range"))?,
         embedded_checksum: get(row, "embedded_checksum")?,
         embedding_version: get(row, "embedding_version")?,
+        traceparent: get(row, "traceparent")?,
     })
 }
 

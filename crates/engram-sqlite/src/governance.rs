@@ -366,6 +366,7 @@ impl SqliteStore {
                 .bind(codec::int(m.key))
                 .bind(micros(now))
                 .bind(micros(now))
+                .bind(&ctx.traceparent)
                 .execute(tx.conn())
                 .await?;
         }

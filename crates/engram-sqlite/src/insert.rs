@@ -39,8 +39,8 @@ const INSERT_MEMORIES: &str =
 /// An embedding job for every memory inserted with a seq in `[?2, ?3]`,
 /// runnable at once (even if the caller's clock is a little ahead of ours).
 const INSERT_JOBS: &str = "INSERT INTO jobs (tenant, kind, memory_key, state, attempts, \
-     next_run_at, created_at) \
-     SELECT tenant, 'embed', key, 'queued', 0, min(created_at, ?1), ?1 FROM memories \
+     next_run_at, created_at, traceparent) \
+     SELECT tenant, 'embed', key, 'queued', 0, min(created_at, ?1), ?1, ?4 FROM memories \
      WHERE seq BETWEEN ?2 AND ?3 ORDER BY seq";
 
 /// What an input item turned out to be.
@@ -162,6 +162,7 @@ impl SqliteStore {
                 .bind(now)
                 .bind(first)
                 .bind(last)
+                .bind(&ctx.traceparent)
                 .execute(tx.conn())
                 .await?;
             let entries = fresh

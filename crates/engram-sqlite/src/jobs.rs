@@ -368,7 +368,7 @@ impl SqliteStore {
 /// The columns a claim reads: a job joined with its memory.
 macro_rules! claim_cols {
     () => {
-        "SELECT j.id AS job_id, j.memory_key, j.attempts, m.id AS memory_id, m.text, \
+        "SELECT j.id AS job_id, j.memory_key, j.attempts, j.traceparent, m.id AS memory_id, m.text, \
          m.checksum, m.embedded_checksum, m.embedding_version, \
          m.deleted_at IS NOT NULL AS deleted \
          FROM jobs j JOIN memories m ON m.key = j.memory_key"

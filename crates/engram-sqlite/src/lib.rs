@@ -31,7 +31,8 @@
 //! See `migrations/`: `meta` (the seq counter), `namespaces`, `memories`
 //! (times as integer microseconds since the epoch, JSON columns as text, the
 //! vector as a little-endian f32 blob) and `jobs`; since version 2 also
-//! `audit` + `audit_heads` (the hash chains), `api_keys` and the retention columns.
+//! `audit` + `audit_heads` (the hash chains), `api_keys` and the retention columns;
+//! version 3 the outbox column `jobs.published_at`; version 4 `jobs.traceparent`.
 
 use chrono::Utc;
 use sqlx::sqlite::{

@@ -14,7 +14,7 @@ use crate::{Result, SqliteError, SqliteStore, WriteTx};
 
 /// Enqueue an embedding job for a memory.
 pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (tenant, kind, memory_key, state, attempts, \
-     next_run_at, created_at) VALUES (?, 'embed', ?, 'queued', 0, ?, ?)";
+     next_run_at, created_at, traceparent) VALUES (?, 'embed', ?, 'queued', 0, ?, ?, ?)";
 
 impl SqliteStore {
     pub(crate) async fn get_memory(&self, tenant: &str, id: Uuid) -> Result<Option<Memory>> {
@@ -154,6 +154,7 @@ impl SqliteStore {
                 .bind(key)
                 .bind(micros(now))
                 .bind(micros(now))
+                .bind(&ctx.traceparent)
                 .execute(tx.conn())
                 .await?;
         }

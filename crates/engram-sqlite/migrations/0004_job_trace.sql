@@ -1,0 +1,4 @@
+-- engram authoritative store, schema version 4: trace context of jobs.
+-- The W3C traceparent of the request that enqueued the job (NULL when traces
+-- are off), so the worker's span links back to that request.
+ALTER TABLE jobs ADD COLUMN traceparent TEXT;
