@@ -44,8 +44,14 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().as_str().to_string();
+    // The request span (see `routes::router`) gets the outcome for traces.
+    let span = tracing::Span::current();
     let started = Instant::now();
     let res = next.run(req).await;
+    span.record("http.response.status_code", res.status().as_u16());
+    if res.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     let status = res.status().as_u16().to_string();
     metrics::counter!("engram_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
         .increment(1);

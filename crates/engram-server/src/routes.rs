@@ -63,15 +63,37 @@ pub fn router(state: AppState) -> Router {
             .into_response()
         }))
         // Every log line of a request carries its id (set by the outer layer
-        // below, or the client's `x-request-id`), also in JSON logs.
+        // below, or the client's `x-request-id`), also in JSON logs. When
+        // traces are exported, the span is named by route (layers run after
+        // routing, so the matched path is known), continues the caller's W3C
+        // `traceparent`, and `metrics::track` records the outcome.
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+                let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|p| p.as_str());
+                let name = match route {
+                    Some(r) => format!("{} {r}", req.method()),
+                    None => req.method().to_string(),
+                };
+                let span = tracing::info_span!(
+                    "request",
+                    method = %req.method(),
+                    // The path only: a query string may carry filter values.
+                    path = %req.uri().path(),
+                    request_id = %header("x-request-id").unwrap_or(""),
+                    otel.name = name,
+                    otel.kind = "server",
+                    otel.status_code = tracing::field::Empty,
+                    http.route = route,
+                    http.response.status_code = tracing::field::Empty,
+                );
+                if let Some(tp) = header("traceparent") {
+                    engram_core::telemetry::set_parent(&span, tp);
+                }
+                span
             }),
         )
         .layer(PropagateRequestIdLayer::x_request_id())

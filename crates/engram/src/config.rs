@@ -48,6 +48,8 @@ pub struct Config {
     pub worker_listen: Option<String>,
     /// `text` or `json`.
     pub log_format: String,
+    /// OpenTelemetry traces (off unless `otlp_endpoint` is set).
+    pub traces: TracesConfig,
     pub max_body_bytes: usize,
     pub max_text_bytes: usize,
     pub max_batch: usize,
@@ -246,6 +248,33 @@ impl std::fmt::Debug for EmbedderConfig {
             .field("dims", &self.dims)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesConfig {
+    /// OTLP/HTTP (protobuf) collector root, e.g. `http://otel-collector:4318`;
+    /// spans go to `<root>/v1/traces`. Unset: no traces are exported.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the spans (`engram-worker` for `engram worker` when
+    /// left at the default).
+    pub service_name: String,
+    /// Share of new traces sampled (0 to 1); a request that arrives with a
+    /// sampled `traceparent` follows its caller's decision.
+    pub sample_ratio: f64,
+    /// Export timeout per batch.
+    pub timeout_secs: u64,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        TracesConfig {
+            otlp_endpoint: None,
+            service_name: "engram".into(),
+            sample_ratio: 1.0,
+            timeout_secs: 10,
+        }
     }
 }
 
@@ -482,6 +511,7 @@ impl Default for Config {
             workers: 1,
             worker_listen: None,
             log_format: "text".into(),
+            traces: TracesConfig::default(),
             max_body_bytes: 8 * 1024 * 1024,
             max_text_bytes: 32 * 1024,
             max_batch: 256,
@@ -654,6 +684,18 @@ impl Config {
             if e.dims == 0 || e.timeout_secs == 0 {
                 bail!("embedder.dims and embedder.timeout_secs must be positive");
             }
+        }
+        let t = &self.traces;
+        if let Some(u) = &t.otlp_endpoint {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bail!("traces.otlp_endpoint = {u:?} must be an http(s) URL like http://otel-collector:4318");
+            }
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            bail!("traces.sample_ratio must be between 0 and 1");
+        }
+        if t.service_name.is_empty() || t.timeout_secs == 0 {
+            bail!("traces.service_name must not be empty and traces.timeout_secs must be positive");
         }
         let l = &self.llm;
         if l.base_url.is_some() != l.model.is_some() {

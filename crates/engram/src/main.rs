@@ -7,6 +7,8 @@ mod client;
 mod config;
 mod models;
 mod ops;
+mod progress;
+mod telemetry;
 mod tls;
 
 use anyhow::Context;
@@ -359,19 +361,6 @@ fn backup_overrides(
     o
 }
 
-fn init_logs(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ENGRAM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tantivy=warn"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        b.json().flatten_event(true).init();
-    } else {
-        b.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -390,8 +379,10 @@ async fn main() -> anyhow::Result<()> {
                 o.push(("workers", w.into()));
             }
             let cfg = Config::load(file, &o)?;
-            init_logs(&cfg.log_format);
-            backends::serve(cfg).await
+            let t = telemetry::init(&cfg.log_format, &cfg.traces, "serve")?;
+            let r = backends::serve(cfg).await;
+            t.shutdown().await;
+            r
         }
         Cmd::Worker {
             local,
@@ -404,17 +395,19 @@ async fn main() -> anyhow::Result<()> {
                 o.push(("worker_listen", l.into()));
             }
             let cfg = Config::load(file, &o)?;
-            init_logs(&cfg.log_format);
-            backends::worker(cfg).await
+            let t = telemetry::init(&cfg.log_format, &cfg.traces, "worker")?;
+            let r = backends::worker(cfg).await;
+            t.shutdown().await;
+            r
         }
         Cmd::Migrate { local } => {
             let cfg = Config::load(file, &overrides(&local))?;
-            init_logs(&cfg.log_format);
+            telemetry::init_logs(&cfg.log_format);
             backends::migrate(cfg).await
         }
         Cmd::Rebuild { local } => {
             let cfg = Config::load(file, &overrides(&local))?;
-            init_logs(&cfg.log_format);
+            telemetry::init_logs(&cfg.log_format);
             backends::rebuild(cfg).await
         }
         Cmd::Backup {
@@ -423,7 +416,7 @@ async fn main() -> anyhow::Result<()> {
             cmd,
         } => {
             let cfg = Config::load(file, &backup_overrides(&local, &location))?;
-            init_logs(&cfg.log_format);
+            telemetry::init_logs(&cfg.log_format);
             match cmd {
                 BackupCmd::Create { name } => backup::create(&cfg, name).await,
                 BackupCmd::List => backup::list(&cfg).await,
@@ -437,7 +430,7 @@ async fn main() -> anyhow::Result<()> {
             name,
         } => {
             let cfg = Config::load(file, &backup_overrides(&local, &location))?;
-            init_logs(&cfg.log_format);
+            telemetry::init_logs(&cfg.log_format);
             backup::restore(cfg, &name).await
         }
         Cmd::Keys { local, tenant, cmd } => {

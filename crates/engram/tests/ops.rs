@@ -528,3 +528,313 @@ fn smoke_measures_the_real_llm() {
         .unwrap()
         .contains("cannot reach the LLM server"));
 }
+
+// ---- traces ----------------------------------------------------------------
+
+mod otlp {
+    //! What an OpenTelemetry collector receives: an OTLP/HTTP endpoint that
+    //! decodes the protobuf export requests with the official
+    //! `opentelemetry-proto` types and keeps the spans. (No collector binary
+    //! installs offline here; this is the receiving half of the protocol, not
+    //! a stand-in for anything engram calls in production.)
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+    use prost::Message;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Debug, Clone)]
+    pub struct Span {
+        pub service: String,
+        pub name: String,
+        pub kind: i32,
+        pub trace_id: String,
+        pub span_id: String,
+        pub parent_span_id: String,
+        /// (trace id, span id) of each link.
+        pub links: Vec<(String, String)>,
+        pub attributes: Vec<(String, String)>,
+    }
+
+    impl Span {
+        pub fn attr(&self, key: &str) -> Option<&str> {
+            self.attributes
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    pub struct Receiver {
+        pub url: String,
+        spans: Arc<Mutex<Vec<Span>>>,
+        _rt: tokio::runtime::Runtime,
+    }
+
+    impl Receiver {
+        pub fn start() -> Receiver {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let spans: Arc<Mutex<Vec<Span>>> = Arc::default();
+            let kept = spans.clone();
+            let listener = rt
+                .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+                .unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let app = axum::Router::new().route(
+                "/v1/traces",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let kept = kept.clone();
+                    async move {
+                        let req = ExportTraceServiceRequest::decode(body)
+                            .expect("engram sends valid OTLP protobuf");
+                        kept.lock().unwrap().extend(flatten(req));
+                        // An empty ExportTraceServiceResponse.
+                        (
+                            [("content-type", "application/x-protobuf")],
+                            Vec::<u8>::new(),
+                        )
+                    }
+                }),
+            );
+            rt.spawn(async move { axum::serve(listener, app).await });
+            Receiver {
+                url,
+                spans,
+                _rt: rt,
+            }
+        }
+
+        pub fn spans(&self) -> Vec<Span> {
+            self.spans.lock().unwrap().clone()
+        }
+    }
+
+    fn text(v: Option<&AnyValue>) -> String {
+        match v {
+            Some(AnyValue::StringValue(s)) => s.clone(),
+            Some(AnyValue::IntValue(i)) => i.to_string(),
+            Some(AnyValue::BoolValue(b)) => b.to_string(),
+            Some(AnyValue::DoubleValue(d)) => d.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    fn flatten(req: ExportTraceServiceRequest) -> Vec<Span> {
+        let mut out = Vec::new();
+        for rs in req.resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|kv| kv.key == "service.name")
+                .map(|kv| text(kv.value.as_ref().and_then(|v| v.value.as_ref())))
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    out.push(Span {
+                        service: service.clone(),
+                        name: s.name,
+                        kind: s.kind,
+                        trace_id: hex(&s.trace_id),
+                        span_id: hex(&s.span_id),
+                        parent_span_id: hex(&s.parent_span_id),
+                        links: s
+                            .links
+                            .iter()
+                            .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
+                            .collect(),
+                        attributes: s
+                            .attributes
+                            .iter()
+                            .map(|kv| {
+                                (
+                                    kv.key.clone(),
+                                    text(kv.value.as_ref().and_then(|v| v.value.as_ref())),
+                                )
+                            })
+                            .collect(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+}
+
+/// Send a JSON request with a `traceparent` header; the status.
+fn traced(method: &str, url: &str, traceparent: &str, body: Option<Value>) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let c = reqwest::Client::new();
+        let mut r = match method {
+            "POST" => c.post(url),
+            _ => c.get(url),
+        }
+        .header("traceparent", traceparent);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        r.send().await.unwrap().status().as_u16()
+    })
+}
+
+/// Wait until `done` holds for what the receiver got (the SDK exports in batches).
+fn spans_until(rx: &otlp::Receiver, done: impl Fn(&[otlp::Span]) -> bool) -> Vec<otlp::Span> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans = rx.spans();
+        if done(&spans) {
+            return spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "spans never arrived; got {:#?}",
+            spans
+                .iter()
+                .map(|s| (&s.name, &s.trace_id))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The one span named `name` in trace `trace`.
+fn one<'a>(spans: &'a [otlp::Span], trace: &str, name: &str) -> &'a otlp::Span {
+    let found: Vec<&otlp::Span> = spans
+        .iter()
+        .filter(|s| s.trace_id == trace && s.name == name)
+        .collect();
+    assert_eq!(found.len(), 1, "one {name} in trace {trace}: {spans:#?}");
+    found[0]
+}
+
+const SERVER: i32 = 2; // opentelemetry.proto.trace.v1.Span.SpanKind.SPAN_KIND_SERVER
+
+#[test]
+fn traces_follow_a_write_from_the_request_through_the_queue_to_the_worker() {
+    let rx = otlp::Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url) = serve(
+        &dir.path().join("data"),
+        &[
+            ("ENGRAM_TRACES__OTLP_ENDPOINT", rx.url.clone()),
+            ("ENGRAM_AUTH__ENABLED", "false".into()),
+            // Export every 100 ms instead of every 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ],
+    );
+    // The caller's trace (an agent that traces its own work).
+    let write_trace = "5b8efff798038103d269b633813fc60c";
+    let caller_span = "eee19b7ec3c1b174";
+    let s = traced(
+        "POST",
+        &format!("{url}/v1/memories?wait=true"),
+        &format!("00-{write_trace}-{caller_span}-01"),
+        Some(serde_json::json!({
+            "namespace": "traces",
+            "memories": [
+                {"text": "The staging database is rebuilt every Sunday night."},
+                {"text": "Grafana alerts go to the on-call channel."}
+            ]
+        })),
+    );
+    assert_eq!(s, 201, "written and searchable");
+    let search_trace = "0af7651916cd43dd8448eb211c80319c";
+    let s = traced(
+        "POST",
+        &format!("{url}/v1/search"),
+        &format!("00-{search_trace}-b7ad6b7169203331-01"),
+        Some(serde_json::json!({"query": "when is staging rebuilt?", "k": 2})),
+    );
+    assert_eq!(s, 200);
+    // A malformed traceparent starts a new trace instead of failing.
+    assert_eq!(
+        traced("GET", &format!("{url}/v1/stats"), "00-not-a-trace-01", None),
+        200
+    );
+
+    let spans = spans_until(&rx, |spans| {
+        let has = |name: &str| spans.iter().any(|s| s.name == name);
+        has("worker.embed_batch")
+            && has("POST /v1/search")
+            && has("GET /v1/stats")
+            && has("index.apply")
+    });
+
+    // The write: the server span continues the caller's trace...
+    let request = one(&spans, write_trace, "POST /v1/memories");
+    assert_eq!(request.parent_span_id, caller_span);
+    assert_eq!(request.kind, SERVER);
+    assert_eq!(request.service, "engram");
+    assert_eq!(request.attr("http.route"), Some("/v1/memories"));
+    assert_eq!(request.attr("http.response.status_code"), Some("201"));
+    // ...with the engine and the store below it.
+    let create = one(&spans, write_trace, "engine.create");
+    assert_eq!(create.parent_span_id, request.span_id);
+    assert_eq!(create.attr("items"), Some("2"));
+    let insert = one(&spans, write_trace, "store.insert");
+    assert_eq!(insert.parent_span_id, create.span_id);
+
+    // The worker's batch, in a trace of its own, links back to the write.
+    let batches: Vec<&otlp::Span> = spans
+        .iter()
+        .filter(|s| s.name == "worker.embed_batch")
+        .collect();
+    let linked: Vec<&&otlp::Span> = batches
+        .iter()
+        .filter(|b| {
+            b.links
+                .contains(&(write_trace.to_string(), create.span_id.clone()))
+        })
+        .collect();
+    assert!(
+        !linked.is_empty(),
+        "a batch links to the write: {batches:#?}"
+    );
+    let embedded: u64 = linked
+        .iter()
+        .map(|b| b.attr("embedded").unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(embedded, 2, "{linked:#?}");
+    for b in &linked {
+        assert_ne!(b.trace_id, write_trace);
+        let embed = one(&spans, &b.trace_id, "embed.batch");
+        assert_eq!(embed.parent_span_id, b.span_id);
+        let complete = one(&spans, &b.trace_id, "queue.complete");
+        assert_eq!(complete.parent_span_id, b.span_id);
+    }
+
+    // The search: engine, query embedding, both indexes and the store.
+    let request = one(&spans, search_trace, "POST /v1/search");
+    let search = one(&spans, search_trace, "engine.search");
+    assert_eq!(search.parent_span_id, request.span_id);
+    for name in [
+        "embed.query",
+        "index.vector",
+        "index.keyword",
+        "store.get_by_keys",
+    ] {
+        let s = one(&spans, search_trace, name);
+        assert_eq!(s.parent_span_id, search.span_id, "{name}");
+    }
+    assert_eq!(
+        one(&spans, search_trace, "embed.query").attr("cached"),
+        Some("false")
+    );
+
+    // The malformed header: a fresh root span, not an error.
+    let stats = spans.iter().find(|s| s.name == "GET /v1/stats").unwrap();
+    assert!(stats.parent_span_id.is_empty(), "{stats:?}");
+    assert_eq!(stats.trace_id.len(), 32);
+    stop(child);
+}
