@@ -339,7 +339,17 @@ pub async fn worker(cfg: Config) -> anyhow::Result<()> {
 pub async fn rebuild(cfg: Config) -> anyhow::Result<()> {
     let engine = open_engine(&cfg).await?;
     let started = std::time::Instant::now();
-    let n = engine.rebuild().await?;
+    let total = engine.totals().await?.store.max_seq;
+    let report = tokio::spawn(crate::progress::follow(
+        "rebuild",
+        "changes",
+        total,
+        engine.indexed_position(),
+    ));
+    let n = engine.rebuild().await;
+    report.abort();
+    crate::progress::clear();
+    let n = n?;
     let stats = engine
         .stats(&Principal::new(cfg.tenant.clone(), "local", Role::Admin))
         .await?;
