@@ -600,15 +600,7 @@ impl Engine {
         let fused = match req.mode {
             SearchMode::Vector => {
                 let q = self.embed_query(query).await?;
-                let hits = async {
-                    if req.exact {
-                        self.vectors.search_exact(&q, k, scope).await
-                    } else {
-                        self.vectors.search(&q, k, scope).await
-                    }
-                }
-                .instrument(info_span!("index.vector", k, exact = req.exact))
-                .await?;
+                let hits = self.vector_search(&q, k, req.exact, scope).await?;
                 fusion::single(&hits, true)
             }
             SearchMode::Keyword => fusion::single(
@@ -621,18 +613,7 @@ impl Engine {
             ),
             SearchMode::Hybrid => {
                 let q = self.embed_query(query).await?;
-                let vector = async {
-                    if req.exact {
-                        self.vectors.search_exact(&q, candidates, scope).await
-                    } else {
-                        self.vectors.search(&q, candidates, scope).await
-                    }
-                }
-                .instrument(info_span!(
-                    "index.vector",
-                    k = candidates,
-                    exact = req.exact
-                ));
+                let vector = self.vector_search(&q, candidates, req.exact, scope);
                 let keyword = self
                     .keywords
                     .search(query, candidates, scope)
@@ -642,6 +623,26 @@ impl Engine {
             }
         };
         Ok(fused.into_iter().take(k).collect())
+    }
+
+    /// The vector index's top `k`: approximate, or an exact scan on request.
+    async fn vector_search(
+        &self,
+        q: &[f32],
+        k: usize,
+        exact: bool,
+        scope: &Scope<'_>,
+    ) -> Result<Vec<(Key, f32)>> {
+        let search = async {
+            if exact {
+                self.vectors.search_exact(q, k, scope).await
+            } else {
+                self.vectors.search(q, k, scope).await
+            }
+        };
+        search
+            .instrument(info_span!("index.vector", k, exact))
+            .await
     }
 
     /// The cache key of a search's ranking, or `None` when result caching is
