@@ -17,7 +17,9 @@ use engram_embed::LocalEmbedder;
 use engram_index::{TantivyIndex, UsearchIndex, VectorOptions};
 use engram_llm::{OpenAiChat, OpenAiChatOptions, OpenAiEmbedder, OpenAiEmbedderOptions};
 use engram_nats::{NatsOptions, NatsQueue};
-use engram_postgres::{PgKeywordIndex, PgOptions, PgStore, PgVectorIndex, PgVectorOptions};
+use engram_postgres::{
+    PgKeywordIndex, PgKeywordOptions, PgOptions, PgStore, PgVectorIndex, PgVectorOptions,
+};
 use engram_redis::RedisCache;
 use engram_server::{AuthSettings, RateLimit, ServerConfig};
 use engram_sqlite::SqliteStore;
@@ -204,7 +206,11 @@ async fn open_indexes(
         let vectors = PgVectorIndex::open(pg.pool().clone(), dims, opts)
             .await
             .context("opening the pgvector index")?;
-        let keywords = PgKeywordIndex::open(pg.pool().clone())
+        let kw = PgKeywordOptions {
+            common_cutoff: p.keyword_common_cutoff,
+            ..PgKeywordOptions::default()
+        };
+        let keywords = PgKeywordIndex::open_with(pg.pool().clone(), kw)
             .await
             .context("opening the full-text index")?;
         return Ok((Arc::new(vectors), Arc::new(keywords)));

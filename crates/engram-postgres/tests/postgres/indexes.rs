@@ -4,7 +4,7 @@ use crate::common::{Doc, TestDb};
 use chrono::{Duration, Utc};
 use engram_core::filter::Filter;
 use engram_core::{AttrTable, DerivedIndex, Key, KeywordIndex, Scope, VectorIndex};
-use engram_postgres::index::{PgKeywordIndex, PgVectorIndex, PgVectorOptions};
+use engram_postgres::index::{PgKeywordIndex, PgKeywordOptions, PgVectorIndex, PgVectorOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -415,5 +415,147 @@ async fn keyword_search_ranks_ors_and_scopes() {
     assert_eq!(index.search("fox", 10, &s).await.unwrap().len(), 2);
     let plan = index.explain("billing dispute", 10, &s).await.unwrap();
     println!("keyword plan:\n{plan}");
+    db.finish().await;
+}
+
+/// Common terms: with PostgreSQL's statistics read, a word in most rows ranks
+/// but does not match on its own; a query of only common words matches rows
+/// with all of them; a cutoff of 0 keeps OR semantics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyword_common_terms_rank_but_do_not_match_alone() {
+    let mut db = TestDb::new("common_terms").await;
+    let groups: [(&str, usize); 4] = [
+        ("status update", 120),
+        ("status report", 50),
+        ("status update about kubernetes", 5),
+        ("kubernetes cluster", 5),
+    ];
+    let mut docs = Vec::new();
+    let mut group_of = Vec::new();
+    for (g, (text, n)) in groups.iter().enumerate() {
+        for i in 0..*n {
+            // A unique rare word per row (texts are unique per namespace).
+            docs.push(Doc::new(
+                &format!("{text} ref{g}x{i}"),
+                Some(vec![1.0, 0.0]),
+            ));
+            group_of.push(g);
+        }
+    }
+    let keys = db.insert(&docs).await;
+    let group: std::collections::HashMap<Key, usize> =
+        keys.iter().copied().zip(group_of.iter().copied()).collect();
+    let count = |hits: &[(Key, f32)], g: usize| hits.iter().filter(|h| group[&h.0] == g).count();
+    let attrs = AttrTable::new();
+    let all: Vec<String> = vec![];
+    let s = scope("t1", &all, None, &attrs);
+    let relative = PgKeywordIndex::open_with(
+        db.pool.clone(),
+        PgKeywordOptions {
+            len_refresh: std::time::Duration::ZERO,
+            common_cutoff: 0.2,
+        },
+    )
+    .await
+    .unwrap();
+
+    // No statistics yet: nothing is common, OR semantics.
+    assert!(relative.common_lexemes().is_empty());
+    assert_eq!(
+        relative
+            .search("status update", 500, &s)
+            .await
+            .unwrap()
+            .len(),
+        175
+    );
+
+    sqlx::query("ANALYZE memories")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert!(relative.refresh_stats().await.unwrap() > 0);
+    let common: HashSet<String> = relative.common_lexemes().into_iter().collect();
+    // status 175/180, updat 125/180, report 50/180 are common; kubernet 10/180 is not.
+    for l in ["status", "updat", "report"] {
+        assert!(common.contains(l), "{l} not common: {common:?}");
+    }
+    assert!(!common.contains("kubernet"), "{common:?}");
+
+    // A rare word: only rows with it match; the common words lift the rows
+    // that also have them.
+    let hits = relative
+        .search("status update kubernetes", 500, &s)
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 10, "{hits:?}");
+    assert_eq!(
+        count(&hits[..5], 2),
+        5,
+        "rows with every word first: {hits:?}"
+    );
+    assert_eq!(count(&hits[5..], 3), 5);
+    // Only common words: rows with all of them.
+    let hits = relative.search("status update", 500, &s).await.unwrap();
+    assert_eq!(
+        (hits.len(), count(&hits, 0), count(&hits, 2)),
+        (125, 120, 5)
+    );
+
+    // An absolute cutoff (rows): 100 makes status and updat common, not report.
+    let absolute = PgKeywordIndex::open_with(
+        db.pool.clone(),
+        PgKeywordOptions {
+            len_refresh: std::time::Duration::ZERO,
+            common_cutoff: 100.0,
+        },
+    )
+    .await
+    .unwrap();
+    let common: HashSet<String> = absolute.common_lexemes().into_iter().collect();
+    assert!(
+        common.contains("status") && common.contains("updat"),
+        "{common:?}"
+    );
+    assert!(!common.contains("report"), "{common:?}");
+    let hits = absolute.search("status report", 500, &s).await.unwrap();
+    assert_eq!((hits.len(), count(&hits, 1)), (50, 50));
+
+    // Off: OR of every word, as before the statistics.
+    let off = PgKeywordIndex::open_with(
+        db.pool.clone(),
+        PgKeywordOptions {
+            len_refresh: std::time::Duration::ZERO,
+            common_cutoff: 0.0,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(off.common_lexemes().is_empty());
+    assert_eq!(
+        off.search("status update", 500, &s).await.unwrap().len(),
+        175
+    );
+    assert_eq!(
+        off.search("status update kubernetes", 500, &s)
+            .await
+            .unwrap()
+            .len(),
+        180
+    );
+
+    // A bad cutoff is refused at open.
+    for bad in [-0.5, f64::NAN, f64::INFINITY] {
+        let r = PgKeywordIndex::open_with(
+            db.pool.clone(),
+            PgKeywordOptions {
+                len_refresh: std::time::Duration::ZERO,
+                common_cutoff: bad,
+            },
+        )
+        .await;
+        assert!(r.is_err(), "{bad}");
+    }
+    drop((relative, absolute, off));
     db.finish().await;
 }
