@@ -143,6 +143,9 @@ pub struct Backups {
     prefix: ObjPath,
     /// Human-readable location, for messages.
     location: String,
+    /// Bytes of backup files moved by the current `create`, `download` or
+    /// `verify` (reset at its start), for progress reports.
+    moved: tokio::sync::watch::Sender<u64>,
 }
 
 impl Backups {
@@ -194,12 +197,24 @@ impl Backups {
             store,
             prefix: ObjPath::from(prefix.trim_matches('/')),
             location,
+            moved: tokio::sync::watch::Sender::new(0),
         })
     }
 
     /// Where these backups are, e.g. `s3://bucket/backups`.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// Bytes of backup files uploaded (by [`create`](Self::create)) or
+    /// downloaded and checked (by [`download`](Self::download) and
+    /// [`verify`](Self::verify)) so far in the current operation.
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.moved.subscribe()
+    }
+
+    fn moved(&self, n: usize) {
+        self.moved.send_modify(|b| *b += n as u64);
     }
 
     fn path(&self, name: &str, file: &str) -> ObjPath {
@@ -233,6 +248,7 @@ impl Backups {
                 self.location
             )));
         }
+        self.moved.send_replace(0);
         let mut entries = Vec::new();
         for (f, local) in files {
             let (bytes, sha256) = self.upload(local, &self.path(name, f)).await?;
@@ -284,6 +300,7 @@ impl Backups {
                 let _ = w.abort().await;
                 return Err(store_io(e));
             }
+            self.moved(n);
         }
         w.shutdown().await.map_err(store_io)?;
         Ok((total, hex::encode(hasher.finalize())))
@@ -380,6 +397,7 @@ impl Backups {
             )));
         }
         tokio::fs::create_dir_all(into).await.map_err(io(into))?;
+        self.moved.send_replace(0);
         let r = self.fetch_all(&m, into).await;
         if r.is_err() {
             let _ = tokio::fs::remove_dir_all(into).await;
@@ -390,6 +408,7 @@ impl Backups {
     /// Check every file of backup `name` without keeping it.
     pub async fn verify(&self, name: &str) -> Result<Manifest> {
         let m = self.manifest(name).await?;
+        self.moved.send_replace(0);
         for f in &m.files {
             self.fetch(&m, f, None).await?;
         }
@@ -435,6 +454,7 @@ impl Backups {
             if let (Some(o), Some(p)) = (out.as_mut(), to) {
                 o.write_all(&chunk).await.map_err(io(p))?;
             }
+            self.moved(chunk.len());
         }
         if total != f.bytes {
             return Err(corrupt(format!(

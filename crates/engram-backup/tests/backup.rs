@@ -94,12 +94,16 @@ async fn round_trip_list_verify_and_delete() {
         ("engram.db".to_string(), write(tmp.path(), "db", &big)),
         ("notes.txt".to_string(), write(tmp.path(), "notes", &small)),
     ];
+    let total = (big.len() + small.len()) as u64;
     for (label, b, _, _) in targets("roundtrip", tmp.path()).await {
         assert!(b.list().await.unwrap().backups.is_empty(), "{label}");
+        let progress = b.progress();
         let m = b
             .create("b1", "sqlite", serde_json::json!({"memories": 3}), &files)
             .await
             .unwrap();
+        // Progress counts every byte once per operation.
+        assert_eq!(*progress.borrow(), total, "{label}: uploaded");
         assert_eq!(m.files.len(), 2);
         assert_eq!(m.files[0].bytes, big.len() as u64);
         // A name is used once.
@@ -113,9 +117,11 @@ async fn round_trip_list_verify_and_delete() {
         assert_eq!(listed.len(), 1, "{label}");
         assert_eq!(listed[0].meta["memories"], 3);
         b.verify("b1").await.unwrap();
+        assert_eq!(*progress.borrow(), total, "{label}: verified");
 
         let out = tmp.path().join(format!("restored-{label}"));
         let got = b.download("b1", &out).await.unwrap();
+        assert_eq!(*progress.borrow(), total, "{label}: downloaded");
         assert_eq!(got.files, m.files);
         assert_eq!(
             std::fs::read(out.join("engram.db")).unwrap(),

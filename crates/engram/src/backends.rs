@@ -346,15 +346,9 @@ pub async fn rebuild(cfg: Config) -> anyhow::Result<()> {
     let engine = open_engine(&cfg).await?;
     let started = std::time::Instant::now();
     let total = engine.totals().await?.store.max_seq;
-    let report = tokio::spawn(crate::progress::follow(
-        "rebuild",
-        "changes",
-        total,
-        engine.indexed_position(),
-    ));
+    let report = crate::progress::start("rebuild", "changes", total, engine.indexed_position());
     let n = engine.rebuild().await;
-    report.abort();
-    crate::progress::clear();
+    drop(report);
     let n = n?;
     let stats = engine
         .stats(&Principal::new(cfg.tenant.clone(), "local", Role::Admin))

@@ -88,10 +88,13 @@ pub async fn create(cfg: &Config, name: Option<String>) -> anyhow::Result<()> {
             "snapshot": info,
             "data_dir": cfg.data_dir.display().to_string(),
         });
+        let bytes = std::fs::metadata(&snap).map(|m| m.len()).unwrap_or(0);
+        let report = crate::progress::start("upload", "bytes", bytes, b.progress());
         let m = b
             .create(&name, "sqlite", meta, &[("engram.db".into(), snap)])
-            .await
-            .with_context(|| format!("writing backup {name:?} to {}", b.location()))?;
+            .await;
+        drop(report);
+        let m = m.with_context(|| format!("writing backup {name:?} to {}", b.location()))?;
         anyhow::Ok(m)
     }
     .await;
@@ -128,7 +131,10 @@ pub async fn list(cfg: &Config) -> anyhow::Result<()> {
 
 pub async fn verify(cfg: &Config, name: &str) -> anyhow::Result<()> {
     let b = backups(cfg)?;
-    let m = b.verify(name).await.map_err(explain)?;
+    let report = transfer_report(&b, name, "verify").await?;
+    let m = b.verify(name).await;
+    drop(report);
+    let m = m.map_err(explain)?;
     eprintln!(
         "backup {name:?}: manifest and {} file(s) verified",
         m.files.len()
@@ -142,6 +148,17 @@ pub async fn delete(cfg: &Config, name: &str) -> anyhow::Result<()> {
     b.delete(name).await.map_err(explain)?;
     eprintln!("backup {name:?} deleted from {}", b.location());
     Ok(())
+}
+
+/// Progress of reading backup `name` (its manifest gives the total).
+async fn transfer_report(
+    b: &Backups,
+    name: &str,
+    label: &'static str,
+) -> anyhow::Result<crate::progress::Report> {
+    let m = b.manifest(name).await.map_err(explain)?;
+    let total = m.files.iter().map(|f| f.bytes).sum();
+    Ok(crate::progress::start(label, "bytes", total, b.progress()))
 }
 
 fn explain(e: BackupError) -> anyhow::Error {
@@ -172,7 +189,10 @@ pub async fn restore(cfg: Config, name: &str) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
     let staging = scratch(&cfg, "restore");
     let started = std::time::Instant::now();
-    let m = b.download(name, &staging).await.map_err(explain)?;
+    let report = transfer_report(&b, name, "download").await?;
+    let m = b.download(name, &staging).await;
+    drop(report);
+    let m = m.map_err(explain)?;
     let r = install(&cfg, &m, &staging, &db).await;
     let _ = std::fs::remove_dir_all(&staging);
     r?;

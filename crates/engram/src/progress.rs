@@ -6,8 +6,28 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// Report `position` (0..=`total`, in `unit`) until the task is aborted.
-pub async fn follow(
+/// A running report; dropping it stops the report and erases the live line.
+pub struct Report(tokio::task::JoinHandle<()>);
+
+/// Report `position` (0..=`total`, in `unit`; `"bytes"` are shown in MiB)
+/// until the returned [`Report`] is dropped.
+pub fn start(
+    label: &'static str,
+    unit: &'static str,
+    total: u64,
+    position: watch::Receiver<u64>,
+) -> Report {
+    Report(tokio::spawn(follow(label, unit, total, position)))
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        self.0.abort();
+        clear();
+    }
+}
+
+async fn follow(
     label: &'static str,
     unit: &'static str,
     total: u64,
@@ -37,7 +57,7 @@ pub async fn follow(
 }
 
 /// Erase the live line before the final message.
-pub fn clear() {
+fn clear() {
     if std::io::stderr().is_terminal() {
         eprint!("\r\x1b[2K");
     }
@@ -55,6 +75,12 @@ fn line(label: &str, unit: &str, done: u64, total: u64, took: Duration) -> Strin
         format!(", ~{:.0}s left", secs * (total - done) as f64 / done as f64)
     } else {
         String::new()
+    };
+    let (done, total, unit) = if unit == "bytes" {
+        let mib = |n: u64| format!("{:.1}", n as f64 / (1024.0 * 1024.0));
+        (mib(done), mib(total), "MiB")
+    } else {
+        (done.to_string(), total.to_string(), unit)
     };
     format!("{label}: {pct:.0}% ({done} of {total} {unit}, {secs:.0}s{eta})")
 }
@@ -77,6 +103,11 @@ mod tests {
         assert_eq!(
             line("rebuild", "changes", 1200, 1000, Duration::from_secs(2)),
             "rebuild: 100% (1000 of 1000 changes, 2s)"
+        );
+        // Bytes are shown in MiB.
+        assert_eq!(
+            line("upload", "bytes", 3 << 20, 12 << 20, Duration::from_secs(3)),
+            "upload: 25% (3.0 of 12.0 MiB, 3s, ~9s left)"
         );
     }
 }
