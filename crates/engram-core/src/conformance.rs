@@ -26,6 +26,7 @@
 //!   (of all memories for `stats(None)`);
 //! - a soft delete drops the memory's jobs; a stale or orphaned completion is
 //!   accepted (`Ok`) and changes nothing;
+//! - `renew_leases` extends running jobs only, whoever holds them;
 //! - a job carries the `traceparent` of the write that enqueued it (insert,
 //!   text update, restore of a pending memory), whichever way it is claimed;
 //! - audit events carry the writer's actor and request id; a duplicate insert
@@ -1072,6 +1073,19 @@ pub async fn job_claim_complete_and_lease(store: &dyn Store) {
     let again = claim_mine(store, &[m.id], t0 + secs(31), lease).await;
     assert_eq!(again.len(), 1, "an expired lease is re-claimable");
     assert_eq!(again[0].job_id, job.job_id);
+    // A renewed lease (a worker still busy) holds past its first end; an
+    // unknown job renews nothing.
+    let renewed = store
+        .renew_leases(&[job.job_id, 9_999_999_999], lease, t0 + secs(50))
+        .await
+        .expect("renew_leases");
+    assert_eq!(renewed, 1);
+    assert!(
+        claim_mine(store, &[m.id], t0 + secs(70), lease)
+            .await
+            .is_empty(),
+        "renewed until t0 + 80 s"
+    );
 
     // A limit is respected.
     let extra: Vec<NewMemory> = (0..3)
@@ -1109,6 +1123,11 @@ pub async fn job_claim_complete_and_lease(store: &dyn Store) {
         .expect("get_job")
         .is_none());
     assert!(jobs_of(store, &t, None, m.id).await.is_empty());
+    let renewed = store
+        .renew_leases(&[job.job_id], lease, now())
+        .await
+        .expect("renew_leases");
+    assert_eq!(renewed, 0, "a finished job is not renewed");
     let ch = changes_for(store, im.seq, &[r.key].into()).await;
     match &ch[..] {
         [c] => match &c.op {

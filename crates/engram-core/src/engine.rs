@@ -1261,6 +1261,29 @@ impl EmbedWorker {
         self.embed_batch(jobs).instrument(span).await
     }
 
+    /// Run `work` on claimed jobs `ids`, renewing their leases meanwhile as
+    /// the queue asks (a slow embedder must not let them be claimed and
+    /// embedded again by another worker). A failed renewal is logged: the
+    /// work goes on, at worst a job is embedded twice (idempotent).
+    async fn renewing<T>(&self, ids: &[u64], work: impl std::future::Future<Output = T>) -> T {
+        let Some(every) = self.queue.renew_every().filter(|d| !d.is_zero()) else {
+            return work.await;
+        };
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tick.tick() => {
+                    if let Err(e) = self.queue.renew(ids).await {
+                        tracing::warn!(jobs = ids.len(), error = %e, "renewing job leases failed");
+                    }
+                }
+            }
+        }
+    }
+
     async fn embed_batch(&self, jobs: Vec<ClaimedJob>) -> Result<usize> {
         let n = jobs.len();
         let model = self.embedder.model().clone();
@@ -1286,11 +1309,15 @@ impl EmbedWorker {
         let mut failures = Vec::new();
         if !todo.is_empty() {
             let texts: Vec<String> = todo.iter().map(|j| j.text.clone()).collect();
+            let ids: Vec<u64> = todo.iter().map(|j| j.job_id).collect();
             let started = Instant::now();
             let batch = self
-                .embedder
-                .embed(&texts)
-                .instrument(info_span!("embed.batch", texts = texts.len()))
+                .renewing(
+                    &ids,
+                    self.embedder
+                        .embed(&texts)
+                        .instrument(info_span!("embed.batch", texts = texts.len())),
+                )
                 .await;
             metrics::histogram!("engram_embed_batch_duration_seconds")
                 .record(started.elapsed().as_secs_f64());
@@ -1304,7 +1331,8 @@ impl EmbedWorker {
                     // Isolate the failing input so one bad text cannot hold
                     // back the rest of the batch.
                     for j in todo {
-                        match self.embedder.embed(std::slice::from_ref(&j.text)).await {
+                        let one = self.embedder.embed(std::slice::from_ref(&j.text));
+                        match self.renewing(&ids, one).await {
                             Ok(mut v) if v.len() == 1 => {
                                 let v = v.pop().expect("one vector");
                                 done.push(embedded(j, v, &model));
@@ -1476,5 +1504,17 @@ impl JobQueue for StoreQueue {
 
     async fn fail(&self, failures: Vec<JobFailure>) -> Result<()> {
         self.store.fail_jobs(failures, self.retry, Utc::now()).await
+    }
+
+    /// A third of the lease: two renewals can fail before it runs out.
+    fn renew_every(&self) -> Option<Duration> {
+        Some(self.lease / 3)
+    }
+
+    async fn renew(&self, job_ids: &[u64]) -> Result<()> {
+        self.store
+            .renew_leases(job_ids, self.lease, Utc::now())
+            .await
+            .map(|_| ())
     }
 }

@@ -182,6 +182,12 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> Result<Vec<ClaimedJob>>;
 
+    /// Renew the leases of these running jobs until `now + lease` (a worker
+    /// still busy with them). Jobs no longer running (done, dead, requeued)
+    /// are left alone; returns how many were renewed.
+    async fn renew_leases(&self, ids: &[u64], lease: Duration, now: DateTime<Utc>)
+        -> Result<usize>;
+
     /// Write embeddings, mark memories ready and delete their jobs, in one
     /// transaction. A result whose checksum no longer matches the memory is stale
     /// (the text changed meanwhile) and is dropped without touching the memory.
@@ -356,6 +362,18 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn complete(&self, done: Vec<Embedded>) -> Result<()>;
 
     async fn fail(&self, failures: Vec<JobFailure>) -> Result<()>;
+
+    /// How often a worker still busy with claimed jobs must call
+    /// [`renew`](Self::renew) so that they are not handed to another worker;
+    /// `None`: never needed.
+    fn renew_every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// The worker is still working on these claimed jobs: keep them leased.
+    async fn renew(&self, _job_ids: &[u64]) -> Result<()> {
+        Ok(())
+    }
 
     /// Cheap liveness check for readiness probes. The default suits queues
     /// that live in the store (the store is checked on its own).

@@ -220,6 +220,37 @@ impl JobQueue for NatsQueue {
         Ok(())
     }
 
+    /// A third of the store lease (see [`NatsQueue::renew`]).
+    fn renew_every(&self) -> Option<Duration> {
+        let o = &self.inner.opts;
+        Some(o.lease.saturating_sub(o.lease_margin()) / 3)
+    }
+
+    /// Tell JetStream the messages are still being worked on (a progress
+    /// ack restarts their ack deadline) and renew the store leases, which
+    /// end a margin before that deadline as at claim time: a redelivered
+    /// message still always finds its job's lease expired.
+    async fn renew(&self, job_ids: &[u64]) -> engram_core::Result<()> {
+        let mut renewed = Vec::with_capacity(job_ids.len());
+        // Taken out and put back: no lock is held across the acks. Only the
+        // worker holding these jobs completes or fails them, after this.
+        for (id, mut f) in self.inner.take_inflight(job_ids) {
+            match f.acker.ack_with(AckKind::Progress).await {
+                Ok(()) => renewed.push(id),
+                Err(e) => tracing::warn!(job = id, error = %e, "progress ack failed"),
+            }
+            f.since = Instant::now();
+            lock(&self.inner.inflight).insert(id, f);
+        }
+        let o = &self.inner.opts;
+        let lease = o.lease.saturating_sub(o.lease_margin());
+        self.inner
+            .store
+            .renew_leases(&renewed, lease, Utc::now())
+            .await?;
+        Ok(())
+    }
+
     /// A round trip to JetStream: the job stream's info (bounded by the
     /// request timeout).
     async fn ping(&self) -> engram_core::Result<()> {

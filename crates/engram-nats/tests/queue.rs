@@ -310,6 +310,54 @@ async fn jobs_of_a_dead_worker_are_redelivered_after_the_lease() {
     fx.cleanup().await;
 }
 
+/// A worker still busy renews its jobs: for three leases JetStream redelivers
+/// none of its messages and the store hands none of its jobs to another
+/// worker; then it completes them, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_worker_renews_its_jobs_past_the_lease() {
+    let fx = Fixture::new("renews", |_| {}).await;
+    let ids = fx.insert(3).await;
+    let qa = fx.queue().await;
+    let qb = fx.queue().await;
+    let every = qa.renew_every().expect("NATS jobs need renewing");
+    assert!(every < Duration::from_secs(1), "{every:?} for a 2 s lease");
+
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held.len() < ids.len() {
+        assert!(
+            Instant::now() < deadline,
+            "worker a got only {}",
+            held.len()
+        );
+        held.extend(
+            qa.claim(10, Duration::from_millis(500))
+                .await
+                .expect("claim"),
+        );
+    }
+    let job_ids: Vec<u64> = held.iter().map(|j| j.job_id).collect();
+    let end = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < end {
+        qa.renew(&job_ids).await.expect("renew");
+        let next = Instant::now() + every;
+        while Instant::now() < next {
+            let jobs = qb
+                .claim(10, Duration::from_millis(100))
+                .await
+                .expect("claim");
+            assert!(jobs.is_empty(), "renewed jobs handed out again: {jobs:?}");
+        }
+    }
+    assert_eq!(qa.in_flight(), ids.len(), "still held by a");
+    qa.complete(held.iter().map(embedded).collect())
+        .await
+        .expect("complete");
+    assert!(fx.all_ready(&ids).await);
+    fx.wait_for_messages(0, Duration::from_secs(5)).await;
+    fx.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_job_backs_off_then_is_dead_lettered() {
     let fx = Fixture::new("fails", |o| {

@@ -110,6 +110,28 @@ impl PgStore {
             .collect()
     }
 
+    pub(crate) async fn renew(
+        &self,
+        ids: &[u64],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        // Rows locked in id order, so concurrent writers never deadlock.
+        let n = sqlx::query(
+            "UPDATE jobs SET locked_until = $1 WHERE id IN \
+             (SELECT id FROM jobs WHERE id = ANY($2) AND state = 'running' ORDER BY id FOR UPDATE)",
+        )
+        .bind(ts_after(now, lease))
+        .bind(codec::ints(ids))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     pub(crate) async fn mark_published(&self, ids: &[u64], now: DateTime<Utc>) -> Result<()> {
         if ids.is_empty() {
             return Ok(());

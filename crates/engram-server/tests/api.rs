@@ -772,5 +772,7 @@ mod ask;
 mod cache;
 #[path = "api/governance.rs"]
 mod governance;
+#[path = "api/leases.rs"]
+mod leases;
 #[path = "api/probe.rs"]
 mod probe;

@@ -87,6 +87,29 @@ impl SqliteStore {
             .collect()
     }
 
+    pub(crate) async fn renew(
+        &self,
+        ids: &[u64],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE jobs SET locked_until = ? \
+             WHERE id IN (SELECT value FROM json_each(?)) AND state = 'running'",
+        )
+        .bind(micros_after(now, lease))
+        .bind(to_json!(ids, "job ids")?)
+        .execute(tx.conn())
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
     pub(crate) async fn mark_published(&self, ids: &[u64], now: DateTime<Utc>) -> Result<()> {
         if ids.is_empty() {
             return Ok(());

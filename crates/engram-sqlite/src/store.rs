@@ -169,6 +169,15 @@ impl Store for SqliteStore {
         Ok(self.claim(limit, lease, now).await?)
     }
 
+    async fn renew_leases(
+        &self,
+        ids: &[u64],
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        Ok(self.renew(ids, lease, now).await?)
+    }
+
     async fn complete_jobs(&self, done: Vec<Embedded>, now: DateTime<Utc>) -> Result<()> {
         Ok(self.complete(done, now).await?)
     }

@@ -57,7 +57,8 @@ pub struct Config {
     pub persist_interval_secs: u64,
     pub worker_batch: usize,
     /// A claimed job returns to the queue if its worker has not finished it in
-    /// this time (a killed worker's jobs are picked up after it).
+    /// this time (a killed worker's jobs are picked up after it); a worker
+    /// still embedding renews it every third of it.
     pub job_lease_secs: u64,
     pub retry_max_attempts: u32,
     pub retry_base_delay_ms: u64,
