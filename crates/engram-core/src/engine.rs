@@ -1287,6 +1287,9 @@ impl EmbedWorker {
     async fn embed_batch(&self, jobs: Vec<ClaimedJob>) -> Result<usize> {
         let n = jobs.len();
         let model = self.embedder.model().clone();
+        // Every claimed job stays leased until the batch is written back,
+        // those that need no embedding included.
+        let ids: Vec<u64> = jobs.iter().map(|j| j.job_id).collect();
         let mut done = Vec::with_capacity(n);
         let mut todo = Vec::with_capacity(n);
         for j in jobs {
@@ -1309,7 +1312,6 @@ impl EmbedWorker {
         let mut failures = Vec::new();
         if !todo.is_empty() {
             let texts: Vec<String> = todo.iter().map(|j| j.text.clone()).collect();
-            let ids: Vec<u64> = todo.iter().map(|j| j.job_id).collect();
             let started = Instant::now();
             let batch = self
                 .renewing(

@@ -246,6 +246,21 @@ async fn two_workers_complete_every_job_exactly_once() {
     fx.cleanup().await;
 }
 
+/// Claim until `n` jobs are held (within 10 s).
+async fn claim_all(q: &NatsQueue, n: usize) -> Vec<ClaimedJob> {
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held.len() < n {
+        assert!(Instant::now() < deadline, "claimed only {}", held.len());
+        held.extend(
+            q.claim(10, Duration::from_millis(500))
+                .await
+                .expect("claim"),
+        );
+    }
+    held
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_of_a_dead_worker_are_redelivered_after_the_lease() {
     let fx = Fixture::new("dies", |_| {}).await;
@@ -253,20 +268,7 @@ async fn jobs_of_a_dead_worker_are_redelivered_after_the_lease() {
     let qa = fx.queue().await;
     let qb = fx.queue().await;
 
-    let mut held = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while held.len() < ids.len() {
-        assert!(
-            Instant::now() < deadline,
-            "worker a got only {}",
-            held.len()
-        );
-        held.extend(
-            qa.claim(10, Duration::from_millis(500))
-                .await
-                .expect("claim"),
-        );
-    }
+    let held = claim_all(&qa, ids.len()).await;
     let died_at = Instant::now();
     drop(qa); // dies without completing or acknowledging anything
 
@@ -322,20 +324,7 @@ async fn a_busy_worker_renews_its_jobs_past_the_lease() {
     let every = qa.renew_every().expect("NATS jobs need renewing");
     assert!(every < Duration::from_secs(1), "{every:?} for a 2 s lease");
 
-    let mut held = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while held.len() < ids.len() {
-        assert!(
-            Instant::now() < deadline,
-            "worker a got only {}",
-            held.len()
-        );
-        held.extend(
-            qa.claim(10, Duration::from_millis(500))
-                .await
-                .expect("claim"),
-        );
-    }
+    let held = claim_all(&qa, ids.len()).await;
     let job_ids: Vec<u64> = held.iter().map(|j| j.job_id).collect();
     let end = Instant::now() + Duration::from_secs(6);
     while Instant::now() < end {

@@ -37,6 +37,13 @@ fn pg_url() -> String {
     )
 }
 
+fn client(timeout_secs: u64) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(timeout_secs))
+        .build()
+        .unwrap()
+}
+
 fn free_port(ip: &str) -> u16 {
     TcpListener::bind(format!("{ip}:0"))
         .unwrap()
@@ -236,10 +243,7 @@ async fn two_api_nodes_and_two_workers_share_postgres_nats_and_redis() {
         logs: tempfile::tempdir().unwrap(),
         data_dir: None,
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let http = client(60);
 
     // Both API nodes start together: the migration lock makes that safe.
     let mut a = cluster.serve("api-a", "127.0.0.2");
@@ -571,10 +575,7 @@ async fn writes_and_searches_survive_nats_and_redis_going_down() {
         logs: tempfile::tempdir().unwrap(),
         data_dir: None,
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let http = client(30);
     let mut a = cluster.serve("api", "127.0.0.2");
     a.wait_ready(&http).await;
     let mut w = cluster.worker("worker");
@@ -768,10 +769,7 @@ async fn postgres_going_down_gives_503_and_the_node_recovers_without_losing_writ
         logs: tempfile::tempdir().unwrap(),
         data_dir: None,
     };
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let http = client(30);
     let addr = format!("127.0.0.1:{}", free_port("127.0.0.1"));
     let mut node = cluster.spawn(
         "node",

@@ -79,28 +79,32 @@ async fn get(http: &reqwest::Client, url: &str, path: &str) -> (u16, Value) {
     call(http, reqwest::Method::GET, format!("{url}{path}"), None).await
 }
 
-/// `metadata.i` of each hit of a search.
-async fn hit_numbers(http: &reqwest::Client, url: &str, body: Value) -> Vec<i64> {
+/// The hits of a search, which must answer 200.
+async fn hits(http: &reqwest::Client, url: &str, body: Value) -> Vec<Value> {
     let (s, v) = post(http, url, "/v1/search", body.clone()).await;
     assert_eq!(s, 200, "{body} -> {v}");
-    v["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
+    v["hits"].as_array().unwrap().clone()
+}
+
+/// `metadata.i` of each hit of a search.
+async fn hit_numbers(http: &reqwest::Client, url: &str, body: Value) -> Vec<i64> {
+    let hits = hits(http, url, body).await;
+    hits.iter()
         .map(|h| h["metadata"]["i"].as_i64().unwrap())
         .collect()
 }
 
-async fn search_texts(http: &reqwest::Client, url: &str, ns: &str, query: &str) -> Vec<String> {
-    let body = json!({"query": query, "namespaces": [ns], "mode": "keyword", "k": 10});
-    let (s, v) = post(http, url, "/v1/search", body).await;
-    assert_eq!(s, 200, "{v}");
-    v["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
+async fn hit_ids(http: &reqwest::Client, url: &str, body: Value) -> Vec<String> {
+    let hits = hits(http, url, body).await;
+    hits.iter()
         .map(|h| h["id"].as_str().unwrap().to_string())
         .collect()
+}
+
+/// Ids found by a keyword search in namespace `ns`.
+async fn search_texts(http: &reqwest::Client, url: &str, ns: &str, query: &str) -> Vec<String> {
+    let body = json!({"query": query, "namespaces": [ns], "mode": "keyword", "k": 10});
+    hit_ids(http, url, body).await
 }
 
 /// Poll until `f` holds (derived indexes follow the store asynchronously).
@@ -214,17 +218,6 @@ async fn crud_soft_delete_and_restore(http: &reqwest::Client, url: &str) {
         (s, v["error"]["code"].as_str()),
         (404, Some("memory_not_found"))
     );
-}
-
-async fn hit_ids(http: &reqwest::Client, url: &str, body: Value) -> Vec<String> {
-    let (s, v) = post(http, url, "/v1/search", body.clone()).await;
-    assert_eq!(s, 200, "{body} -> {v}");
-    v["hits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 async fn idempotency(http: &reqwest::Client, url: &str) {
@@ -438,10 +431,7 @@ async fn filters_in_every_mode(http: &reqwest::Client, url: &str) -> Vec<Vec<i64
 }
 
 async fn contract(mode: &str) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let http = client(60);
     let d = Deployment::new(mode).await;
     let node = d.start(&http).await;
     crud_soft_delete_and_restore(&http, &d.url).await;
