@@ -418,6 +418,15 @@ async fn keyword_search_ranks_ors_and_scopes() {
     db.finish().await;
 }
 
+/// A keyword index with this common-terms cutoff and no background refresh.
+async fn keyword_index(db: &TestDb, common_cutoff: f64) -> engram_core::Result<PgKeywordIndex> {
+    let opts = PgKeywordOptions {
+        len_refresh: std::time::Duration::ZERO,
+        common_cutoff,
+    };
+    PgKeywordIndex::open_with(db.pool.clone(), opts).await
+}
+
 /// Common terms: with PostgreSQL's statistics read, a word in most rows ranks
 /// but does not match on its own; a query of only common words matches rows
 /// with all of them; a cutoff of 0 keeps OR semantics.
@@ -449,15 +458,7 @@ async fn keyword_common_terms_rank_but_do_not_match_alone() {
     let attrs = AttrTable::new();
     let all: Vec<String> = vec![];
     let s = scope("t1", &all, None, &attrs);
-    let relative = PgKeywordIndex::open_with(
-        db.pool.clone(),
-        PgKeywordOptions {
-            len_refresh: std::time::Duration::ZERO,
-            common_cutoff: 0.2,
-        },
-    )
-    .await
-    .unwrap();
+    let relative = keyword_index(&db, 0.2).await.unwrap();
 
     // No statistics yet: nothing is common, OR semantics.
     assert!(relative.common_lexemes().is_empty());
@@ -503,15 +504,7 @@ async fn keyword_common_terms_rank_but_do_not_match_alone() {
     );
 
     // An absolute cutoff (rows): 100 makes status and updat common, not report.
-    let absolute = PgKeywordIndex::open_with(
-        db.pool.clone(),
-        PgKeywordOptions {
-            len_refresh: std::time::Duration::ZERO,
-            common_cutoff: 100.0,
-        },
-    )
-    .await
-    .unwrap();
+    let absolute = keyword_index(&db, 100.0).await.unwrap();
     let common: HashSet<String> = absolute.common_lexemes().into_iter().collect();
     assert!(
         common.contains("status") && common.contains("updat"),
@@ -522,15 +515,7 @@ async fn keyword_common_terms_rank_but_do_not_match_alone() {
     assert_eq!((hits.len(), count(&hits, 1)), (50, 50));
 
     // Off: OR of every word, as before the statistics.
-    let off = PgKeywordIndex::open_with(
-        db.pool.clone(),
-        PgKeywordOptions {
-            len_refresh: std::time::Duration::ZERO,
-            common_cutoff: 0.0,
-        },
-    )
-    .await
-    .unwrap();
+    let off = keyword_index(&db, 0.0).await.unwrap();
     assert!(off.common_lexemes().is_empty());
     assert_eq!(
         off.search("status update", 500, &s).await.unwrap().len(),
@@ -546,14 +531,7 @@ async fn keyword_common_terms_rank_but_do_not_match_alone() {
 
     // A bad cutoff is refused at open.
     for bad in [-0.5, f64::NAN, f64::INFINITY] {
-        let r = PgKeywordIndex::open_with(
-            db.pool.clone(),
-            PgKeywordOptions {
-                len_refresh: std::time::Duration::ZERO,
-                common_cutoff: bad,
-            },
-        )
-        .await;
+        let r = keyword_index(&db, bad).await;
         assert!(r.is_err(), "{bad}");
     }
     drop((relative, absolute, off));
