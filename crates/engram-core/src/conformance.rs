@@ -71,6 +71,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     api_keys_roundtrip(s).await;
     namespace_default_ttl(s).await;
     jobs_carry_trace_context(s).await;
+    // Last: it changes the store-wide active model.
+    reembed_to_a_new_model(s).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -157,6 +159,7 @@ fn embedded(job: &ClaimedJob) -> Embedded {
         checksum: job.checksum.clone(),
         vector: Some(vector_for(&job.text)),
         model: model(),
+        also: None,
     }
 }
 
@@ -2054,4 +2057,266 @@ pub async fn jobs_carry_trace_context(store: &dyn Store) {
         .expect("restored");
     let jobs = claim_mine(store, &[b.id], now(), Duration::ZERO).await;
     assert_eq!(tp_of(&jobs, b.id).as_deref(), Some(tp_restore));
+}
+
+// ---------------------------------------------------------------------------
+
+fn model_v2() -> ModelInfo {
+    ModelInfo {
+        name: "conformance-model-2".into(),
+        version: "v2".into(),
+        dims: 3,
+    }
+}
+
+/// What the second model makes of a text: another space, another length.
+fn vector_v2(text: &str) -> Vec<f32> {
+    vector_for(&format!("v2:{text}"))[..3].to_vec()
+}
+
+/// Back-fill every memory the store reports, page by page; returns how many.
+async fn backfill_all(store: &dyn Store) -> usize {
+    let mut n = 0;
+    let mut after = None;
+    loop {
+        let page = store.reembed_todo(after, 50).await.expect("reembed_todo");
+        let Some(last) = page.last().map(|i| i.key) else {
+            return n;
+        };
+        assert!(
+            after.is_none_or(|a| last > a),
+            "reembed_todo advances by key"
+        );
+        after = Some(last);
+        let items: Vec<TargetVector> = page
+            .into_iter()
+            .map(|i| TargetVector {
+                key: i.key,
+                vector: vector_v2(&i.text),
+                checksum: i.checksum,
+            })
+            .collect();
+        n += store
+            .put_target_vectors(&model_v2(), items)
+            .await
+            .expect("put_target_vectors");
+    }
+}
+
+/// Re-embedding: the model state, the target slot, the back-fill, dual
+/// completions, the feed's target vectors and the atomic switch.
+pub async fn reembed_to_a_new_model(store: &dyn Store) {
+    let (v1, v2) = (model(), model_v2());
+    let t = tenant("reembed");
+    let s0 = store.init_model(&v1).await.expect("init_model");
+    assert_eq!(s0.active.as_ref(), Some(&v1), "the first model is recorded");
+    assert_eq!(s0.target, None);
+    let again = store.init_model(&v2).await.expect("init_model");
+    assert_eq!(
+        again.active.as_ref(),
+        Some(&v1),
+        "init never replaces the model"
+    );
+    assert!(store.reembed_todo(None, 10).await.expect("todo").is_empty());
+    assert_eq!(store.reembed_progress().await.expect("progress").total, 0);
+    match store.begin_reembed(&v1).await {
+        Err(Error::Conflict(_)) => {}
+        other => panic!("re-embedding to the active model: {other:?}"),
+    }
+
+    let ms: Vec<NewMemory> = (0..4)
+        .map(|i| new_memory(&t, "ns", &format!("reembed {i}")))
+        .collect();
+    let ids: Vec<Uuid> = ms.iter().map(|m| m.id).collect();
+    store.insert(ms.clone(), &audit()).await.expect("insert");
+    make_ready(store, &t, &ids[..3]).await;
+    // ids[3] stays pending; ids[2] is soft-deleted (a restore must find a
+    // vector of the right model, so it is re-embedded too).
+    store
+        .soft_delete(&t, ids[2], now(), &audit())
+        .await
+        .expect("soft_delete")
+        .expect("live");
+
+    let st = store.begin_reembed(&v2).await.expect("begin_reembed");
+    assert_eq!(st.active.as_ref(), Some(&v1));
+    assert_eq!(st.target.as_ref(), Some(&v2));
+    assert_eq!(store.model_state().await.expect("state"), st);
+    let p = store.reembed_progress().await.expect("progress");
+    assert_eq!(p.done, 0);
+    assert!(
+        p.total >= 3,
+        "every memory with a current vector counts: {p:?}"
+    );
+    let todo = store.reembed_todo(None, 10_000).await.expect("todo");
+    let keys: Vec<Key> = todo.iter().map(|i| i.key).collect();
+    assert!(keys.windows(2).all(|w| w[0] < w[1]), "key order");
+    let mine: Vec<Uuid> = {
+        let mut v = Vec::new();
+        for i in &todo {
+            for id in &ids {
+                if get(store, &t, *id).await.key == i.key {
+                    v.push(*id);
+                }
+            }
+        }
+        v
+    };
+    assert_eq!(
+        mine,
+        ids[..3].to_vec(),
+        "ready and soft-deleted, not pending"
+    );
+    assert!(
+        !store.switch_model(&v2).await.expect("switch"),
+        "incomplete"
+    );
+
+    // A vector of another model, or for an old text, is not written.
+    let m0 = get(store, &t, ids[0]).await;
+    let wrong = TargetVector {
+        key: m0.key,
+        checksum: m0.checksum.clone(),
+        vector: vector_v2(&m0.text),
+    };
+    assert_eq!(
+        store
+            .put_target_vectors(&v1, vec![wrong.clone()])
+            .await
+            .expect("put"),
+        0
+    );
+    let stale = TargetVector {
+        checksum: "not-the-text".into(),
+        ..wrong.clone()
+    };
+    assert_eq!(
+        store
+            .put_target_vectors(&v2, vec![stale])
+            .await
+            .expect("put"),
+        0
+    );
+    let head = store.stats(None).await.expect("stats").max_seq;
+    assert_eq!(
+        store
+            .put_target_vectors(&v2, vec![wrong])
+            .await
+            .expect("put"),
+        1
+    );
+    let keys0: HashSet<Key> = [m0.key].into();
+    let ch = changes_for(store, head, &keys0).await;
+    assert_eq!(ch.len(), 1, "a back-filled vector is a change");
+    match &ch[0].op {
+        ChangeOp::Upsert(d) => {
+            assert_eq!(d.vector, vector_for(&m0.text), "the active vector stays");
+            assert_eq!(d.target_vector.as_deref(), Some(&vector_v2(&m0.text)[..]));
+        }
+        ChangeOp::Remove => panic!("a ready memory is an upsert"),
+    }
+
+    // The pending one completes with both models at once.
+    let jobs = claim_mine(store, &ids[3..], now(), Duration::ZERO).await;
+    assert_eq!(jobs.len(), 1);
+    let both = Embedded {
+        also: Some(ModelVector {
+            model: v2.clone(),
+            vector: vector_v2(&jobs[0].text),
+        }),
+        ..embedded(&jobs[0])
+    };
+    store
+        .complete_jobs(vec![both], now())
+        .await
+        .expect("complete");
+    let m3 = get(store, &t, ids[3]).await;
+    assert_eq!(m3.state, State::Ready);
+    assert_eq!(m3.embedding_version.as_deref(), Some("v1"));
+
+    // Everything else (other cases' memories included) is back-filled.
+    backfill_all(store).await;
+    let p = store.reembed_progress().await.expect("progress");
+    assert_eq!(p.done, p.total, "{p:?}");
+    assert!(store.reembed_todo(None, 10).await.expect("todo").is_empty());
+
+    // A job embedded only by the old model while the target is pending
+    // still completes (v1 is active) but leaves the memory to the back-fill.
+    let late = new_memory(&t, "ns", "reembed late");
+    store
+        .insert(vec![late.clone()], &audit())
+        .await
+        .expect("insert");
+    make_ready(store, &t, &[late.id]).await;
+    assert!(
+        !store.switch_model(&v2).await.expect("switch"),
+        "late is missing"
+    );
+    assert_eq!(backfill_all(store).await, 1);
+
+    // A job claimed before the switch, to be completed after it.
+    let racer = new_memory(&t, "ns", "reembed racer");
+    store
+        .insert(vec![racer.clone()], &audit())
+        .await
+        .expect("insert");
+    let racing = claim_mine(store, &[racer.id], now(), Duration::ZERO).await;
+    assert_eq!(racing.len(), 1);
+
+    let head = store.stats(None).await.expect("stats").max_seq;
+    assert!(store.switch_model(&v2).await.expect("switch"));
+    let st = store.model_state().await.expect("state");
+    assert_eq!(st.active.as_ref(), Some(&v2));
+    assert_eq!(st.target, None);
+    assert!(!store.switch_model(&v2).await.expect("switch"), "done once");
+    assert_eq!(
+        store.stats(None).await.expect("stats").max_seq,
+        head,
+        "the switch takes no seqs"
+    );
+    for id in &ids[..2] {
+        let m = get(store, &t, *id).await;
+        assert_eq!(m.embedding_version.as_deref(), Some("v2"));
+        assert_eq!(m.embedding_model.as_deref(), Some("conformance-model-2"));
+    }
+    // The feed now carries the new vectors, and no target ones.
+    let mine: HashSet<Key> = [m0.key, m3.key].into();
+    let upserts: Vec<(Key, Vec<f32>)> = changes_for(store, 0, &mine)
+        .await
+        .into_iter()
+        .filter_map(|c| match c.op {
+            ChangeOp::Upsert(d) => {
+                assert!(d.target_vector.is_none());
+                Some((d.key, d.vector.clone()))
+            }
+            ChangeOp::Remove => None,
+        })
+        .collect();
+    assert_eq!(upserts.len(), 2, "{upserts:?}");
+    for (key, v) in upserts {
+        let text = if key == m0.key { &m0.text } else { &m3.text };
+        assert_eq!(v, vector_v2(text));
+    }
+
+    // The racing job's old-model vector is refused: the memory stays
+    // pending and its job runnable; with a new-model vector it completes.
+    store
+        .complete_jobs(vec![embedded(&racing[0])], now())
+        .await
+        .expect("complete");
+    assert_eq!(get(store, &t, racer.id).await.state, State::Pending);
+    let again = claim_mine(store, &[racer.id], now(), Duration::ZERO).await;
+    assert_eq!(again.len(), 1, "left to be claimed again");
+    let v2_done = Embedded {
+        vector: Some(vector_v2(&again[0].text)),
+        model: v2.clone(),
+        ..embedded(&again[0])
+    };
+    store
+        .complete_jobs(vec![v2_done], now())
+        .await
+        .expect("complete");
+    let r = get(store, &t, racer.id).await;
+    assert_eq!(r.state, State::Ready);
+    assert_eq!(r.embedding_version.as_deref(), Some("v2"));
 }

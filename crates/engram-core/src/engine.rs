@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fusion::{self, FusionParams};
 use crate::rag::{self, AskRequest, Asking, ChatRequest, Llm, RagConfig};
+use crate::reembed::{Active, Backfill, Embedders, NextModel, OpenIndex, ReembedStatus, Shadow};
 use crate::requests::*;
 use crate::scope::{AttrTable, Scope};
 use crate::text;
@@ -60,6 +61,9 @@ pub struct EngineConfig {
     pub sweep_batch: usize,
     /// `/v1/ask`: prompt budget and generation defaults.
     pub rag: RagConfig,
+    /// How often the indexer reads the store's model state (to switch a
+    /// finished re-embedding, or follow a switch made by another node).
+    pub model_check_interval: Duration,
 }
 
 impl Default for EngineConfig {
@@ -87,6 +91,7 @@ impl Default for EngineConfig {
             purge_after: Duration::from_secs(30 * 24 * 3600),
             sweep_batch: 500,
             rag: RagConfig::default(),
+            model_check_interval: Duration::from_secs(1),
         }
     }
 }
@@ -96,7 +101,12 @@ pub struct Backends {
     pub store: Arc<dyn Store>,
     pub vectors: Arc<dyn VectorIndex>,
     pub keywords: Arc<dyn KeywordIndex>,
+    /// The embedder of the store's active model (see [`crate::reembed::pick`]), and
+    /// `vectors` is its index.
     pub embedder: Arc<dyn Embedder>,
+    /// While re-embedding to another model: its embedder and how to open its
+    /// (shadow) vector index. See [`crate::reembed`].
+    pub next: Option<NextModel>,
     pub queue: Arc<dyn JobQueue>,
     /// Query embeddings and search rankings: a [`MemoryCache`](crate::MemoryCache)
     /// in the embedded mode, shared (Redis) in the scale-out mode.
@@ -107,14 +117,23 @@ pub struct Backends {
 
 pub struct Engine {
     pub(crate) store: Arc<dyn Store>,
-    vectors: Arc<dyn VectorIndex>,
+    /// The query embedder and the vector index of the active model, swapped
+    /// together when a re-embedding switches models.
+    active: std::sync::RwLock<Arc<Active>>,
     keywords: Arc<dyn KeywordIndex>,
-    pub(crate) embedder: Arc<dyn Embedder>,
+    pub(crate) embedders: Embedders,
+    pub(crate) next_index: Option<OpenIndex>,
+    /// The vector index of the re-embedding target, following the feed.
+    pub(crate) shadow: tokio::sync::Mutex<Option<Shadow>>,
+    /// Set when the store's active model is one this node has no embedder
+    /// for (another node switched): vector searches fail rather than compare
+    /// vectors of two models.
+    pub(crate) model_missing: std::sync::Mutex<Option<String>>,
     pub(crate) queue: Arc<dyn JobQueue>,
     pub(crate) attrs: Arc<AttrTable>,
     pub(crate) cfg: EngineConfig,
     /// Highest change seq applied to every derived index.
-    indexed: watch::Sender<u64>,
+    pub(crate) indexed: watch::Sender<u64>,
     pub(crate) indexer_wake: Notify,
     cache: Arc<dyn Cache>,
     llm: Option<Arc<dyn Llm>>,
@@ -125,6 +144,7 @@ impl Engine {
     /// Call [`Engine::catch_up`] before serving so indexes reflect the store.
     pub async fn open(b: Backends, cfg: EngineConfig) -> Result<Arc<Engine>> {
         let attrs = Arc::new(AttrTable::new());
+        let mut embedders_next = None;
         let mut after = None;
         loop {
             let page = b.store.live_attrs(after, 10_000).await?;
@@ -136,11 +156,39 @@ impl Engine {
         }
         let start = b.vectors.persisted_seq().min(b.keywords.persisted_seq());
         let (indexed, _) = watch::channel(start);
+        let state = b.store.init_model(b.embedder.model()).await?;
+        crate::reembed::check_active(&state, b.embedder.model())?;
+        let mut shadow = None;
+        let mut next_index = None;
+        if let Some(next) = b.next {
+            b.store.begin_reembed(next.embedder.model()).await?;
+            let index = (next.open_index)().await?;
+            shadow = Some(Shadow {
+                pos: index.persisted_seq(),
+                index,
+            });
+            next_index = Some(next.open_index);
+            tracing::info!(
+                from = %b.embedder.model().version,
+                to = %next.embedder.model().version,
+                "re-embedding to the next model"
+            );
+            embedders_next = Some(next.embedder);
+        }
         Ok(Arc::new(Engine {
             store: b.store,
-            vectors: b.vectors,
+            active: std::sync::RwLock::new(Arc::new(Active {
+                embedder: b.embedder.clone(),
+                vectors: b.vectors,
+            })),
             keywords: b.keywords,
-            embedder: b.embedder,
+            embedders: Embedders {
+                primary: b.embedder,
+                next: embedders_next,
+            },
+            next_index,
+            shadow: tokio::sync::Mutex::new(shadow),
+            model_missing: std::sync::Mutex::new(None),
             queue: b.queue,
             attrs,
             cache: b.cache,
@@ -155,8 +203,18 @@ impl Engine {
         &self.cfg
     }
 
-    pub fn model(&self) -> &ModelInfo {
-        self.embedder.model()
+    /// The active model: what queries are embedded with.
+    pub fn model(&self) -> ModelInfo {
+        self.active().embedder.model().clone()
+    }
+
+    /// The active model's embedder and vector index, taken together.
+    pub(crate) fn active(&self) -> Arc<Active> {
+        self.active.read().expect("active model lock").clone()
+    }
+
+    pub(crate) fn set_active(&self, a: Active) {
+        *self.active.write().expect("active model lock") = Arc::new(a);
     }
 
     // ---- writes -------------------------------------------------------------
@@ -597,10 +655,13 @@ impl Engine {
         params: FusionParams,
         candidates: usize,
     ) -> Result<Vec<fusion::Fused>> {
+        // One query embedder and vector index for the whole search, even if
+        // a model switch happens meanwhile.
+        let active = self.active();
         let fused = match req.mode {
             SearchMode::Vector => {
-                let q = self.embed_query(query).await?;
-                let hits = self.vector_search(&q, k, req.exact, scope).await?;
+                let q = self.embed_query(&active, query).await?;
+                let hits = self.vector_search(&active, &q, k, req.exact, scope).await?;
                 fusion::single(&hits, true)
             }
             SearchMode::Keyword => fusion::single(
@@ -612,8 +673,8 @@ impl Engine {
                 false,
             ),
             SearchMode::Hybrid => {
-                let q = self.embed_query(query).await?;
-                let vector = self.vector_search(&q, candidates, req.exact, scope);
+                let q = self.embed_query(&active, query).await?;
+                let vector = self.vector_search(&active, &q, candidates, req.exact, scope);
                 let keyword = self
                     .keywords
                     .search(query, candidates, scope)
@@ -628,16 +689,20 @@ impl Engine {
     /// The vector index's top `k`: approximate, or an exact scan on request.
     async fn vector_search(
         &self,
+        active: &Active,
         q: &[f32],
         k: usize,
         exact: bool,
         scope: &Scope<'_>,
     ) -> Result<Vec<(Key, f32)>> {
+        if let Some(m) = self.model_missing.lock().expect("model lock").as_ref() {
+            return Err(Error::unavailable("embedder", m.clone()));
+        }
         let search = async {
             if exact {
-                self.vectors.search_exact(q, k, scope).await
+                active.vectors.search_exact(q, k, scope).await
             } else {
-                self.vectors.search(q, k, scope).await
+                active.vectors.search(q, k, scope).await
             }
         };
         search
@@ -673,7 +738,7 @@ impl Engine {
         let mut ns: Vec<&str> = namespaces.iter().map(String::as_str).collect();
         ns.sort_unstable();
         ns.dedup();
-        let model = self.embedder.model();
+        let model = self.model();
         let shape = serde_json::json!({
             "v": 1,
             "tenant": p.tenant,
@@ -750,9 +815,9 @@ impl Engine {
     }
 
     #[tracing::instrument(name = "embed.query", skip_all, fields(cached = tracing::field::Empty))]
-    async fn embed_query(&self, query: &str) -> Result<Arc<Vec<f32>>> {
+    async fn embed_query(&self, active: &Active, query: &str) -> Result<Arc<Vec<f32>>> {
         let normalized = text::normalize(query);
-        let model = self.embedder.model();
+        let model = active.embedder.model();
         let key = cache::embedding_key(model, &normalized);
         match self.cache.get(&key).await {
             Ok(Some(bytes)) => match cache::decode_vector(&bytes, model.dims) {
@@ -769,7 +834,7 @@ impl Engine {
         cache::record_miss(CacheKind::Embedding);
         tracing::Span::current().record("cached", false);
         let started = Instant::now();
-        let mut out = self
+        let mut out = active
             .embedder
             .embed(std::slice::from_ref(&normalized))
             .await?;
@@ -821,7 +886,7 @@ impl Engine {
                 )));
             }
         }
-        self.embedder.embed(&texts).await
+        self.active().embedder.embed(&texts).await
     }
 
     /// Retrieval-augmented answer (`/v1/ask`): search with the caller's
@@ -991,24 +1056,28 @@ impl Engine {
     pub async fn stats(&self, p: &Principal) -> Result<EngineStats> {
         p.authorize(Action::Read)?;
         require_unscoped(p, "stats")?;
+        let reembed = self.reembed_status().await?;
         Ok(EngineStats {
             store: self.store.stats(Some(&p.tenant)).await?,
             indexed_seq: *self.indexed.borrow(),
-            vectors: self.vectors.len(),
+            vectors: self.active().vectors.len(),
             keywords: self.keywords.len(),
-            model: self.embedder.model().clone(),
+            model: self.model(),
+            reembed,
         })
     }
 
     /// Store-wide counts for the operator's metrics (no tenant's data, only
     /// totals, so it takes no principal; the server decides who may scrape).
     pub async fn totals(&self) -> Result<EngineStats> {
+        let reembed = self.reembed_status().await?;
         Ok(EngineStats {
             store: self.store.stats(None).await?,
             indexed_seq: *self.indexed.borrow(),
-            vectors: self.vectors.len(),
+            vectors: self.active().vectors.len(),
             keywords: self.keywords.len(),
-            model: self.embedder.model().clone(),
+            model: self.model(),
+            reembed,
         })
     }
 
@@ -1033,8 +1102,11 @@ impl Engine {
         let me = Arc::downgrade(self);
         EmbedWorker {
             queue: self.queue.clone(),
-            embedder: self.embedder.clone(),
+            store: self.store.clone(),
+            embedders: self.embedders.clone(),
             batch: self.cfg.worker_batch,
+            models: tokio::sync::Mutex::new(None),
+            backfill: tokio::sync::Mutex::new(Backfill::default()),
             on_progress: Arc::new(move || {
                 if let Some(e) = me.upgrade() {
                     e.indexer_wake.notify_one();
@@ -1074,7 +1146,8 @@ impl Engine {
             };
             self.attrs.apply_versioned(c.key, c.seq, attrs);
         }
-        let vec_from = self.vectors.persisted_seq();
+        let vectors = self.active().vectors.clone();
+        let vec_from = vectors.persisted_seq();
         let kw_from = self.keywords.persisted_seq();
         let for_vec: Vec<Change> = changes
             .iter()
@@ -1086,7 +1159,7 @@ impl Engine {
             .filter(|c| c.seq > kw_from)
             .cloned()
             .collect();
-        tokio::try_join!(self.vectors.apply(&for_vec), self.keywords.apply(&for_kw))?;
+        tokio::try_join!(vectors.apply(&for_vec), self.keywords.apply(&for_kw))?;
         // Invalidate cached rankings once the indexes have the changes and
         // before anyone waiting for this position is released.
         futures::future::join_all(tenants.iter().map(|t| self.bump_generation(t))).await;
@@ -1110,8 +1183,11 @@ impl Engine {
     /// Save every derived index at the current position.
     pub async fn persist_indexes(&self) -> Result<()> {
         let seq = *self.indexed.borrow();
-        self.vectors.persist(seq).await?;
+        self.active().vectors.persist(seq).await?;
         self.keywords.persist(seq).await?;
+        if let Some(sh) = self.shadow.lock().await.as_ref() {
+            sh.index.persist(sh.pos).await?;
+        }
         Ok(())
     }
 
@@ -1122,8 +1198,12 @@ impl Engine {
 
     /// Throw the derived indexes away and re-derive them from the store.
     pub async fn rebuild(&self) -> Result<u64> {
-        self.vectors.clear().await?;
+        self.active().vectors.clear().await?;
         self.keywords.clear().await?;
+        if let Some(sh) = self.shadow.lock().await.as_mut() {
+            sh.index.clear().await?;
+            sh.pos = 0;
+        }
         self.attrs.clear();
         self.indexed.send_replace(0);
         let n = self.catch_up().await?;
@@ -1135,11 +1215,26 @@ impl Engine {
     pub async fn run_indexer(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut last_persist = Instant::now();
         let mut persisted_at = *self.indexed.borrow();
+        let mut last_model_check = Instant::now();
         loop {
-            match self.index_once().await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::error!(error = %e, "indexer round failed"),
+            // Periodic work (persisting, model checks) also runs while
+            // changes keep coming, not only when the feed is idle.
+            let mut busy = match self.index_once().await {
+                Ok(n) => n > 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "indexer round failed");
+                    false
+                }
+            };
+            match self.shadow_once().await {
+                Ok(n) => busy |= n > 0,
+                Err(e) => tracing::error!(error = %e, "shadow index round failed"),
+            }
+            if last_model_check.elapsed() >= self.cfg.model_check_interval {
+                last_model_check = Instant::now();
+                if let Err(e) = self.follow_models().await {
+                    tracing::error!(error = %e, "checking the embedding models failed");
+                }
             }
             let at = *self.indexed.borrow();
             if at != persisted_at && last_persist.elapsed() >= self.cfg.persist_interval {
@@ -1148,6 +1243,12 @@ impl Engine {
                     Err(e) => tracing::error!(error = %e, "persisting indexes failed"),
                 }
                 last_persist = Instant::now();
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            if busy {
+                continue;
             }
             tokio::select! {
                 _ = self.indexer_wake.notified() => {}
@@ -1222,27 +1323,66 @@ impl Engine {
 /// vectors back. Runs inside `serve` or alone in `engram worker`.
 pub struct EmbedWorker {
     pub(crate) queue: Arc<dyn JobQueue>,
-    embedder: Arc<dyn Embedder>,
-    batch: usize,
-    on_progress: Arc<dyn Fn() + Send + Sync>,
+    /// For the model state and the re-embedding back-fill.
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) embedders: Embedders,
+    pub(crate) batch: usize,
+    pub(crate) on_progress: Arc<dyn Fn() + Send + Sync>,
+    /// The store's model state, re-read every second (`reembed::MODEL_STATE_TTL`).
+    pub(crate) models: tokio::sync::Mutex<Option<(Instant, ModelState)>>,
+    pub(crate) backfill: tokio::sync::Mutex<Backfill>,
 }
 
 impl EmbedWorker {
-    pub fn new(queue: Arc<dyn JobQueue>, embedder: Arc<dyn Embedder>, batch: usize) -> Self {
+    pub fn new(
+        queue: Arc<dyn JobQueue>,
+        store: Arc<dyn Store>,
+        embedders: Embedders,
+        batch: usize,
+    ) -> Self {
         EmbedWorker {
             queue,
-            embedder,
+            store,
+            embedders,
             batch,
             on_progress: Arc::new(|| {}),
+            models: tokio::sync::Mutex::new(None),
+            backfill: tokio::sync::Mutex::new(Backfill::default()),
         }
     }
 
-    /// One embedding worker round: claim a batch, embed, write back. Returns
-    /// the number of jobs handled (0 when idle after waiting up to `wait`).
+    /// One embedding worker round: claim a batch, embed, write back; with
+    /// no job waiting, back-fill a batch of a running re-embedding. Returns
+    /// the number of jobs and memories handled (0 when idle after waiting up
+    /// to `wait`).
     pub async fn work_once(&self, wait: Duration) -> Result<usize> {
-        let jobs = self.queue.claim(self.batch, wait).await?;
-        if jobs.is_empty() {
+        let state = self.model_state().await?;
+        let Some(active) = self.embedders.active(&state).cloned() else {
+            // Jobs stay in the queue for a worker that has the model.
+            let m = state
+                .active
+                .as_ref()
+                .map(|m| m.version.as_str())
+                .unwrap_or("?");
+            tracing::error!(
+                active = m,
+                "this worker has no embedder for the store's active model"
+            );
+            tokio::time::sleep(wait).await;
             return Ok(0);
+        };
+        let target = self.embedders.target(&state).cloned();
+        // While back-filling, do not wait for jobs: there is work either way.
+        let busy = target.is_some() && self.backfill.lock().await.busy;
+        let jobs = self
+            .queue
+            .claim(self.batch, if busy { Duration::ZERO } else { wait })
+            .await?;
+        if jobs.is_empty() {
+            return match target {
+                Some(t) => self.backfill_once(&t).await,
+                None => Ok(0),
+            };
         }
         // One span per batch, linked to the request behind each job (a batch
         // serves many requests; see `crate::telemetry`).
@@ -1258,7 +1398,9 @@ impl EmbedWorker {
                 crate::telemetry::add_link(&span, tp);
             }
         }
-        self.embed_batch(jobs).instrument(span).await
+        self.embed_batch(jobs, &active, target.as_ref())
+            .instrument(span)
+            .await
     }
 
     /// Run `work` on claimed jobs `ids`, renewing their leases meanwhile as
@@ -1284,12 +1426,21 @@ impl EmbedWorker {
         }
     }
 
-    async fn embed_batch(&self, jobs: Vec<ClaimedJob>) -> Result<usize> {
+    async fn embed_batch(
+        &self,
+        jobs: Vec<ClaimedJob>,
+        embedder: &Arc<dyn Embedder>,
+        target: Option<&Arc<dyn Embedder>>,
+    ) -> Result<usize> {
         let n = jobs.len();
-        let model = self.embedder.model().clone();
+        let model = embedder.model().clone();
         // Every claimed job stays leased until the batch is written back,
         // those that need no embedding included.
         let ids: Vec<u64> = jobs.iter().map(|j| j.job_id).collect();
+        let texts: HashMap<u64, String> = match target {
+            Some(_) => jobs.iter().map(|j| (j.job_id, j.text.clone())).collect(),
+            None => HashMap::new(),
+        };
         let mut done = Vec::with_capacity(n);
         let mut todo = Vec::with_capacity(n);
         for j in jobs {
@@ -1304,6 +1455,7 @@ impl EmbedWorker {
                     checksum: j.checksum,
                     vector: None,
                     model: model.clone(),
+                    also: None,
                 });
             } else {
                 todo.push(j);
@@ -1316,7 +1468,7 @@ impl EmbedWorker {
             let batch = self
                 .renewing(
                     &ids,
-                    self.embedder
+                    embedder
                         .embed(&texts)
                         .instrument(info_span!("embed.batch", texts = texts.len())),
                 )
@@ -1333,7 +1485,7 @@ impl EmbedWorker {
                     // Isolate the failing input so one bad text cannot hold
                     // back the rest of the batch.
                     for j in todo {
-                        let one = self.embedder.embed(std::slice::from_ref(&j.text));
+                        let one = embedder.embed(std::slice::from_ref(&j.text));
                         match self.renewing(&ids, one).await {
                             Ok(mut v) if v.len() == 1 => {
                                 let v = v.pop().expect("one vector");
@@ -1349,6 +1501,35 @@ impl EmbedWorker {
                             }),
                         }
                     }
+                }
+            }
+        }
+        if let Some(t) = target.filter(|_| !done.is_empty()) {
+            // While re-embedding, the same texts by the target model too, so
+            // new writes need no back-fill. A failure leaves them to it.
+            let texts: Vec<String> = done
+                .iter()
+                .map(|e| texts.get(&e.job_id).cloned().unwrap_or_default())
+                .collect();
+            let embedded = self
+                .renewing(
+                    &ids,
+                    t.embed(&texts)
+                        .instrument(info_span!("embed.target", texts = texts.len())),
+                )
+                .await;
+            match embedded {
+                Ok(vectors) if vectors.len() == done.len() => {
+                    for (e, vector) in done.iter_mut().zip(vectors) {
+                        e.also = Some(ModelVector {
+                            model: t.model().clone(),
+                            vector,
+                        });
+                    }
+                }
+                Ok(_) => tracing::warn!("target embedder returned too few vectors"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "target embedding failed; left to the back-fill")
                 }
             }
         }
@@ -1401,6 +1582,7 @@ fn embedded(j: ClaimedJob, v: Vec<f32>, model: &ModelInfo) -> Embedded {
         checksum: j.checksum,
         vector: Some(v),
         model: model.clone(),
+        also: None,
     }
 }
 
@@ -1460,6 +1642,9 @@ pub struct EngineStats {
     pub vectors: usize,
     pub keywords: usize,
     pub model: ModelInfo,
+    /// A re-embedding in progress, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reembed: Option<ReembedStatus>,
 }
 
 /// The embedded job queue: the store's job table, claimed with leases.

@@ -17,6 +17,7 @@ pub use governance::StoreAdmin;
 pub mod pii;
 pub mod probe;
 pub mod rag;
+pub mod reembed;
 pub mod requests;
 pub mod scope;
 pub mod telemetry;
@@ -31,6 +32,7 @@ pub use engine::{Backends, EmbedWorker, Engine, EngineConfig, EngineStats, Store
 pub use error::{Error, Result};
 pub use probe::{ProbeCheck, ProbeReport, ProbeStatus};
 pub use rag::{Answer, AskRequest, Asking, Citation, Llm, RagConfig, Source};
+pub use reembed::Embedders;
 pub use scope::{AttrTable, Scope};
 pub use traits::*;
 pub use types::*;

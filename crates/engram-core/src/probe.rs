@@ -148,8 +148,9 @@ impl Engine {
             Ok(None)
         });
         let embedder = timed(timeout, async {
-            let model = self.embedder.model();
-            let v = self
+            let active = self.active();
+            let model = active.embedder.model();
+            let v = active
                 .embedder
                 .embed(&["engram readiness probe".to_string()])
                 .await?;

@@ -287,6 +287,50 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheap liveness check for readiness probes.
     async fn ping(&self) -> Result<()>;
+
+    // Re-embedding to another model (see `crate::reembed`). A memory has two
+    // vector slots: the active model's (`vector`, what indexes and searches
+    // use) and the target model's, both tied to the checksum they embed.
+
+    /// The recorded active and target models.
+    async fn model_state(&self) -> Result<ModelState>;
+
+    /// Record `model` as the active model if none is recorded yet (a store
+    /// created before models were recorded takes the first node's model).
+    /// Returns the state after.
+    async fn init_model(&self, model: &ModelInfo) -> Result<ModelState>;
+
+    /// Start moving vectors to `target`, or keep going if it is the target
+    /// already. A different earlier target is replaced (its vectors no longer
+    /// count). `Conflict` if `target` is the active model's version.
+    async fn begin_reembed(&self, target: &ModelInfo) -> Result<ModelState>;
+
+    /// Up to `limit` memories, in key order after `after`, holding a current
+    /// vector of the active model but none of the target for their text
+    /// (soft-deleted, unpurged ones included, so a restore finds a vector of
+    /// the right model). Empty when no re-embedding runs.
+    async fn reembed_todo(&self, after: Option<Key>, limit: usize) -> Result<Vec<ReembedItem>>;
+
+    /// Write target vectors of `model` (which must be the current target;
+    /// otherwise nothing is written). A vector whose checksum no longer
+    /// matches the memory is dropped. Each written memory gets a new seq, so
+    /// derived indexes see its target vector. Returns how many were written.
+    async fn put_target_vectors(
+        &self,
+        model: &ModelInfo,
+        items: Vec<TargetVector>,
+    ) -> Result<usize>;
+
+    /// How far the running re-embedding is (zeros when none runs).
+    async fn reembed_progress(&self) -> Result<ReembedProgress>;
+
+    /// Make the target the active model, atomically: only if `target` is the
+    /// current target and every memory holding a current active vector also
+    /// holds its target vector. Then every target vector moves to the active
+    /// slot (without new seqs: the shadow index has them already), the target
+    /// becomes the active model and no target remains. `Ok(false)`, changing
+    /// nothing, when the target is another or the re-embedding is incomplete.
+    async fn switch_model(&self, target: &ModelInfo) -> Result<bool>;
 }
 
 /// Something derived from the store's change feed that can be thrown away and

@@ -227,6 +227,9 @@ pub struct IndexDoc {
     pub key: Key,
     pub text: String,
     pub vector: Vec<f32>,
+    /// While re-embedding: the memory's vector from the target model, if it
+    /// has one for its current text (what the shadow index is built from).
+    pub target_vector: Option<Vec<f32>>,
     pub attrs: Arc<DocAttrs>,
 }
 
@@ -309,6 +312,57 @@ pub struct Embedded {
     /// `None` when the stored vector is already current (idempotent redelivery).
     pub vector: Option<Vec<f32>>,
     pub model: ModelInfo,
+    /// While re-embedding, the same text embedded by the other model (the
+    /// re-embedding target, or the active model when `model` is the target).
+    /// The store writes each vector to the slot its model version belongs to.
+    pub also: Option<ModelVector>,
+}
+
+/// A vector and the model that made it.
+#[derive(Debug, Clone)]
+pub struct ModelVector {
+    pub model: ModelInfo,
+    pub vector: Vec<f32>,
+}
+
+/// Which model the store's vectors belong to (`active`: what queries must
+/// be embedded with) and, while a re-embedding runs, the model they are
+/// moving to (`target`). `active` is `None` only in a store no node has
+/// opened yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ModelState {
+    pub active: Option<ModelInfo>,
+    pub target: Option<ModelInfo>,
+}
+
+/// A memory the re-embedding still has to embed with the target model.
+#[derive(Debug, Clone)]
+pub struct ReembedItem {
+    pub key: Key,
+    pub checksum: String,
+    pub text: String,
+}
+
+/// A target-model vector for a memory's text (by checksum).
+#[derive(Debug, Clone)]
+pub struct TargetVector {
+    pub key: Key,
+    pub checksum: String,
+    pub vector: Vec<f32>,
+}
+
+/// How far a re-embedding is: memories holding a current vector of the
+/// active model (`total`) and, of those, how many also hold one of the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ReembedProgress {
+    pub done: u64,
+    pub total: u64,
+}
+
+impl ReembedProgress {
+    pub fn remaining(&self) -> u64 {
+        self.total.saturating_sub(self.done)
+    }
 }
 
 /// A failed job attempt.

@@ -107,6 +107,7 @@ fn build(
                         key,
                         text: String::new(),
                         vector: gen(rng),
+                        target_vector: None,
                         attrs: attrs.clone(),
                     })),
                 }

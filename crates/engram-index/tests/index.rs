@@ -56,6 +56,7 @@ impl Feed {
                 key,
                 text: text.to_string(),
                 vector,
+                target_vector: None,
                 attrs: a,
             })),
         }

@@ -186,6 +186,7 @@ fn embedded(job: &ClaimedJob) -> Embedded {
             version: "v1".into(),
             dims: 4,
         },
+        also: None,
     }
 }
 

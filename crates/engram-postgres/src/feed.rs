@@ -22,7 +22,10 @@ impl PgStore {
             ", (state = 'ready' AND deleted_at IS NULL AND embedding IS NOT NULL) AS indexable, \
              CASE WHEN state = 'ready' AND deleted_at IS NULL THEN text END AS text, \
              CASE WHEN state = 'ready' AND deleted_at IS NULL THEN embedding::real[] END \
-             AS vector \
+             AS vector, \
+             CASE WHEN state = 'ready' AND deleted_at IS NULL AND target_checksum = checksum \
+             AND target_version = (SELECT version FROM embedding_models WHERE slot = 'target') \
+             THEN target_embedding::real[] END AS target_vector \
              FROM memories WHERE seq > $1 ORDER BY seq LIMIT $2"
         ))
         .bind(codec::int(after_seq))
@@ -41,6 +44,7 @@ impl PgStore {
                     key,
                     text: text.unwrap_or_default(),
                     vector: vector.unwrap_or_default(),
+                    target_vector: row.try_get("target_vector")?,
                     attrs: Arc::new(attrs),
                 }))
             } else {

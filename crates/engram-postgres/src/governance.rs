@@ -625,6 +625,7 @@ async fn purge_rows(tx: &mut WriteTx, keys: &[i64], now: DateTime<Utc>) -> Resul
     let rows = sqlx::query(
         "UPDATE memories m SET text = '', metadata = '{}', tags = '{}', provenance = NULL, \
          client_id = NULL, checksum = '', embedding = NULL, embedded_checksum = NULL, \
+         target_embedding = NULL, target_checksum = NULL, target_version = NULL, \
          deleted_at = coalesce(m.deleted_at, $1), purged_at = $1, updated_at = $1, seq = u.seq \
          FROM unnest($2::bigint[], $3::bigint[]) AS u(key, seq) WHERE m.key = u.key \
          RETURNING m.key, m.id, m.tenant, m.namespace, m.kind, m.state, m.checksum, \

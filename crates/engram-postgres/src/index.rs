@@ -175,6 +175,11 @@ pub struct PgVectorOptions {
     /// How often [`DerivedIndex::len`] is recounted; zero: only on open and
     /// by [`PgVectorIndex::refresh_len`].
     pub len_refresh: Duration,
+    /// Only rows embedded by this model version are candidates, so a query
+    /// embedded by one model is never compared with another's vectors (a
+    /// node that has not yet seen a model switch finds nothing rather than
+    /// the wrong memories). `None`: every row of the dimension.
+    pub model_version: Option<String>,
 }
 
 impl Default for PgVectorOptions {
@@ -186,6 +191,7 @@ impl Default for PgVectorOptions {
             max_scan_tuples: None,
             build_memory: None,
             len_refresh: Duration::from_secs(30),
+            model_version: None,
         }
     }
 }
@@ -353,6 +359,11 @@ impl VectorInner {
             ))
             .push(self.predicate())
             .push(" AND ");
+        if let Some(v) = &self.opts.model_version {
+            qb.push("embedding_version = ")
+                .push_bind(v.clone())
+                .push(" AND ");
+        }
         push_scope(qb, scope);
         if exact {
             qb.push(") SELECT key, distance FROM c ORDER BY distance, key");

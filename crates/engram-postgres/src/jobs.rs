@@ -154,7 +154,22 @@ impl PgStore {
         }
         let now = ts(now);
         let mut tx = self.begin_write().await?;
-        // Lock the memories first, in key order (see the lock order on WriteTx).
+        // The models first (a switch waits for this completion or it for the
+        // switch), then the memories, in key order (see the lock order on WriteTx).
+        let models = crate::models::state(tx.conn(), crate::models::Lock::Share).await?;
+        let done: Vec<Embedded> = done
+            .into_iter()
+            .filter_map(|e| {
+                let (job, key) = (e.job_id, e.key);
+                let resolved = engram_core::reembed::resolve(e, &models);
+                if resolved.is_none() {
+                    // Embedded by a model that is no longer active: leave the
+                    // job to be claimed again and embedded by the active model.
+                    tracing::debug!(job, key, "embedding of an inactive model");
+                }
+                resolved
+            })
+            .collect();
         let keys: BTreeSet<i64> = done.iter().map(|e| codec::int(e.key)).collect();
         let keys: Vec<i64> = keys.into_iter().collect();
         let rows = sqlx::query(
@@ -227,6 +242,13 @@ impl PgStore {
             // The current text is embedded: any job of these memories is done.
             let ready_keys: Vec<i64> = ready.iter().map(|e| codec::int(e.key)).collect();
             tx.drop_jobs(&ready_keys).await?;
+            let targets: Vec<(i64, String, engram_core::ModelVector)> = ready
+                .iter()
+                .filter_map(|e| {
+                    let t = e.also.clone()?;
+                    Some((codec::int(e.key), e.checksum.clone(), t))
+                })
+                .collect();
             let writes = Writes::of(ready)?;
             // Last: the seqs, and the rows that carry them.
             let seqs: Vec<i64> = tx.next_seqs(writes.key.len()).await?.collect();
@@ -250,6 +272,18 @@ impl PgStore {
             .bind(&writes.version)
             .execute(tx.conn())
             .await?;
+            for (key, checksum, t) in targets {
+                sqlx::query(
+                    "UPDATE memories SET target_embedding = $1::real[]::vector, \
+                     target_checksum = $2, target_version = $3 WHERE key = $4",
+                )
+                .bind(&t.vector)
+                .bind(&checksum)
+                .bind(&t.model.version)
+                .bind(key)
+                .execute(tx.conn())
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(())

@@ -80,6 +80,7 @@ mod governance;
 mod insert;
 mod jobs;
 mod memories;
+mod models;
 mod store;
 
 pub mod filter_sql;
@@ -234,7 +235,8 @@ async fn migrate_locked(conn: &mut PgConnection) -> Result<()> {
 /// A write transaction that hands out change sequence numbers and appends
 /// audit events.
 ///
-/// Lock order, kept by every caller so that writers never deadlock: memory
+/// Lock order, kept by every caller so that writers never deadlock: the
+/// `embedding_models` rows (by those that depend on the active model), memory
 /// rows (by key), job rows, namespace and API key rows (new namespaces by
 /// tenant and name), audit heads (by tenant, all of a transaction's at once:
 /// [`WriteTx::audit`] before any seq is taken), and last the seq row

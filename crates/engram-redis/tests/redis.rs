@@ -204,6 +204,7 @@ async fn node(
         result_hits: AtomicUsize::new(0),
     });
     let backends = Backends {
+        next: None,
         queue: Arc::new(StoreQueue::new(store.clone(), cfg.job_lease, cfg.retry)),
         store,
         vectors: Arc::new(

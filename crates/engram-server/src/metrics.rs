@@ -90,6 +90,11 @@ pub(crate) async fn render(
         "engram_index_lag_changes",
         t.store.max_seq.saturating_sub(t.indexed_seq),
     );
+    // Memories a running re-embedding still has to move (0 when none runs).
+    g(
+        "engram_reembed_remaining",
+        t.reembed.map_or(0, |r| r.total.saturating_sub(r.done)),
+    );
     Ok(text_response(s.metrics.render()))
 }
 

@@ -133,6 +133,7 @@ async fn app_opts(o: Opts) -> App {
         ..EngineConfig::default()
     };
     let backends = Backends {
+        next: None,
         queue: Arc::new(StoreQueue::new(store.clone(), cfg.job_lease, cfg.retry)),
         store,
         vectors: Arc::new(UsearchIndex::open(&dir.path().join("v"), 384, opts).unwrap()),
@@ -776,3 +777,5 @@ mod governance;
 mod leases;
 #[path = "api/probe.rs"]
 mod probe;
+#[path = "api/reembed.rs"]
+mod reembed;

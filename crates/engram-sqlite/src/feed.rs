@@ -15,7 +15,10 @@ impl SqliteStore {
             attr_cols!(),
             ", (state = 'ready' AND deleted_at IS NULL AND vector IS NOT NULL) AS indexable, \
              CASE WHEN state = 'ready' AND deleted_at IS NULL THEN text END AS text, \
-             CASE WHEN state = 'ready' AND deleted_at IS NULL THEN vector END AS vector \
+             CASE WHEN state = 'ready' AND deleted_at IS NULL THEN vector END AS vector, \
+             CASE WHEN state = 'ready' AND deleted_at IS NULL AND target_checksum = checksum \
+             AND target_version = (SELECT version FROM embedding_models WHERE slot = 'target') \
+             THEN target_vector END AS target_vector \
              FROM memories WHERE seq > ? ORDER BY seq LIMIT ?"
         ))
         .bind(codec::int(after_seq))
@@ -30,10 +33,12 @@ impl SqliteStore {
                 let (_, attrs) = codec::attrs(row)?;
                 let text: Option<String> = row.try_get("text")?;
                 let vector: Option<Vec<u8>> = row.try_get("vector")?;
+                let target: Option<Vec<u8>> = row.try_get("target_vector")?;
                 ChangeOp::Upsert(Arc::new(IndexDoc {
                     key,
                     text: text.unwrap_or_default(),
                     vector: codec::blob_to_vector(vector.as_deref().unwrap_or_default())?,
+                    target_vector: target.as_deref().map(codec::blob_to_vector).transpose()?,
                     attrs: Arc::new(attrs),
                 }))
             } else {

@@ -567,6 +567,7 @@ async fn purge_row(tx: &mut WriteTx, m: &Memory, now: DateTime<Utc>) -> Result<M
     let row = sqlx::query(concat!(
         "UPDATE memories SET text = '', metadata = '{}', tags = '[]', provenance = NULL, \
          client_id = NULL, checksum = '', vector = NULL, embedded_checksum = NULL, \
+         target_vector = NULL, target_checksum = NULL, target_version = NULL, \
          deleted_at = coalesce(deleted_at, ?1), purged_at = ?1, updated_at = ?1, seq = ?2 \
          WHERE key = ?3 RETURNING ",
         memory_cols!()

@@ -131,9 +131,17 @@ impl SqliteStore {
             return Ok(());
         }
         let mut tx = self.begin_write().await?;
+        let models = crate::models::state(tx.conn()).await?;
         for e in done {
             let key = codec::int(e.key);
             let job_id = codec::int(e.job_id);
+            let (job, memory) = (e.job_id, e.key);
+            let Some(e) = engram_core::reembed::resolve(e, &models) else {
+                // Embedded by a model that is no longer active: leave the job
+                // to be claimed again and embedded by the active model.
+                tracing::debug!(job, key = memory, "embedding of an inactive model");
+                continue;
+            };
             let row: Option<(String, bool, Option<String>, bool)> = sqlx::query_as(
                 "SELECT checksum, deleted_at IS NULL, embedded_checksum, vector IS NOT NULL \
                  FROM memories WHERE key = ?",
@@ -190,6 +198,18 @@ impl SqliteStore {
             .bind(key)
             .execute(tx.conn())
             .await?;
+            if let Some(t) = &e.also {
+                sqlx::query(
+                    "UPDATE memories SET target_vector = ?, target_checksum = ?, \
+                     target_version = ? WHERE key = ?",
+                )
+                .bind(vector_to_blob(&t.vector))
+                .bind(&e.checksum)
+                .bind(&t.model.version)
+                .bind(key)
+                .execute(tx.conn())
+                .await?;
+            }
             // The current text is embedded: any job of this memory is done.
             tx.drop_jobs(key).await?;
         }

@@ -50,6 +50,7 @@ mod governance;
 mod insert;
 mod jobs;
 mod memories;
+mod models;
 mod store;
 
 pub use error::SqliteError;

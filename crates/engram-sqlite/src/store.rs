@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use engram_core::{
     ApiKey, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Change, ClaimedJob, DocAttrs, Embedded,
-    Inserted, Job, JobFailure, JobState, Key, Memory, MemoryPatch, NamespaceInfo, NewMemory,
-    Result, RetryPolicy, Store, StoreStats,
+    Inserted, Job, JobFailure, JobState, Key, Memory, MemoryPatch, ModelInfo, ModelState,
+    NamespaceInfo, NewMemory, ReembedItem, ReembedProgress, Result, RetryPolicy, Store, StoreStats,
+    TargetVector,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -255,5 +256,37 @@ impl Store for SqliteStore {
             .await
             .map_err(crate::SqliteError::from)?;
         Ok(())
+    }
+
+    async fn model_state(&self) -> Result<ModelState> {
+        Ok(SqliteStore::model_state(self).await?)
+    }
+
+    async fn init_model(&self, model: &ModelInfo) -> Result<ModelState> {
+        Ok(SqliteStore::init_model(self, model).await?)
+    }
+
+    async fn begin_reembed(&self, target: &ModelInfo) -> Result<ModelState> {
+        Ok(SqliteStore::begin_reembed(self, target).await?)
+    }
+
+    async fn reembed_todo(&self, after: Option<Key>, limit: usize) -> Result<Vec<ReembedItem>> {
+        Ok(SqliteStore::reembed_todo(self, after, limit).await?)
+    }
+
+    async fn put_target_vectors(
+        &self,
+        model: &ModelInfo,
+        items: Vec<TargetVector>,
+    ) -> Result<usize> {
+        Ok(SqliteStore::put_target_vectors(self, model, items).await?)
+    }
+
+    async fn reembed_progress(&self) -> Result<ReembedProgress> {
+        Ok(SqliteStore::reembed_progress(self).await?)
+    }
+
+    async fn switch_model(&self, target: &ModelInfo) -> Result<bool> {
+        Ok(SqliteStore::switch_model(self, target).await?)
     }
 }

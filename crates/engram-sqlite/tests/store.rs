@@ -74,6 +74,7 @@ async fn survives_reopen() {
                     checksum: job.checksum,
                     vector: Some(vec![1.0, 0.0, 0.0]),
                     model: model(),
+                    also: None,
                 }],
                 Utc::now(),
             )

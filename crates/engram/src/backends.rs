@@ -8,10 +8,11 @@
 //! unreachable.
 
 use anyhow::Context;
+use engram_core::reembed::NextModel;
 use engram_core::{
-    Backends, Cache, EmbedWorker, Embedder, Engine, EngineConfig, JobQueue, KeywordIndex, Llm,
-    MemoryCache, NewApiKey, Permission, Principal, RagConfig, RetryPolicy, Role, Store, StoreAdmin,
-    StoreQueue, VectorIndex,
+    Backends, Cache, EmbedWorker, Embedder, Embedders, Engine, EngineConfig, JobQueue,
+    KeywordIndex, Llm, MemoryCache, ModelInfo, NewApiKey, Permission, Principal, RagConfig,
+    RetryPolicy, Role, Store, StoreAdmin, StoreQueue, VectorIndex,
 };
 use engram_embed::LocalEmbedder;
 use engram_index::{TantivyIndex, UsearchIndex, VectorOptions};
@@ -27,7 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-use crate::config::{redact_url, CacheKind, Config, EmbedderKind, QueueKind, StoreKind};
+use crate::config::{
+    redact_url, CacheKind, Config, EmbedderConfig, EmbedderKind, QueueKind, StoreKind,
+};
 
 fn engine_config(cfg: &Config) -> EngineConfig {
     EngineConfig {
@@ -111,9 +114,20 @@ pub async fn migrate(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open_embedder(cfg: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
-    if cfg.embedder.kind == EmbedderKind::Openai {
-        let e = &cfg.embedder;
+/// The configured embedder and, while re-embedding, the next one, as the
+/// store's model state makes them active or next (see `engram_core::reembed`).
+async fn open_embedders(cfg: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Embedders> {
+    let primary = open_embedder(cfg, &cfg.embedder)?;
+    let next = match &cfg.embedder.next {
+        Some(n) => Some(open_embedder(cfg, n).context("embedder.next")?),
+        None => None,
+    };
+    let state = store.init_model(primary.model()).await?;
+    Ok(engram_core::reembed::pick(&state, primary, next)?)
+}
+
+fn open_embedder(cfg: &Config, e: &EmbedderConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+    if e.kind == EmbedderKind::Openai {
         let opts = OpenAiEmbedderOptions {
             base_url: e.base_url.clone().context("embedder.base_url is not set")?,
             model: e.model.clone().context("embedder.model is not set")?,
@@ -125,10 +139,11 @@ fn open_embedder(cfg: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
         };
         return Ok(Arc::new(OpenAiEmbedder::new(opts).context("embedder")?));
     }
-    let e = LocalEmbedder::load(&cfg.model_dir).with_context(|| {
+    let dir = e.model_dir.as_ref().unwrap_or(&cfg.model_dir);
+    let e = LocalEmbedder::load(dir).with_context(|| {
         format!(
             "loading the embedding model from {} (run scripts/fetch-model.sh)",
-            cfg.model_dir.display()
+            dir.display()
         )
     })?;
     Ok(Arc::new(e))
@@ -190,36 +205,31 @@ async fn open_cache(cfg: &Config) -> anyhow::Result<Arc<dyn Cache>> {
     }
 }
 
-async fn open_indexes(
+/// The vector index of one model: in PostgreSQL, pgvector's HNSW for its
+/// dimension; embedded, a usearch index in a directory of its own (by model
+/// version), so an index can never be loaded for another model's queries.
+async fn open_vectors(
     cfg: &Config,
     pg: Option<&PgStore>,
-    dims: usize,
-) -> anyhow::Result<(Arc<dyn VectorIndex>, Arc<dyn KeywordIndex>)> {
+    model: &ModelInfo,
+) -> engram_core::Result<Arc<dyn VectorIndex>> {
     if let Some(pg) = pg {
         let p = &cfg.postgres;
         let opts = PgVectorOptions {
             m: p.hnsw_m,
             ef_construction: p.hnsw_ef_construction,
             ef_search: p.hnsw_ef_search,
+            model_version: Some(model.version.clone()),
             ..PgVectorOptions::default()
         };
-        let vectors = PgVectorIndex::open(pg.pool().clone(), dims, opts)
-            .await
-            .context("opening the pgvector index")?;
-        let kw = PgKeywordOptions {
-            common_cutoff: p.keyword_common_cutoff,
-            ..PgKeywordOptions::default()
-        };
-        let keywords = PgKeywordIndex::open_with(pg.pool().clone(), kw)
-            .await
-            .context("opening the full-text index")?;
-        return Ok((Arc::new(vectors), Arc::new(keywords)));
+        return Ok(Arc::new(
+            PgVectorIndex::open(pg.pool().clone(), model.dims, opts).await?,
+        ));
     }
-    let index_dir = cfg.data_dir.join("index");
     let v = &cfg.vector;
-    let vectors = UsearchIndex::open(
-        &index_dir.join("vectors"),
-        dims,
+    let index = UsearchIndex::open(
+        &vector_dir(&cfg.data_dir, model),
+        model.dims,
         VectorOptions {
             connectivity: v.connectivity,
             expansion_add: v.expansion_add,
@@ -227,16 +237,88 @@ async fn open_indexes(
             exact_threshold: v.exact_threshold,
         },
     )
-    .context("opening the vector index")?;
-    let keywords =
-        TantivyIndex::open(&index_dir.join("keywords")).context("opening the keyword index")?;
-    Ok((Arc::new(vectors), Arc::new(keywords)))
+    .map_err(|e| engram_core::Error::internal(format!("opening the vector index: {e}")))?;
+    Ok(Arc::new(index))
+}
+
+/// `<data_dir>/index/vectors-<first 12 hex digits of sha256(model version)>`.
+fn vector_dir(data_dir: &std::path::Path, model: &ModelInfo) -> std::path::PathBuf {
+    use sha2::Digest;
+    let h = hex::encode(sha2::Sha256::digest(model.version.as_bytes()));
+    data_dir.join("index").join(format!("vectors-{}", &h[..12]))
+}
+
+/// Remove vector indexes of models that are neither active nor next (left by
+/// a finished re-embedding, or the unversioned `vectors` of older releases).
+fn remove_stale_vector_dirs(data_dir: &std::path::Path, keep: &[&ModelInfo]) {
+    let keep: Vec<std::path::PathBuf> = keep.iter().map(|m| vector_dir(data_dir, m)).collect();
+    let Ok(entries) = std::fs::read_dir(data_dir.join("index")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if (name == "vectors" || name.starts_with("vectors-")) && !keep.contains(&path) {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed an old model's vector index")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot remove an old vector index")
+                }
+            }
+        }
+    }
+}
+
+async fn open_indexes(
+    cfg: &Config,
+    pg: Option<&PgStore>,
+    model: &ModelInfo,
+) -> anyhow::Result<(Arc<dyn VectorIndex>, Arc<dyn KeywordIndex>)> {
+    let vectors = open_vectors(cfg, pg, model)
+        .await
+        .context("opening the vector index")?;
+    if let Some(pg) = pg {
+        let p = &cfg.postgres;
+        let kw = PgKeywordOptions {
+            common_cutoff: p.keyword_common_cutoff,
+            ..PgKeywordOptions::default()
+        };
+        let keywords = PgKeywordIndex::open_with(pg.pool().clone(), kw)
+            .await
+            .context("opening the full-text index")?;
+        return Ok((vectors, Arc::new(keywords)));
+    }
+    let keywords = TantivyIndex::open(&cfg.data_dir.join("index").join("keywords"))
+        .context("opening the keyword index")?;
+    Ok((vectors, Arc::new(keywords)))
 }
 
 pub async fn open_engine(cfg: &Config) -> anyhow::Result<Arc<Engine>> {
     let (store, pg) = open_store(cfg).await?;
-    let embedder = open_embedder(cfg)?;
-    let (vectors, keywords) = open_indexes(cfg, pg.as_ref(), embedder.model().dims).await?;
+    let Embedders {
+        primary: embedder,
+        next,
+    } = open_embedders(cfg, &store).await?;
+    if pg.is_none() {
+        let mut keep = vec![embedder.model()];
+        keep.extend(next.as_ref().map(|n| n.model()));
+        remove_stale_vector_dirs(&cfg.data_dir, &keep);
+    }
+    let (vectors, keywords) = open_indexes(cfg, pg.as_ref(), embedder.model()).await?;
+    let next = next.map(|e| {
+        let (cfg, pg, model) = (cfg.clone(), pg.clone(), e.model().clone());
+        let open_index: engram_core::reembed::OpenIndex = Arc::new(move || {
+            let (cfg, pg, model) = (cfg.clone(), pg.clone(), model.clone());
+            Box::pin(async move { open_vectors(&cfg, pg.as_ref(), &model).await })
+        });
+        NextModel {
+            embedder: e,
+            open_index,
+        }
+    });
     let backends = Backends {
         queue: open_queue(cfg, store.clone()).await?,
         cache: open_cache(cfg).await?,
@@ -244,6 +326,7 @@ pub async fn open_engine(cfg: &Config) -> anyhow::Result<Arc<Engine>> {
         vectors,
         keywords,
         embedder,
+        next,
         llm: open_llm(cfg)?,
     };
     Ok(Engine::open(backends, engine_config(cfg)).await?)
@@ -309,12 +392,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
 
 pub async fn worker(cfg: Config) -> anyhow::Result<()> {
     let (store, _) = open_store(&cfg).await?;
-    let embedder = open_embedder(&cfg)?;
-    let q = open_queue(&cfg, store).await?;
+    let embedders = open_embedders(&cfg, &store).await?;
+    let q = open_queue(&cfg, store.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for _ in 0..cfg.workers.max(1) {
-        let w = EmbedWorker::new(q.clone(), embedder.clone(), cfg.worker_batch);
+        let w = EmbedWorker::new(
+            q.clone(),
+            store.clone(),
+            embedders.clone(),
+            cfg.worker_batch,
+        );
         tasks.push(tokio::spawn(w.run(stop_rx.clone())));
     }
     tracing::info!(workers = tasks.len(), "embedding workers running");

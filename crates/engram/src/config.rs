@@ -230,6 +230,12 @@ pub struct EmbedderConfig {
     /// Secret: may come from `ENGRAM_EMBEDDER__API_KEY_FILE`.
     pub api_key: Option<String>,
     pub timeout_secs: u64,
+    /// `kind = "local"`: the model's files; the top-level `model_dir` if unset.
+    pub model_dir: Option<PathBuf>,
+    /// The model to re-embed every memory with (same keys as `[embedder]`).
+    /// The current model keeps serving until every vector has moved; then
+    /// engram switches to it (see the README's "Changing the embedding model").
+    pub next: Option<Box<EmbedderConfig>>,
 }
 
 impl Default for EmbedderConfig {
@@ -242,7 +248,23 @@ impl Default for EmbedderConfig {
             dims: 384,
             api_key: None,
             timeout_secs: 30,
+            model_dir: None,
+            next: None,
         }
+    }
+}
+
+impl EmbedderConfig {
+    fn validate(&self, at: &str) -> anyhow::Result<()> {
+        if self.kind == EmbedderKind::Openai {
+            if self.base_url.is_none() || self.model.is_none() {
+                bail!("{at}.kind = \"openai\" needs {at}.base_url and {at}.model");
+            }
+            if self.dims == 0 || self.timeout_secs == 0 {
+                bail!("{at}.dims and {at}.timeout_secs must be positive");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -255,6 +277,8 @@ impl std::fmt::Debug for EmbedderConfig {
             .field("version", &self.version)
             .field("dims", &self.dims)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("model_dir", &self.model_dir)
+            .field("next", &self.next)
             .finish_non_exhaustive()
     }
 }
@@ -691,13 +715,11 @@ impl Config {
                 bail!("s3.endpoint {e:?} is plain HTTP: set s3.allow_http = true to allow it");
             }
         }
-        if self.embedder.kind == EmbedderKind::Openai {
-            let e = &self.embedder;
-            if e.base_url.is_none() || e.model.is_none() {
-                bail!("embedder.kind = \"openai\" needs embedder.base_url and embedder.model");
-            }
-            if e.dims == 0 || e.timeout_secs == 0 {
-                bail!("embedder.dims and embedder.timeout_secs must be positive");
+        self.embedder.validate("embedder")?;
+        if let Some(next) = &self.embedder.next {
+            next.validate("embedder.next")?;
+            if next.next.is_some() {
+                bail!("embedder.next.next: re-embed to one model at a time");
             }
         }
         let t = &self.traces;

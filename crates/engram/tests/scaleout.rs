@@ -3,7 +3,8 @@
 //! PostgreSQL + pgvector database, one NATS JetStream stream and one Redis.
 //! Nothing is kept on local disk (the nodes get no data directory). NATS,
 //! Redis and PostgreSQL each fail under a running node. And `contract`: the
-//! same HTTP cases against the embedded and the scale-out mode.
+//! same HTTP cases against the embedded and the scale-out mode; `reembed`:
+//! every node moving to another embedding model while serving.
 //!
 //! Needs the real servers of `scripts/services.sh` (PostgreSQL 17 + pgvector
 //! on 55432, NATS 2.15 on 14222, Redis on 6379; `ENGRAM_TEST_*` variables
@@ -19,6 +20,8 @@ use std::time::{Duration, Instant};
 
 #[path = "scaleout/contract.rs"]
 mod contract;
+#[path = "scaleout/reembed.rs"]
+mod reembed;
 
 fn model_dir() -> String {
     std::env::var("ENGRAM_MODEL_DIR").expect(

@@ -537,3 +537,55 @@ async fn keyword_common_terms_rank_but_do_not_match_alone() {
     drop((relative, absolute, off));
     db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vector_index_of_one_model_never_returns_another_models_vectors() {
+    let mut db = TestDb::new("vector_models").await;
+    let mut rng = StdRng::seed_from_u64(7);
+    let docs: Vec<Doc> = (0..40)
+        .map(|i| Doc::new(&format!("doc {i}"), Some(random_unit(&mut rng, DIMS))))
+        .collect();
+    let keys = db.insert(&docs).await;
+    // The first half embedded by model "old", the rest by "new" (as in the
+    // moment a node has not yet seen a model switch).
+    let (old, new) = keys.split_at(20);
+    for (version, ks) in [("old", old), ("new", new)] {
+        let ks: Vec<i64> = ks.iter().map(|k| *k as i64).collect();
+        sqlx::query("UPDATE memories SET embedding_version = $1 WHERE key = ANY($2)")
+            .bind(version)
+            .bind(&ks)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let attrs = AttrTable::new();
+    let all: Vec<String> = vec![];
+    let s = scope("t1", &all, None, &attrs);
+    let q = random_unit(&mut rng, DIMS);
+    let of = |version: Option<&str>| PgVectorOptions {
+        model_version: version.map(str::to_string),
+        ..opts()
+    };
+    let new_index = PgVectorIndex::open(db.pool.clone(), DIMS, of(Some("new")))
+        .await
+        .unwrap();
+    let any_index = PgVectorIndex::open(db.pool.clone(), DIMS, of(None))
+        .await
+        .unwrap();
+    let new_keys: HashSet<Key> = new.iter().copied().collect();
+    for exact in [false, true] {
+        let hits = if exact {
+            new_index.search_exact(&q, 30, &s).await.unwrap()
+        } else {
+            new_index.search(&q, 30, &s).await.unwrap()
+        };
+        let got: HashSet<Key> = hits.iter().map(|h| h.0).collect();
+        assert_eq!(got, new_keys, "exact: {exact}");
+        let hits = if exact {
+            any_index.search_exact(&q, 30, &s).await.unwrap()
+        } else {
+            any_index.search(&q, 30, &s).await.unwrap()
+        };
+        assert_eq!(hits.len(), 30, "exact: {exact}");
+    }
+}

@@ -704,6 +704,7 @@ async fn embeddings_round_trip_through_pgvector() {
         checksum: j.checksum.clone(),
         vector,
         model: model.clone(),
+        also: None,
     };
     let index = |j: &ClaimedJob| texts.iter().position(|x| *x == j.text).unwrap();
     // One batch: every memory gets its own vector; the first one twice, the

@@ -44,6 +44,7 @@ async fn a_slow_batch_keeps_its_lease_and_is_embedded_once() {
         ..EngineConfig::default()
     };
     let backends = Backends {
+        next: None,
         queue: Arc::new(StoreQueue::new(store.clone(), cfg.job_lease, cfg.retry)),
         store,
         vectors: Arc::new(
