@@ -84,11 +84,11 @@ pub struct ReembedStatus {
 }
 
 /// Which configured embedder is the active one, given the store's state:
-/// returned as `primary`, with `next` the one to re-embed to, if any. The configured primary is active unless the store
-/// recorded the next model as active (a re-embedding finished): then the
-/// next one is, and nothing is left to re-embed. An error names both when
-/// neither matches, rather than letting queries and vectors of two models
-/// meet.
+/// returned as `primary`, with `next` the one to re-embed to, if any. The
+/// configured primary is active unless the store recorded the next model as
+/// active (a re-embedding finished): then the next one is, and nothing is
+/// left to re-embed. An error names both when neither matches, rather than
+/// letting queries and vectors of two models meet.
 pub fn pick(
     state: &ModelState,
     primary: Arc<dyn Embedder>,
@@ -305,9 +305,14 @@ impl Engine {
         {
             return Ok(());
         }
+        let started = Instant::now();
         if !self.store.switch_model(target).await? {
             return Ok(());
         }
+        tracing::info!(
+            ms = started.elapsed().as_millis() as u64,
+            "the store moved every vector to the new model"
+        );
         let sh = shadow.take().expect("checked above");
         self.switch_to(embedder, sh.index, shadow).await;
         Ok(())
@@ -459,6 +464,48 @@ mod tests {
             active: active.map(model),
             target: target.map(model),
         }
+    }
+
+    /// Only its model identity matters to `pick`; it never embeds.
+    struct Named(ModelInfo);
+
+    #[async_trait::async_trait]
+    impl Embedder for Named {
+        fn model(&self) -> &ModelInfo {
+            &self.0
+        }
+        async fn embed(&self, _: &[String]) -> Result<Vec<Vec<f32>>> {
+            Err(Error::internal("not used"))
+        }
+    }
+
+    fn named(v: &str) -> Arc<dyn Embedder> {
+        Arc::new(Named(model(v)))
+    }
+
+    #[test]
+    fn the_store_decides_which_configured_model_is_active() {
+        let version = |e: &Arc<dyn Embedder>| e.model().version.clone();
+        // A fresh store: as configured.
+        let e = pick(&state(None, None), named("a"), Some(named("b"))).unwrap();
+        assert_eq!(version(&e.primary), "a");
+        assert_eq!(e.next.as_ref().map(version).as_deref(), Some("b"));
+        // The configured model is active: re-embed to the next one.
+        let e = pick(&state(Some("a"), Some("b")), named("a"), Some(named("b"))).unwrap();
+        assert_eq!(version(&e.primary), "a");
+        assert!(e.next.is_some());
+        // The re-embedding finished: the next model is active, nothing is next.
+        let e = pick(&state(Some("b"), None), named("a"), Some(named("b"))).unwrap();
+        assert_eq!(version(&e.primary), "b");
+        assert!(e.next.is_none());
+        // Neither: refuse, naming the fix.
+        let err = pick(&state(Some("c"), None), named("a"), Some(named("b")))
+            .err()
+            .expect("no configured model is active");
+        assert!(err.to_string().contains("embedder.next"), "{err}");
+        assert!(check_active(&state(Some("c"), None), &model("a")).is_err());
+        assert!(check_active(&state(Some("a"), None), &model("a")).is_ok());
+        assert!(check_active(&state(None, None), &model("a")).is_ok());
     }
 
     #[test]

@@ -109,6 +109,19 @@ fn cfg() -> EngineConfig {
     }
 }
 
+/// Add memories with these texts and wait until all of `ids` (extended by
+/// the new ones) are searchable.
+async fn add(engine: &Engine, p: &Principal, texts: &[&str], ids: &mut Vec<uuid::Uuid>) {
+    for t in texts {
+        let input = serde_json::from_value(json!({ "text": t })).unwrap();
+        ids.push(engine.create(p, "ns", vec![input]).await.unwrap()[0].0.id);
+    }
+    assert!(engine
+        .wait_searchable(ids, p, Duration::from_secs(60))
+        .await
+        .unwrap());
+}
+
 async fn top1(engine: &Engine, p: &Principal, query: &str) -> Option<uuid::Uuid> {
     let req: SearchRequest =
         serde_json::from_value(json!({"query": query, "mode": "vector", "k": 1})).unwrap();
@@ -136,14 +149,7 @@ async fn a_new_model_takes_over_only_once_every_vector_has_moved() {
     let indexer = tokio::spawn(engine.clone().run_indexer(rx.clone()));
     tokio::spawn(engine.worker().run(rx));
     let mut ids = Vec::new();
-    for t in &TOPICS[..8] {
-        let input = serde_json::from_value(json!({ "text": t })).unwrap();
-        ids.push(engine.create(&p, "ns", vec![input]).await.unwrap()[0].0.id);
-    }
-    assert!(engine
-        .wait_searchable(&ids, &p, Duration::from_secs(60))
-        .await
-        .unwrap());
+    add(&engine, &p, &TOPICS[..8], &mut ids).await;
     stop.send(true).unwrap();
     indexer.await.unwrap();
     drop(engine);
@@ -198,14 +204,7 @@ async fn a_new_model_takes_over_only_once_every_vector_has_moved() {
     };
 
     // New writes still become searchable while the new model is down.
-    for t in &TOPICS[8..10] {
-        let input = serde_json::from_value(json!({ "text": t })).unwrap();
-        ids.push(engine.create(&p, "ns", vec![input]).await.unwrap()[0].0.id);
-    }
-    assert!(engine
-        .wait_searchable(&ids, &p, Duration::from_secs(60))
-        .await
-        .unwrap());
+    add(&engine, &p, &TOPICS[8..10], &mut ids).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(new.calls.load(Ordering::SeqCst) > 0, "the target was tried");
     assert_eq!(engine.model().version, old_version, "nothing moved yet");
@@ -227,14 +226,7 @@ async fn a_new_model_takes_over_only_once_every_vector_has_moved() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Writes after the switch are embedded by the new model.
-    for t in &TOPICS[10..] {
-        let input = serde_json::from_value(json!({ "text": t })).unwrap();
-        ids.push(engine.create(&p, "ns", vec![input]).await.unwrap()[0].0.id);
-    }
-    assert!(engine
-        .wait_searchable(&ids, &p, Duration::from_secs(60))
-        .await
-        .unwrap());
+    add(&engine, &p, &TOPICS[10..], &mut ids).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     searcher.0.store(true, Ordering::SeqCst);
     searcher.1.await.unwrap();
