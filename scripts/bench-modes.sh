@@ -26,23 +26,7 @@ eval "$(scripts/services.sh start postgres nats redis)"
 mkdir -p "$OUT"
 PORT=18480
 URL="http://127.0.0.1:$PORT"
-PIDS=()
-
-stop() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
-}
-trap stop EXIT
-
-wait_up() {
-    for _ in $(seq 600); do
-        curl -fsS "$URL/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "engram did not start on $URL" >&2
-    exit 1
-}
+source scripts/bench-lib.sh
 
 load() {
     "$BIN/engram-bench" --url "$URL" load --n "$N" --queries "$QUERIES" \
@@ -57,7 +41,7 @@ if [ -z "${SKIP_EMBEDDED:-}" ]; then
     env "${common_env[@]}" ENGRAM_DATA_DIR="$OUT/data" \
         "$BIN/engram" serve >"$OUT/embedded.log" 2>&1 &
     PIDS+=($!)
-    wait_up
+    wait_up "$URL"
     load
     stop
 fi
@@ -77,7 +61,7 @@ for W in "${WORKER_COUNTS[@]}"; do
     env "${common_env[@]}" "${scale_env[@]}" "$BIN/engram" serve --workers 0 \
         >"$OUT/$run-serve.log" 2>&1 &
     PIDS+=($!)
-    wait_up
+    wait_up "$URL"
     for i in $(seq "$W"); do
         env "${scale_env[@]}" "$BIN/engram" worker --workers 1 >"$OUT/$run-worker$i.log" 2>&1 &
         PIDS+=($!)

@@ -31,31 +31,19 @@ mkdir -p "$OUT"
 rm -rf "$OUT/node" "$OUT/remote"
 NODE=127.0.0.1:18490
 REMOTE=127.0.0.1:18491
-PIDS=()
-stop() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
-}
-trap stop EXIT
-wait_up() {
-    for _ in $(seq 600); do
-        curl -fsS "http://$1/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "engram did not start on $1" >&2
-    exit 1
-}
+source scripts/bench-lib.sh
+# search QUERIES RECALL_QUERIES SEED: fresh queries per seed, so no cached
+# query embedding or ranking is measured.
 search() {
     "$BIN/engram-bench" --url "http://$NODE" load --n 0 --queries "$1" \
-        --concurrency 1 --recall-queries "$2" --ack-samples 0
+        --concurrency 1 --recall-queries "$2" --ack-samples 0 --seed "$3"
 }
 node_env=(ENGRAM_AUTH__ENABLED=false ENGRAM_LISTEN="$NODE" ENGRAM_DATA_DIR="$OUT/node")
 
 echo "== ingest N=$N ($PROFILE build)"
 env "${node_env[@]}" "$BIN/engram" serve >"$OUT/node-1.log" 2>&1 &
 PIDS+=($!)
-wait_up "$NODE"
+wait_up "http://$NODE"
 "$BIN/engram-bench" --url "http://$NODE" load --n "$N" --queries 300 \
     --concurrency 1 --recall-queries 200 --ack-samples 0
 stop
@@ -64,7 +52,7 @@ echo "== re-embedding to the remote embedder"
 env ENGRAM_AUTH__ENABLED=false ENGRAM_LISTEN="$REMOTE" ENGRAM_DATA_DIR="$OUT/remote" \
     ENGRAM_WORKERS=0 "$BIN/engram" serve >"$OUT/remote.log" 2>&1 &
 PIDS+=($!)
-wait_up "$REMOTE"
+wait_up "http://$REMOTE"
 started=$(date +%s.%N)
 env "${node_env[@]}" \
     ENGRAM_EMBEDDER__NEXT__KIND=openai \
@@ -74,7 +62,7 @@ env "${node_env[@]}" \
     ENGRAM_EMBEDDER__NEXT__DIMS=384 \
     "$BIN/engram" serve >"$OUT/node-2.log" 2>&1 &
 PIDS+=($!)
-wait_up "$NODE"
+wait_up "http://$NODE"
 switched() {
     curl -fsS "http://$NODE/v1/stats" | python3 -c \
         'import json,sys; s=json.load(sys.stdin); r=s.get("reembed"); print(s["model"]["version"], r and r["done"], r and r["total"])'
@@ -88,8 +76,8 @@ while true; do
     [ "$version" = remote-1 ] && break
     round=$((round + 1))
     echo "-- searches during the re-embedding, round $round"
-    search 100 0 | grep -E "search|p95|p99|errors" || true
+    search 100 0 $((1000 + round)) | grep -E "^search" || true
 done
 printf 'switched after %.1f s\n' "$(echo "$(date +%s.%N) - $started" | bc)"
 echo "== after the switch"
-search 300 200
+search 300 200 7
