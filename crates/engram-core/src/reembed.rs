@@ -261,7 +261,8 @@ impl Engine {
         };
         let mut shadow = self.shadow.lock().await;
         if active.version != self.model().version {
-            // Switched by another node (or this one, before a restart).
+            // Switched by another node (a restart after a switch starts on
+            // the new model: see `pick`).
             let Some(embedder) = self.embedders.for_version(&active.version).cloned() else {
                 let msg = format!(
                     "the store switched to model {:?} version {:?}, which this node has no \
