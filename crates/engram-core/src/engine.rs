@@ -655,13 +655,9 @@ impl Engine {
         params: FusionParams,
         candidates: usize,
     ) -> Result<Vec<fusion::Fused>> {
-        // One query embedder and vector index for the whole search, even if
-        // a model switch happens meanwhile.
-        let active = self.active();
         let fused = match req.mode {
             SearchMode::Vector => {
-                let q = self.embed_query(&active, query).await?;
-                let hits = self.vector_search(&active, &q, k, req.exact, scope).await?;
+                let hits = self.vector_hits(query, k, req.exact, scope).await?;
                 fusion::single(&hits, true)
             }
             SearchMode::Keyword => fusion::single(
@@ -673,8 +669,7 @@ impl Engine {
                 false,
             ),
             SearchMode::Hybrid => {
-                let q = self.embed_query(&active, query).await?;
-                let vector = self.vector_search(&active, &q, candidates, req.exact, scope);
+                let vector = self.vector_hits(query, candidates, req.exact, scope);
                 let keyword = self
                     .keywords
                     .search(query, candidates, scope)
@@ -684,6 +679,38 @@ impl Engine {
             }
         };
         Ok(fused.into_iter().take(k).collect())
+    }
+
+    /// The query's top `k` by vector: embedded and searched with one
+    /// snapshot of the active model's embedder and index. A short result may
+    /// mean the store switched models under the search (in PostgreSQL the
+    /// vectors change in place, and the index only admits its own model's):
+    /// then follow the switch at once and search again with the new pair.
+    async fn vector_hits(
+        &self,
+        query: &str,
+        k: usize,
+        exact: bool,
+        scope: &Scope<'_>,
+    ) -> Result<Vec<(Key, f32)>> {
+        let active = self.active();
+        let q = self.embed_query(&active, query).await?;
+        let hits = self.vector_search(&active, &q, k, exact, scope).await?;
+        if hits.len() >= k {
+            return Ok(hits);
+        }
+        let state = self.store.model_state().await?;
+        let ours = &active.embedder.model().version;
+        if state.active.as_ref().is_none_or(|m| &m.version == ours) {
+            return Ok(hits);
+        }
+        self.follow_models().await?;
+        let fresh = self.active();
+        if Arc::ptr_eq(&fresh, &active) {
+            return Ok(hits);
+        }
+        let q = self.embed_query(&fresh, query).await?;
+        self.vector_search(&fresh, &q, k, exact, scope).await
     }
 
     /// The vector index's top `k`: approximate, or an exact scan on request.
@@ -1056,13 +1083,14 @@ impl Engine {
     pub async fn stats(&self, p: &Principal) -> Result<EngineStats> {
         p.authorize(Action::Read)?;
         require_unscoped(p, "stats")?;
-        let reembed = self.reembed_status().await?;
+        let model = self.model();
+        let reembed = self.reembed_status(&model).await?;
         Ok(EngineStats {
             store: self.store.stats(Some(&p.tenant)).await?,
             indexed_seq: *self.indexed.borrow(),
             vectors: self.active().vectors.len(),
             keywords: self.keywords.len(),
-            model: self.model(),
+            model,
             reembed,
         })
     }
@@ -1070,13 +1098,14 @@ impl Engine {
     /// Store-wide counts for the operator's metrics (no tenant's data, only
     /// totals, so it takes no principal; the server decides who may scrape).
     pub async fn totals(&self) -> Result<EngineStats> {
-        let reembed = self.reembed_status().await?;
+        let model = self.model();
+        let reembed = self.reembed_status(&model).await?;
         Ok(EngineStats {
             store: self.store.stats(None).await?,
             indexed_seq: *self.indexed.borrow(),
             vectors: self.active().vectors.len(),
             keywords: self.keywords.len(),
-            model: self.model(),
+            model,
             reembed,
         })
     }

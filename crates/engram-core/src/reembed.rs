@@ -336,9 +336,12 @@ impl Engine {
         metrics::counter!("engram_model_switches_total").increment(1);
     }
 
-    pub(crate) async fn reembed_status(&self) -> Result<Option<ReembedStatus>> {
+    /// The re-embedding in progress, as seen by a node serving `model` (read
+    /// before this, so a switch committing in between is never shown as
+    /// both done and still in progress).
+    pub(crate) async fn reembed_status(&self, model: &ModelInfo) -> Result<Option<ReembedStatus>> {
         let state = self.store.model_state().await?;
-        let Some(target) = state.target else {
+        let Some(target) = state.target.filter(|t| t.version != model.version) else {
             return Ok(None);
         };
         let ReembedProgress { done, total } = self.store.reembed_progress().await?;
