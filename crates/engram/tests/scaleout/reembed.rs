@@ -26,6 +26,32 @@ async fn top1(http: &reqwest::Client, node: &str, query: &str) -> Option<String>
     v["hits"][0]["id"].as_str().map(str::to_string)
 }
 
+/// Add a memory to `notes`; its id.
+async fn add(http: &reqwest::Client, node: &str, text: &str) -> String {
+    let (s, v) = call(
+        http,
+        reqwest::Method::POST,
+        format!("{node}/v1/memories"),
+        Some(json!({ "namespace": "notes", "text": text })),
+    )
+    .await;
+    assert_eq!(s, 202, "{v}");
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// The model version recorded on a memory's vector.
+async fn embedding_version(http: &reqwest::Client, node: &str, id: &str) -> Value {
+    let (s, m) = call(
+        http,
+        reqwest::Method::GET,
+        format!("{node}/v1/memories/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{m}");
+    m["embedding_version"].clone()
+}
+
 async fn stats(http: &reqwest::Client, node: &str) -> Value {
     let (status, v) = call(http, reqwest::Method::GET, format!("{node}/v1/stats"), None).await;
     assert_eq!(status, 200, "stats: {v}");
@@ -58,15 +84,7 @@ async fn the_scale_out_mode_moves_to_a_remote_embedder_while_serving() {
     api.wait_ready(&http).await;
     let mut ids = Vec::new();
     for t in TEXTS {
-        let (s, v) = call(
-            &http,
-            reqwest::Method::POST,
-            format!("{}/v1/memories", api.url()),
-            Some(json!({ "namespace": "notes", "text": t })),
-        )
-        .await;
-        assert_eq!(s, 202, "{v}");
-        ids.push(v["id"].as_str().unwrap().to_string());
+        ids.push(add(&http, api.url(), t).await);
     }
     wait_all_ready(&http, &mut api, &mut worker, &ids).await;
     let old_version = stats(&http, api.url()).await["model"]["version"]
@@ -136,34 +154,20 @@ async fn the_scale_out_mode_moves_to_a_remote_embedder_while_serving() {
             top1(&http, api.url(), t).await.as_deref(),
             Some(id.as_str())
         );
-        let (_, m) = call(
-            &http,
-            reqwest::Method::GET,
-            format!("{}/v1/memories/{id}", api.url()),
-            None,
-        )
-        .await;
-        assert_eq!(m["embedding_version"], "remote-1", "{m}");
+        assert_eq!(embedding_version(&http, api.url(), id).await, "remote-1");
     }
     // The worker follows the switch: a new write gets the new model.
-    let (s, v) = call(
+    let new_id = add(
         &http,
-        reqwest::Method::POST,
-        format!("{}/v1/memories", api.url()),
-        Some(json!({ "namespace": "notes", "text": "The lighthouse keeper logs every passing ship" })),
+        api.url(),
+        "The lighthouse keeper logs every passing ship",
     )
     .await;
-    assert_eq!(s, 202, "{v}");
-    let new_id = v["id"].as_str().unwrap().to_string();
     wait_all_ready(&http, &mut api, &mut worker, std::slice::from_ref(&new_id)).await;
-    let (_, m) = call(
-        &http,
-        reqwest::Method::GET,
-        format!("{}/v1/memories/{new_id}", api.url()),
-        None,
-    )
-    .await;
-    assert_eq!(m["embedding_version"], "remote-1", "{m}");
+    assert_eq!(
+        embedding_version(&http, api.url(), &new_id).await,
+        "remote-1"
+    );
     assert_ne!(old_version, "remote-1");
 
     // A node configured with only the old model now refuses to start.
