@@ -70,6 +70,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     restore_soft_deleted(s).await;
     api_keys_roundtrip(s).await;
     namespace_default_ttl(s).await;
+    refuses_values_it_cannot_read_back(s).await;
     jobs_carry_trace_context(s).await;
     // Last: it changes the store-wide active model.
     reembed_to_a_new_model(s).await;
@@ -1989,6 +1990,88 @@ pub async fn namespace_default_ttl(store: &dyn Store) {
             "create"
         ]
     );
+}
+
+/// Whatever the store accepts it reads back: values past the documented
+/// ranges (a TTL whose expiry overflows, an expiry past year 9999) are
+/// refused as `out_of_range` with nothing written, even when the engine's
+/// validation is bypassed, and the namespace keeps working: every read path
+/// (get, scan, the change feed, the attribute loader) still decodes it.
+pub async fn refuses_values_it_cannot_read_back(store: &dyn Store) {
+    let t = tenant("guards");
+    let before = insert_one(store, new_memory(&t, "ns", "a fine memory")).await;
+    let refused = |r: crate::Result<bool>| match r {
+        Err(e) => assert_eq!(e.code(), crate::Code::OutOfRange, "{e}"),
+        Ok(ok) => panic!("a TTL past the range was stored ({ok})"),
+    };
+    for ttl in [
+        u64::MAX,
+        i64::MAX as u64,
+        crate::limits::MAX_TTL_SECONDS + 1,
+        0,
+    ] {
+        refused(store.set_namespace_ttl(&t, "ns", Some(ttl), &audit()).await);
+    }
+    assert_eq!(
+        store.namespaces(&t).await.unwrap()[0].default_ttl_seconds,
+        None
+    );
+    // The longest TTL in range still works, and expires when it should.
+    assert!(store
+        .set_namespace_ttl(&t, "ns", Some(crate::limits::MAX_TTL_SECONDS), &audit())
+        .await
+        .unwrap());
+    let long = new_memory(&t, "ns", "kept for a century");
+    insert_one(store, long.clone()).await;
+    assert_eq!(
+        get(store, &t, long.id).await.expires_at,
+        Some(long.created_at + TimeDelta::seconds(crate::limits::MAX_TTL_SECONDS as i64))
+    );
+    // An expiry past the latest representable time, straight to the store.
+    let mut far = new_memory(&t, "ns", "expires after year 9999");
+    far.expires_at = Some(crate::limits::max_time() + TimeDelta::days(1));
+    match store.insert(vec![far.clone()], &audit()).await {
+        Err(e) => assert_eq!(e.code(), crate::Code::OutOfRange, "{e}"),
+        Ok(_) => panic!("an expiry past year 9999 was stored"),
+    }
+    assert!(
+        store.get(&t, far.id).await.unwrap().is_none(),
+        "nothing written"
+    );
+    // The same through an update.
+    let patch = MemoryPatch {
+        expires_at: Some(Some(crate::limits::max_time() + TimeDelta::days(1))),
+        ..Default::default()
+    };
+    match store.update(&t, before.id, patch, now(), &audit()).await {
+        Err(e) => assert_eq!(e.code(), crate::Code::OutOfRange, "{e}"),
+        Ok(_) => panic!("an update past year 9999 was stored"),
+    }
+    // Every read path still decodes the namespace.
+    let scanned = store
+        .scan(&t, &["ns".to_string()], None, 100)
+        .await
+        .unwrap();
+    assert_eq!(scanned.len(), 2);
+    make_ready(store, &t, &[before.id, long.id]).await;
+    let keys: HashSet<Key> = scanned.iter().map(|m| m.key).collect();
+    let feed = changes_for(store, 0, &keys).await;
+    assert!(
+        feed.iter().all(|c| matches!(c.op, ChangeOp::Upsert(_))),
+        "{feed:?}"
+    );
+    let mut after = None;
+    let mut attrs = 0;
+    loop {
+        let page = store
+            .live_attrs(after, 10_000)
+            .await
+            .expect("live_attrs decodes");
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        attrs += page.iter().filter(|(k, _)| keys.contains(k)).count();
+    }
+    assert_eq!(attrs, 2);
 }
 
 /// A job keeps the `traceparent` of the write that enqueued it, so a worker

@@ -12,9 +12,11 @@ use uuid::Uuid;
 
 use crate::audit::{AuditAction, AuditCtx, AuditEntry};
 use crate::cache::{self, Cache, CacheKind};
+use crate::codes::Code;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fusion::{self, FusionParams};
+use crate::limits;
 use crate::rag::{self, AskRequest, Asking, ChatRequest, Llm, RagConfig};
 use crate::reembed::{Active, Backfill, Embedders, NextModel, OpenIndex, ReembedStatus, Shadow};
 use crate::requests::*;
@@ -285,22 +287,32 @@ impl Engine {
         let tags = self.validate_tags(m.tags)?;
         let pii = self.pii_flags(&text, m.pii.unwrap_or_default(), &[])?;
         if let Some(c) = &m.client_id {
-            if c.is_empty() || c.len() > 256 {
-                return Err(Error::invalid("client_id must be 1 to 256 bytes"));
+            if c.is_empty() {
+                return Err(Error::invalid("client_id must not be empty"));
+            }
+            limits::check_string("client_id", c, limits::MAX_CLIENT_ID_BYTES)?;
+        }
+        if let Some(pv) = &m.provenance {
+            for (field, v) in [
+                ("provenance.agent", &pv.agent),
+                ("provenance.session", &pv.session),
+                ("provenance.parent", &pv.parent),
+                ("provenance.reference", &pv.reference),
+            ] {
+                if let Some(v) = v {
+                    limits::check_string(field, v, limits::MAX_PROVENANCE_BYTES)?;
+                }
             }
         }
         let expires_at = match (m.expires_at, m.ttl_seconds) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid("give expires_at or ttl_seconds, not both"))
             }
-            (Some(t), None) if t <= now => return Err(Error::invalid("expires_at is in the past")),
-            (Some(t), None) => Some(t),
-            (None, Some(0)) => return Err(Error::invalid("ttl_seconds must be positive")),
-            (None, Some(s)) => Some(
-                chrono::Duration::try_seconds(s.min(i64::MAX as u64 / 1000) as i64)
-                    .and_then(|d| now.checked_add_signed(d))
-                    .ok_or_else(|| Error::invalid("ttl_seconds is too large"))?,
-            ),
+            (Some(t), None) => {
+                limits::check_expiry(now, t)?;
+                Some(t)
+            }
+            (None, Some(s)) => Some(limits::expiry_after(now, "ttl_seconds", s)?),
             (None, None) => None,
         };
         Ok(NewMemory {
@@ -426,8 +438,8 @@ impl Engine {
         }
         patch.kind = u.kind;
         if let Some(e) = u.expires_at {
-            if e.is_some_and(|t| t <= now) {
-                return Err(Error::invalid("expires_at is in the past"));
+            if let Some(t) = e {
+                limits::check_expiry(now, t)?;
             }
             patch.expires_at = Some(e);
         }
@@ -507,19 +519,14 @@ impl Engine {
         };
         let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
         let limit = req.limit.unwrap_or(100);
-        if limit == 0 || limit > self.cfg.max_list_limit {
-            return Err(Error::invalid(format!(
-                "limit must be between 1 and {}",
-                self.cfg.max_list_limit
-            )));
-        }
-        let mut after = match &req.cursor {
-            Some(c) => Some(
-                c.parse::<Key>()
-                    .map_err(|_| Error::invalid(format!("invalid cursor {c:?}")))?,
-            ),
-            None => None,
-        };
+        limits::check_count("limit", limit, self.cfg.max_list_limit)?;
+        let mut after =
+            match &req.cursor {
+                Some(c) => Some(c.parse::<Key>().map_err(|_| {
+                    Error::bad(Code::InvalidCursor, format!("invalid cursor {c:?}"))
+                })?),
+                None => None,
+            };
         let now = Utc::now();
         let mut out = Vec::with_capacity(limit);
         // The filter runs here, over pages of the scan, so that a page is full
@@ -575,21 +582,17 @@ impl Engine {
 
     async fn search_inner(&self, p: &Principal, req: SearchRequest) -> Result<SearchResponse> {
         let query = req.query.trim();
+        limits::check_string("query", query, self.cfg.max_text_bytes)?;
         if query.is_empty() {
-            return Err(Error::invalid("query must not be empty"));
-        }
-        if query.len() > self.cfg.max_text_bytes {
-            return Err(Error::TooLarge(format!(
-                "query is {} bytes; the limit is {}",
-                query.len(),
-                self.cfg.max_text_bytes
-            )));
+            return Err(Error::bad(Code::InvalidText, "query must not be empty"));
         }
         let k = req.k.unwrap_or(self.cfg.default_k);
-        if k == 0 || k > self.cfg.max_k {
-            return Err(Error::invalid(format!(
-                "k must be between 1 and {}",
-                self.cfg.max_k
+        limits::check_count("k", k, self.cfg.max_k)?;
+        if req.namespaces.len() > limits::MAX_NAMESPACES_PER_QUERY {
+            return Err(Error::TooLarge(format!(
+                "{} namespaces; the limit is {}",
+                req.namespaces.len(),
+                limits::MAX_NAMESPACES_PER_QUERY
             )));
         }
         let Some(namespaces) = self.namespaces_in_scope(p, &req.namespaces).await? else {
@@ -607,8 +610,8 @@ impl Engine {
                 && w.keyword >= 0.0)
                 || w.vector + w.keyword == 0.0
             {
-                return Err(Error::invalid(
-                    "weights must be non-negative and not both zero",
+                return Err(Error::out_of_range(
+                    "weights must be finite, non-negative and not both zero",
                 ));
             }
             params.vector_weight = w.vector;
@@ -926,15 +929,14 @@ impl Engine {
         let llm = self.llm.as_ref().ok_or(Error::LlmNotConfigured)?;
         let rc = &self.cfg.rag;
         let max_tokens = req.max_tokens.unwrap_or(rc.default_max_tokens);
-        if max_tokens == 0 || max_tokens > rc.max_tokens_limit {
-            return Err(Error::invalid(format!(
-                "max_tokens must be between 1 and {}",
-                rc.max_tokens_limit
-            )));
-        }
+        limits::check_count(
+            "max_tokens",
+            max_tokens as usize,
+            rc.max_tokens_limit as usize,
+        )?;
         let temperature = req.temperature.unwrap_or(rc.default_temperature);
         if !(0.0..=2.0).contains(&temperature) {
-            return Err(Error::invalid("temperature must be between 0 and 2"));
+            return Err(Error::out_of_range("temperature must be between 0 and 2"));
         }
         let started = Instant::now();
         let question = req.question;
@@ -1039,12 +1041,7 @@ impl Engine {
     ) -> Result<Vec<Job>> {
         p.authorize(Action::Read)?;
         require_unscoped(p, "jobs")?;
-        if limit == 0 || limit > self.cfg.max_list_limit {
-            return Err(Error::invalid(format!(
-                "limit must be between 1 and {}",
-                self.cfg.max_list_limit
-            )));
-        }
+        limits::check_count("limit", limit, self.cfg.max_list_limit)?;
         self.store.list_jobs(&p.tenant, state, after, limit).await
     }
 
@@ -1302,9 +1299,10 @@ impl Engine {
                 self.cfg.max_text_bytes
             )));
         }
+        limits::check_string("text", t, self.cfg.max_text_bytes)?;
         let n = text::normalize(t);
         if n.is_empty() {
-            return Err(Error::invalid("text must not be empty"));
+            return Err(Error::bad(Code::InvalidText, "text must not be empty"));
         }
         Ok(t.trim().to_string())
     }
@@ -1318,11 +1316,15 @@ impl Engine {
             )));
         }
         if let Some(k) = m.keys().find(|k| k.is_empty() || k.contains('.')) {
-            return Err(Error::invalid(format!(
-                "metadata key {k:?} is invalid: keys must be non-empty and contain no '.'"
-            )));
+            return Err(Error::bad(
+                Code::InvalidMetadata,
+                format!("metadata key {k:?} is invalid: keys must be non-empty and contain no '.'"),
+            ));
         }
-        Ok(())
+        m.iter().try_for_each(|(k, v)| {
+            limits::check_string("metadata key", k, self.cfg.max_metadata_bytes)?;
+            limits::check_json("metadata", v, 1)
+        })
     }
 
     fn validate_tags(&self, tags: Vec<String>) -> Result<Vec<String>> {
@@ -1336,9 +1338,10 @@ impl Engine {
         let mut out: Vec<String> = Vec::with_capacity(tags.len());
         for t in tags {
             if t.is_empty() || t.len() > 128 || t.chars().any(char::is_control) {
-                return Err(Error::invalid(format!(
-                    "tag {t:?} is invalid: 1 to 128 bytes, no control characters"
-                )));
+                return Err(Error::bad(
+                    Code::InvalidTag,
+                    format!("tag {t:?} is invalid: 1 to 128 bytes, no control characters"),
+                ));
             }
             if !out.contains(&t) {
                 out.push(t);
@@ -1642,7 +1645,10 @@ pub(crate) fn redact_memory(p: &Principal, mut m: Memory) -> Memory {
 
 fn prefix_item(e: Error, i: usize) -> Error {
     match e {
-        Error::InvalidInput(m) => Error::InvalidInput(format!("memories[{i}]: {m}")),
+        Error::Invalid { code, message } => Error::Invalid {
+            code,
+            message: format!("memories[{i}]: {message}"),
+        },
         Error::TooLarge(m) => Error::TooLarge(format!("memories[{i}]: {m}")),
         other => other,
     }
@@ -1658,9 +1664,12 @@ pub fn validate_namespace(ns: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(format!(
-            "namespace {ns:?} is invalid: 1 to 128 characters of letters, digits and _-:./@"
-        )))
+        Err(Error::bad(
+            Code::InvalidNamespace,
+            format!(
+                "namespace {ns:?} is invalid: 1 to 128 characters of letters, digits and _-:./@"
+            ),
+        ))
     }
 }
 

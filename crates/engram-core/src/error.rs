@@ -1,16 +1,20 @@
-//! The engine's one error type. The server maps each variant to an HTTP status
-//! and a stable snake_case code in a single exhaustive match.
+//! The engine's one error type. Each error names its stable code
+//! ([`Error::code`]); the code's HTTP status and meaning are in the one table
+//! of [`crate::codes`].
 
 use std::time::Duration;
+
+use crate::codes::Code;
 
 /// Result alias used across the engine and its back-end traits.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The request is well-formed JSON but semantically invalid.
-    #[error("{0}")]
-    InvalidInput(String),
+    /// The request is well-formed JSON but semantically invalid; `code` says
+    /// how (out of range, invalid namespace, ...).
+    #[error("{message}")]
+    Invalid { code: Code, message: String },
     /// A metadata filter could not be parsed.
     #[error("invalid filter: {0}")]
     InvalidFilter(String),
@@ -70,14 +74,68 @@ pub enum Error {
     /// OpenAI-compatible response (e.g. an unknown model).
     #[error("LLM failed: {0}")]
     LlmFailed(String),
+    /// A stored record cannot be decoded (quarantined where it was met).
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
     /// A bug or an unexpected back-end failure.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
 impl Error {
+    /// Invalid input without a more specific code (`invalid_request`).
     pub fn invalid(msg: impl Into<String>) -> Self {
-        Error::InvalidInput(msg.into())
+        Error::bad(Code::InvalidRequest, msg)
+    }
+
+    /// Invalid input with a specific code.
+    pub fn bad(code: Code, msg: impl Into<String>) -> Self {
+        Error::Invalid {
+            code,
+            message: msg.into(),
+        }
+    }
+
+    /// A number or time outside its documented range (`out_of_range`).
+    pub fn out_of_range(msg: impl Into<String>) -> Self {
+        Error::bad(Code::OutOfRange, msg)
+    }
+
+    /// The stable code of this error (its status and meaning are in
+    /// [`crate::codes`]).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Invalid { code, .. } => *code,
+            Error::InvalidFilter(_) => Code::InvalidFilter,
+            Error::TooLarge(_) => Code::LimitExceeded,
+            Error::MemoryNotFound(_) => Code::MemoryNotFound,
+            Error::NamespaceNotFound(_) => Code::NamespaceNotFound,
+            Error::KeyNotFound(_) => Code::KeyNotFound,
+            Error::JobNotFound(_) => Code::JobNotFound,
+            Error::Conflict(_) => Code::Conflict,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::LegalHold(_) => Code::LegalHold,
+            Error::Forbidden(_) => Code::Forbidden,
+            Error::Unavailable { .. } => Code::BackendUnavailable,
+            Error::Timeout(_) => Code::Timeout,
+            Error::Embedding(_) => Code::EmbeddingFailed,
+            Error::LlmNotConfigured => Code::LlmNotConfigured,
+            Error::LlmUnavailable { .. } => Code::LlmUnavailable,
+            Error::LlmTimeout(_) => Code::LlmTimeout,
+            Error::LlmFailed(_) => Code::LlmError,
+            Error::Corrupt(_) => Code::CorruptRecord,
+            Error::Internal(_) => Code::Internal,
+        }
+    }
+
+    /// How long a caller should wait before retrying, for errors that say so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Unavailable { retry_after, .. } | Error::LlmUnavailable { retry_after, .. } => {
+                Some(*retry_after)
+            }
+            _ => None,
+        }
     }
 
     pub fn internal(msg: impl std::fmt::Display) -> Self {

@@ -9,6 +9,7 @@ use crate::apikey::{self, ApiKey, CreatedApiKey, NewApiKey};
 use crate::audit::{AuditCtx, AuditEvent, AuditQuery, Verifier, VerifyReport};
 use crate::engine::{redact_memory, require_unscoped, validate_namespace, Engine, EngineConfig};
 use crate::error::{Error, Result};
+use crate::limits;
 use crate::requests::{AuditBundle, AuditHead, NamespaceSettings, RecordChecksum, SweepReport};
 use crate::traits::{NamespaceInfo, Store};
 use crate::types::*;
@@ -108,8 +109,8 @@ impl Engine {
     ) -> Result<NamespaceInfo> {
         validate_namespace(namespace)?;
         p.authorize_in(Action::Admin, namespace)?;
-        if s.default_ttl_seconds == Some(0) {
-            return Err(Error::invalid("default_ttl_seconds must be positive"));
+        if let Some(ttl) = s.default_ttl_seconds {
+            crate::limits::check_ttl("default_ttl_seconds", ttl)?;
         }
         if !self
             .store
@@ -207,14 +208,25 @@ impl StoreAdmin {
         // A namespace-limited admin could otherwise mint an unlimited key.
         require_unscoped(p, "API keys")?;
         let name = req.name.trim();
-        if name.is_empty() || name.len() > 128 {
-            return Err(Error::invalid("name must be 1 to 128 bytes"));
+        if name.is_empty() {
+            return Err(Error::invalid("name must not be empty"));
         }
+        limits::check_string("name", name, limits::MAX_KEY_NAME_BYTES)?;
         if let Some(patterns) = &req.namespaces {
-            if patterns.is_empty() || patterns.iter().any(|p| p.is_empty() || p.len() > 256) {
+            if patterns.is_empty() || patterns.iter().any(|p| p.is_empty()) {
                 return Err(Error::invalid(
                     "namespaces must be a non-empty list of non-empty patterns",
                 ));
+            }
+            if patterns.len() > limits::MAX_KEY_NAMESPACES {
+                return Err(Error::TooLarge(format!(
+                    "{} namespace patterns; the limit is {}",
+                    patterns.len(),
+                    limits::MAX_KEY_NAMESPACES
+                )));
+            }
+            for p in patterns {
+                limits::check_string("namespace pattern", p, 256)?;
             }
         }
         let (id, token, secret_hash) = apikey::generate();
@@ -256,12 +268,11 @@ impl StoreAdmin {
     pub async fn audit_events(&self, p: &Principal, q: AuditQuery) -> Result<Vec<AuditEvent>> {
         p.authorize(Action::Admin)?;
         require_unscoped(p, "the audit log")?;
-        let limit = q.limit.unwrap_or(100);
-        if limit == 0 || limit > self.max_list_limit {
-            return Err(Error::invalid(format!(
-                "limit must be between 1 and {}",
-                self.max_list_limit
-            )));
+        limits::check_count("limit", q.limit.unwrap_or(100), self.max_list_limit)?;
+        for (field, v) in [("actor", &q.actor), ("target", &q.target)] {
+            if let Some(v) = v {
+                limits::check_string(field, v, limits::MAX_AUDIT_FILTER_BYTES)?;
+            }
         }
         self.store.audit_events(&p.tenant, &q).await
     }

@@ -39,7 +39,7 @@ impl NatsError {
 impl From<NatsError> for engram_core::Error {
     fn from(e: NatsError) -> Self {
         match e {
-            NatsError::InvalidOptions(m) => engram_core::Error::InvalidInput(m),
+            NatsError::InvalidOptions(m) => engram_core::Error::invalid(m),
             other => engram_core::Error::Unavailable {
                 what: "nats",
                 message: other.to_string(),

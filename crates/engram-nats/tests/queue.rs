@@ -762,5 +762,5 @@ async fn unreachable_server_fails_fast_with_a_clear_error() {
         .await
         .err()
         .expect("invalid prefix");
-    assert!(matches!(Error::from(err), Error::InvalidInput(_)));
+    assert!(matches!(Error::from(err), Error::Invalid { .. }));
 }

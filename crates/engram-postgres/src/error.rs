@@ -40,6 +40,10 @@ const IDLE_SESSION_TIMEOUT: &str = "57P05";
 const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
 const UNTRANSLATABLE_CHARACTER: &str = "22P05";
 const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+const CHECK_VIOLATION: &str = "23514";
+const DATETIME_FIELD_OVERFLOW: &str = "22008";
+const NUMERIC_VALUE_OUT_OF_RANGE: &str = "22003";
+const INTERVAL_FIELD_OVERFLOW: &str = "22015";
 
 /// Unique indexes whose violation during an insert means a concurrent
 /// transaction stored the same memory first: the insert is retried and then
@@ -148,12 +152,24 @@ fn unique_violation(e: &sqlx::Error) -> Option<String> {
 fn unstorable(e: &sqlx::Error) -> Option<Error> {
     let db = e.as_database_error()?;
     match db.code().as_deref()? {
-        CHARACTER_NOT_IN_REPERTOIRE | UNTRANSLATABLE_CHARACTER => Some(Error::invalid(format!(
-            "value cannot be stored (PostgreSQL text cannot hold NUL characters): {}",
-            db.message()
-        ))),
+        CHARACTER_NOT_IN_REPERTOIRE | UNTRANSLATABLE_CHARACTER => Some(Error::bad(
+            engram_core::Code::InvalidText,
+            format!(
+                "value cannot be stored (PostgreSQL text cannot hold NUL characters): {}",
+                db.message()
+            ),
+        )),
         PROGRAM_LIMIT_EXCEEDED => Some(Error::TooLarge(format!(
             "value too large to store: {}",
+            db.message()
+        ))),
+        // The schema's CHECK constraints (migration 0004) and PostgreSQL's own
+        // range errors: the store never writes what it could not read back.
+        CHECK_VIOLATION
+        | DATETIME_FIELD_OVERFLOW
+        | NUMERIC_VALUE_OUT_OF_RANGE
+        | INTERVAL_FIELD_OVERFLOW => Some(Error::out_of_range(format!(
+            "the store refused a value: {}",
             db.message()
         ))),
         _ => None,
@@ -177,6 +193,7 @@ impl From<PgError> for Error {
                     Error::internal(&e)
                 }
             }
+            PgError::Corrupt(msg) => Error::Corrupt(msg),
             other => Error::internal(other),
         }
     }

@@ -62,9 +62,5 @@ fn json_event(name: &str, data: &serde_json::Value) -> Event {
 }
 
 fn error_event(e: Error) -> Event {
-    let e = ApiError::from(e);
-    json_event(
-        "error",
-        &json!({"error": {"code": e.code, "message": e.message}}),
-    )
+    json_event("error", &ApiError::from(e).body())
 }

@@ -4,10 +4,10 @@
 //! Authentication happens here, at the edge; authorization happens inside
 //! the engine, which every handler calls with the principal built here.
 
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use engram_auth::JwtVerifier;
-use engram_core::{apikey, Principal};
+use engram_core::{apikey, Code, Principal};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -85,7 +85,7 @@ fn credentials(parts: &Parts) -> Result<Option<&str>, ApiError> {
 }
 
 pub(crate) fn unauthenticated(msg: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", msg)
+    ApiError::new(Code::Unauthenticated, msg)
 }
 
 /// Authenticate a request and apply the caller's rate limit.
@@ -112,8 +112,7 @@ pub(crate) async fn authenticate(parts: &Parts, s: &AppState) -> Result<Principa
     if let Some(l) = &s.limiter {
         l.check(&p).map_err(|secs| {
             let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
+                Code::RateLimited,
                 "too many requests from this caller; retry later",
             );
             e.retry_after = Some(secs.max(1));

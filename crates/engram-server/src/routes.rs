@@ -8,7 +8,7 @@ use axum::Router;
 use engram_core::requests::{
     ListRequest, MemoryInput, MemoryUpdate, NamespaceSettings, SearchRequest,
 };
-use engram_core::{AskRequest, AuditQuery, Error, JobState, NewApiKey};
+use engram_core::{AskRequest, AuditQuery, Code, Error, JobState, NewApiKey};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -55,12 +55,8 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(limit))
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(CatchPanicLayer::custom(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the server hit a bug handling this request",
-            )
-            .into_response()
+            ApiError::new(Code::Internal, "the server hit a bug handling this request")
+                .into_response()
         }))
         // Every log line of a request carries its id (set by the outer layer
         // below, or the client's `x-request-id`), also in JSON logs. When
@@ -135,15 +131,11 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route")
+    ApiError::new(Code::RouteNotFound, "no such route")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this route",
-    )
+    ApiError::new(Code::MethodNotAllowed, "method not allowed on this route")
 }
 
 async fn healthz() -> Json<Value> {
@@ -199,13 +191,14 @@ async fn create(
     Query(q): Query<WaitParam>,
     Json(body): Json<Value>,
 ) -> ApiResult {
+    let shape = |m: &str| ApiError::new(Code::InvalidBody, m);
     let Value::Object(mut obj) = body else {
-        return Err(Error::invalid("body must be a JSON object").into());
+        return Err(shape("body must be a JSON object"));
     };
     let namespace = match obj.remove("namespace") {
         Some(Value::String(ns)) => ns,
-        Some(_) => return Err(Error::invalid("namespace must be a string").into()),
-        None => return Err(Error::invalid("missing field `namespace`").into()),
+        Some(_) => return Err(shape("namespace must be a string")),
+        None => return Err(shape("missing field `namespace`")),
     };
     let batch = obj.contains_key("memories");
     let items = if batch {
@@ -246,11 +239,7 @@ async fn create(
 }
 
 fn body_error(e: serde_json::Error) -> ApiError {
-    ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_body",
-        e.to_string(),
-    )
+    ApiError::new(Code::InvalidBody, e.to_string())
 }
 
 async fn get_memory(
@@ -431,9 +420,10 @@ async fn jobs(
     let state = match q.state.as_deref() {
         None => None,
         Some(st) => Some(JobState::parse(st).ok_or_else(|| {
-            Error::invalid(format!(
-                "unknown job state {st:?}: use queued, running or dead"
-            ))
+            ApiError::new(
+                Code::InvalidQuery,
+                format!("unknown job state {st:?}: use queued, running or dead"),
+            )
         })?),
     };
     let jobs = s

@@ -584,38 +584,56 @@ async fn bad_input_gets_clear_4xx_json_errors() {
     let cases: Vec<Case> = vec![
         ("POST", "/v1/memories", Some("{not json".into()), Some("application/json"), StatusCode::BAD_REQUEST, "malformed_json"),
         ("POST", "/v1/memories", Some("{\"namespace\":\"n\",\"text\":\"a\"}".into()), None, StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-        ("POST", "/v1/memories", Some("[1,2]".into()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("POST", "/v1/memories", Some(json!({"text": "no namespace"}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("POST", "/v1/memories", Some("[1,2]".into()), Some("application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        ("POST", "/v1/memories", Some(json!({"text": "no namespace"}).to_string()), Some("application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
         ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "colour": "red"}).to_string()), Some("application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
         ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": 5}).to_string()), Some("application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
         ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "metadata": [1]}).to_string()), Some("application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
-        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "   "}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("POST", "/v1/memories", Some(json!({"namespace": "bad namespace!", "text": "a"}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": big_text}).to_string()), Some("application/json"), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "   "}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_text"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "nul \u{0} inside"}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_text"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "metadata": {"k": ["a\u{0}"]}}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_metadata"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "metadata": {"a.b": 1}}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_metadata"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "tags": [""]}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_tag"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "client_id": "c".repeat(300)}).to_string()), Some("application/json"), StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "provenance": {"agent": "a".repeat(2000)}}).to_string()), Some("application/json"), StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "bad namespace!", "text": "a"}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_namespace"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": big_text}).to_string()), Some("application/json"), StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded"),
         ("POST", "/v1/memories", Some(huge_body), Some("application/json"), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
         ("POST", "/v1/memories", Some(json!({"namespace": "n", "memories": []}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("POST", "/v1/memories", Some(json!({"namespace": "n", "memories": (0..51).map(|i| json!({"text": format!("t{i}")})).collect::<Vec<_>>()}).to_string()), Some("application/json"), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "ttl_seconds": 0}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "expires_at": "2001-01-01T00:00:00Z"}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "memories": (0..51).map(|i| json!({"text": format!("t{i}")})).collect::<Vec<_>>()}).to_string()), Some("application/json"), StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "ttl_seconds": 0}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "out_of_range"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "ttl_seconds": u64::MAX}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "out_of_range"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "ttl_seconds": 9_223_372_036_854_775_807u64}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "out_of_range"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "expires_at": "+10000-01-01T00:00:00Z"}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "out_of_range"),
+        ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "expires_at": "2001-01-01T00:00:00Z"}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "out_of_range"),
         ("POST", "/v1/memories", Some(json!({"namespace": "n", "text": "a", "kind": "poem"}).to_string()), Some("application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
         ("POST", "/v1/memories?wait=maybe", Some(json!({"namespace": "n", "text": "a"}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_query"),
         ("POST", "/v1/search", Some(json!({"query": "x", "filter": {"colour": "red"}}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_filter"),
         ("POST", "/v1/search", Some(json!({"query": "x", "filter": {"metadata.a": {"$gt": "soon"}}}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_filter"),
-        ("POST", "/v1/search", Some(json!({"query": ""}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_request"),
-        ("POST", "/v1/search", Some(json!({"query": "x", "k": 0}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("POST", "/v1/search", Some(json!({"query": ""}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_text"),
+        ("POST", "/v1/search", Some(json!({"query": "x", "k": 0}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "out_of_range"),
+        ("POST", "/v1/search", Some(json!({"query": "x", "k": 1001}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "out_of_range"),
+        ("POST", "/v1/search", Some(json!({"query": "x", "weights": {"vector": 1e39, "keyword": 1}}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "out_of_range"),
+        ("POST", "/v1/search", Some(json!({"query": "x", "namespaces": (0..101).map(|i| format!("n{i}")).collect::<Vec<_>>()}).to_string()), Some("application/json"), StatusCode::PAYLOAD_TOO_LARGE, "limit_exceeded"),
         ("POST", "/v1/search", Some(json!({"query": "x", "k": -1}).to_string()), Some("application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
         ("POST", "/v1/search", Some(json!({"query": "x", "mode": "psychic"}).to_string()), Some("application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
         ("POST", "/v1/search", Some(json!({"query": "x", "namespaces": ["nope"]}).to_string()), Some("application/json"), StatusCode::NOT_FOUND, "namespace_not_found"),
-        ("POST", "/v1/search", Some(json!({"query": "x", "weights": {"vector": 0, "keyword": 0}}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "invalid_request"),
+        ("POST", "/v1/search", Some(json!({"query": "x", "weights": {"vector": 0, "keyword": 0}}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "out_of_range"),
+        ("PUT", "/v1/namespaces/known", Some(json!({"default_ttl_seconds": 9_223_372_036_854_775_807u64}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "out_of_range"),
+        ("PUT", "/v1/namespaces/known", Some(json!({"default_ttl_seconds": 0}).to_string()), Some("application/json"), StatusCode::BAD_REQUEST, "out_of_range"),
+        ("PUT", "/v1/namespaces/known", Some(json!({"default_ttl_seconds": -1}).to_string()), Some("application/json"), StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+        ("GET", "/v1/jobs?limit=0", None, None, StatusCode::BAD_REQUEST, "out_of_range"),
+        ("GET", "/v1/jobs?limit=18446744073709551616", None, None, StatusCode::BAD_REQUEST, "invalid_query"),
+        ("GET", "/v1/audit?limit=100000", None, None, StatusCode::BAD_REQUEST, "out_of_range"),
         ("GET", "/v1/memories?namespace=nope", None, None, StatusCode::NOT_FOUND, "namespace_not_found"),
         ("GET", "/v1/memories?filter=%7Bbad", None, None, StatusCode::BAD_REQUEST, "invalid_filter"),
-        ("GET", "/v1/memories?limit=0", None, None, StatusCode::BAD_REQUEST, "invalid_request"),
-        ("GET", "/v1/memories?cursor=abc", None, None, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("GET", "/v1/memories?limit=0", None, None, StatusCode::BAD_REQUEST, "out_of_range"),
+        ("GET", "/v1/memories?cursor=abc", None, None, StatusCode::BAD_REQUEST, "invalid_cursor"),
         ("GET", "/v1/memories?bogus=1", None, None, StatusCode::BAD_REQUEST, "invalid_query"),
         ("GET", "/v1/memories/not-a-uuid", None, None, StatusCode::BAD_REQUEST, "invalid_path"),
         ("GET", "/v1/memories/01900000-0000-7000-8000-000000000000", None, None, StatusCode::NOT_FOUND, "memory_not_found"),
         ("PATCH", "/v1/memories/01900000-0000-7000-8000-000000000000", Some("{}".into()), Some("application/json"), StatusCode::NOT_FOUND, "memory_not_found"),
-        ("GET", "/v1/jobs?state=sleeping", None, None, StatusCode::BAD_REQUEST, "invalid_request"),
+        ("GET", "/v1/jobs?state=sleeping", None, None, StatusCode::BAD_REQUEST, "invalid_query"),
         ("GET", "/v1/jobs/abc", None, None, StatusCode::BAD_REQUEST, "invalid_path"),
         ("GET", "/v1/nothing-here", None, None, StatusCode::NOT_FOUND, "route_not_found"),
         ("PUT", "/v1/search", None, None, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -636,6 +654,17 @@ async fn bad_input_gets_clear_4xx_json_errors() {
             "{v}"
         );
     }
+    // The namespace refused its TTL and keeps working: a write in it
+    // becomes searchable and lists.
+    app.add("known", "written after the refused TTL", json!({}))
+        .await;
+    let hits = app
+        .search(json!({"query": "written after the refused TTL", "namespaces": ["known"]}))
+        .await;
+    assert_eq!(hits[0]["text"], "written after the refused TTL");
+    let (s, v) = app.call("GET", "/v1/memories?namespace=known", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["memories"].as_array().unwrap().len(), 2);
     // Nothing above was stored: the namespace list holds only "known".
     let (_, ns) = app.call("GET", "/v1/namespaces", None).await;
     let names: Vec<&str> = ns["namespaces"]

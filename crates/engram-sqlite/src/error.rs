@@ -106,6 +106,23 @@ fn unique_violation(e: &sqlx::Error) -> Option<String> {
     })
 }
 
+/// A value the schema's CHECK constraints or guard triggers refuse (see
+/// migration 0006): the store never writes what it could not read back. The
+/// engine validates first, so reaching this is a missed validation, still the
+/// caller's input rather than a server fault.
+fn refused(e: &sqlx::Error) -> Option<Error> {
+    let db = e.as_database_error()?;
+    // SQLITE_CONSTRAINT (19): CHECK, trigger RAISE(ABORT) and NOT NULL; the
+    // unique violations were told apart above.
+    if primary_code(db) != Some(19) || db.is_foreign_key_violation() {
+        return None;
+    }
+    Some(Error::out_of_range(format!(
+        "the store refused a value: {}",
+        db.message()
+    )))
+}
+
 impl From<SqliteError> for Error {
     fn from(e: SqliteError) -> Self {
         if e.is_transient() {
@@ -116,8 +133,12 @@ impl From<SqliteError> for Error {
             SqliteError::LegalHold(msg) => Error::LegalHold(msg),
             SqliteError::Sqlx(ref inner) => match unique_violation(inner) {
                 Some(msg) => Error::Conflict(msg),
-                None => Error::internal(&e),
+                None => match refused(inner) {
+                    Some(err) => err,
+                    None => Error::internal(&e),
+                },
             },
+            SqliteError::Corrupt(msg) => Error::Corrupt(msg),
             other => Error::internal(other),
         }
     }

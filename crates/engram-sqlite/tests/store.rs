@@ -190,7 +190,7 @@ async fn concurrent_inserts_get_unique_increasing_seqs() {
 }
 
 #[tokio::test]
-async fn corrupt_rows_are_internal_errors_not_panics() {
+async fn corrupt_rows_are_errors_not_panics() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     let t = tenant("corrupt");
@@ -206,7 +206,22 @@ async fn corrupt_rows_are_internal_errors_not_panics() {
     ))
     .await
     .unwrap();
-    sqlx::query("UPDATE memories SET metadata = 'not json', kind = 'bogus' WHERE id = ?")
+    let corrupt = "UPDATE memories SET metadata = 'not json', kind = 'bogus' WHERE id = ?";
+    // The schema's guards refuse it...
+    let refused = sqlx::query(corrupt)
+        .bind(m.id.to_string())
+        .execute(&raw)
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("wrong type"), "{refused}");
+    // ...so get past them, as a damaged file or a hand edit would.
+    for trigger in ["memories_guard_update", "memories_guard_update_json"] {
+        sqlx::query(&format!("DROP TRIGGER {trigger}"))
+            .execute(&raw)
+            .await
+            .unwrap();
+    }
+    sqlx::query(corrupt)
         .bind(m.id.to_string())
         .execute(&raw)
         .await
@@ -214,9 +229,9 @@ async fn corrupt_rows_are_internal_errors_not_panics() {
     raw.close().await;
 
     let err = store.get(&t, m.id).await.unwrap_err();
-    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
     let err = store.scan(&t, &[], None, 10).await.unwrap_err();
-    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
 }
 
 #[tokio::test]

@@ -547,11 +547,11 @@ async fn values_postgres_cannot_store_are_invalid_input() {
     let r = store
         .insert(vec![new_memory(&t, "ns", "nul \0 inside")], &ctx())
         .await;
-    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    assert!(matches!(r, Err(Error::Invalid { .. })), "{r:?}");
     let mut m = new_memory(&t, "ns", "nul in metadata");
     m.metadata = json!({"k": "a\u{0}b"}).as_object().unwrap().clone();
     let r = store.insert(vec![m], &ctx()).await;
-    assert!(matches!(r, Err(Error::InvalidInput(_))), "{r:?}");
+    assert!(matches!(r, Err(Error::Invalid { .. })), "{r:?}");
     // Nothing half-written.
     assert_eq!(store.stats(Some(&t)).await.unwrap().memories, 0);
     assert!(store.audit_head(&t).await.unwrap().is_none());

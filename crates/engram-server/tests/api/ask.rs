@@ -323,16 +323,14 @@ async fn ask_rejects_bad_input_and_says_when_no_llm_is_configured() {
     drop(l);
     let app = app_with_llm(Arc::new(OpenAiChat::new(llm_opts(down)).unwrap())).await;
     for (body, code) in [
-        (json!({"question": "  "}), "invalid_request"),
-        (json!({"question": "q", "max_tokens": 0}), "invalid_request"),
+        (json!({"question": "  "}), "invalid_text"),
+        (json!({"question": "q", "max_tokens": 0}), "out_of_range"),
         (
             json!({"question": "q", "max_tokens": 100000}),
-            "invalid_request",
+            "out_of_range",
         ),
-        (
-            json!({"question": "q", "temperature": 3.5}),
-            "invalid_request",
-        ),
+        (json!({"question": "q", "temperature": 3.5}), "out_of_range"),
+        (json!({"question": "q", "k": 0}), "out_of_range"),
         (
             json!({"question": "q", "filter": {"$bogus": 1}}),
             "invalid_filter",
