@@ -71,6 +71,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     api_keys_roundtrip(s).await;
     namespace_default_ttl(s).await;
     refuses_values_it_cannot_read_back(s).await;
+    quarantine_entries(s).await;
     jobs_carry_trace_context(s).await;
     // Last: it changes the store-wide active model.
     reembed_to_a_new_model(s).await;
@@ -78,6 +79,19 @@ pub async fn run_all(store: Arc<dyn Store>) {
 
 // ---------------------------------------------------------------------------
 // helpers
+
+/// Rows of a healthy store: every one decodes.
+pub trait Healthy<T> {
+    fn healthy(self) -> Vec<T>;
+}
+
+impl<T> Healthy<T> for Vec<Decoded<T>> {
+    fn healthy(self) -> Vec<T> {
+        self.into_iter()
+            .map(|r| r.unwrap_or_else(|c| panic!("a healthy store decodes every row: {c:?}")))
+            .collect()
+    }
+}
 
 /// Now, truncated to microseconds.
 /// The actor of every write in the suite.
@@ -198,6 +212,7 @@ async fn claim_mine(
         .claim_jobs(10_000, lease, at)
         .await
         .expect("claim_jobs")
+        .healthy()
         .into_iter()
         .filter(|j| mine.contains(&j.memory_id))
         .collect()
@@ -487,11 +502,13 @@ pub async fn tenant_isolation(store: &dyn Store) {
         .scan(&b, &[], None, 100)
         .await
         .expect("scan")
+        .healthy()
         .is_empty());
     assert!(store
         .scan(&b, &["shared".to_string()], None, 100)
         .await
         .expect("scan")
+        .healthy()
         .is_empty());
     assert!(store
         .list_jobs(&b, None, None, 100)
@@ -540,8 +557,24 @@ pub async fn tenant_isolation(store: &dyn Store) {
     let mb = new_memory(&b, "shared", "Tenant A's secret.");
     let ib = insert_one(store, mb.clone()).await;
     assert!(ib.created && ib.id == mb.id);
-    assert_eq!(store.scan(&b, &[], None, 100).await.expect("scan").len(), 1);
-    assert_eq!(store.scan(&a, &[], None, 100).await.expect("scan").len(), 1);
+    assert_eq!(
+        store
+            .scan(&b, &[], None, 100)
+            .await
+            .expect("scan")
+            .healthy()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .scan(&a, &[], None, 100)
+            .await
+            .expect("scan")
+            .healthy()
+            .len(),
+        1
+    );
 }
 
 /// `get_by_keys` returns the tenant's live memories among the keys, nothing else.
@@ -567,7 +600,11 @@ pub async fn get_by_keys(store: &dyn Store) {
         foreign.key,
         u64::MAX / 4,
     ];
-    let mut got = store.get_by_keys(&t, &keys).await.expect("get_by_keys");
+    let mut got = store
+        .get_by_keys(&t, &keys)
+        .await
+        .expect("get_by_keys")
+        .healthy();
     got.sort_by_key(|m| m.key);
     let want = vec![get(store, &t, a.id).await, get(store, &t, b.id).await];
     assert_eq!(got, want, "live memories of the tenant only");
@@ -575,11 +612,13 @@ pub async fn get_by_keys(store: &dyn Store) {
         .get_by_keys(&t, &[])
         .await
         .expect("get_by_keys")
+        .healthy()
         .is_empty());
     assert!(store
         .get_by_keys(&other, &keys[..3])
         .await
         .expect("get_by_keys")
+        .healthy()
         .is_empty());
 }
 
@@ -641,7 +680,9 @@ pub async fn update_memory(store: &dyn Store) {
             assert_eq!(doc.text, m1.text);
             assert_eq!(*doc.attrs, u.attrs());
         }
-        ChangeOp::Remove => panic!("a ready memory's metadata update is an upsert"),
+        ChangeOp::Remove | ChangeOp::Corrupt(_) => {
+            panic!("a ready memory's metadata update is an upsert")
+        }
     }
 
     // Clearing the expiry.
@@ -807,7 +848,11 @@ pub async fn soft_delete_memory(store: &dyn Store) {
     assert!(c.deleted_at.is_some());
     assert_eq!(c.state, State::Pending);
 
-    let live = store.scan(&t, &[], None, 100).await.expect("scan");
+    let live = store
+        .scan(&t, &[], None, 100)
+        .await
+        .expect("scan")
+        .healthy();
     assert_eq!(
         live.iter().map(|m| m.id).collect::<Vec<_>>(),
         vec![keep.id],
@@ -850,7 +895,8 @@ pub async fn scan_pagination(store: &dyn Store) {
             let batch = store
                 .scan(tr, &namespaces, after, page)
                 .await
-                .expect("scan");
+                .expect("scan")
+                .healthy();
             assert!(batch.len() <= page, "scan respects the limit");
             let Some(last) = batch.last() else { break };
             after = Some(last.key);
@@ -870,11 +916,17 @@ pub async fn scan_pagination(store: &dyn Store) {
     assert!(a.windows(2).all(|w| w[0].key < w[1].key));
     assert_eq!(scan_all(vec!["a".into(), "b".into()], 7).await.len(), 25);
     assert!(scan_all(vec!["nope".into()], 10).await.is_empty());
-    assert!(store.scan(&t, &[], None, 0).await.expect("scan").is_empty());
+    assert!(store
+        .scan(&t, &[], None, 0)
+        .await
+        .expect("scan")
+        .healthy()
+        .is_empty());
     let tail = store
         .scan(&t, &[], Some(want[20]), 100)
         .await
-        .expect("scan");
+        .expect("scan")
+        .healthy();
     assert_eq!(tail.iter().map(|m| m.key).collect::<Vec<_>>(), want[21..]);
 }
 
@@ -986,7 +1038,7 @@ pub async fn seq_and_changes(store: &dyn Store) {
             assert_eq!(doc.vector, vector_for("alpha"));
             assert_eq!(*doc.attrs, ma.attrs());
         }
-        ChangeOp::Remove => panic!("a ready live memory is an upsert"),
+        ChangeOp::Remove | ChangeOp::Corrupt(_) => panic!("a ready live memory is an upsert"),
     }
     assert!(
         matches!(by_key[&mb.key].op, ChangeOp::Remove),
@@ -1030,7 +1082,11 @@ pub async fn seq_and_changes(store: &dyn Store) {
     let mut attrs = Vec::new();
     let mut after = None;
     loop {
-        let page = store.live_attrs(after, 1000).await.expect("live_attrs");
+        let page = store
+            .live_attrs(after, 1000)
+            .await
+            .expect("live_attrs")
+            .healthy();
         let Some((last, _)) = page.last() else { break };
         assert!(after.is_none_or(|a| *last > a));
         after = Some(*last);
@@ -1101,6 +1157,7 @@ pub async fn job_claim_complete_and_lease(store: &dyn Store) {
             .claim_jobs(1, Duration::ZERO, now())
             .await
             .expect("claim")
+            .healthy()
             .len()
             <= 1
     );
@@ -1108,6 +1165,7 @@ pub async fn job_claim_complete_and_lease(store: &dyn Store) {
         .claim_jobs(0, Duration::ZERO, now())
         .await
         .expect("claim")
+        .healthy()
         .is_empty());
 
     let done_at = now() + secs(1);
@@ -1136,7 +1194,7 @@ pub async fn job_claim_complete_and_lease(store: &dyn Store) {
     match &ch[..] {
         [c] => match &c.op {
             ChangeOp::Upsert(doc) => assert_eq!(doc.vector, vector_for(&m.text)),
-            ChangeOp::Remove => panic!("ready memory must be an upsert"),
+            ChangeOp::Remove | ChangeOp::Corrupt(_) => panic!("ready memory must be an upsert"),
         },
         other => panic!("expected one change, got {other:?}"),
     }
@@ -1392,7 +1450,7 @@ pub async fn stale_completion_after_text_change(store: &dyn Store) {
                 assert_eq!(doc.text, new_text);
                 assert_eq!(doc.vector, vector_for(new_text));
             }
-            ChangeOp::Remove => panic!("ready memory must be an upsert"),
+            ChangeOp::Remove | ChangeOp::Corrupt(_) => panic!("ready memory must be an upsert"),
         },
         other => panic!("expected one change, got {other:?}"),
     }
@@ -1451,7 +1509,8 @@ pub async fn job_outbox_and_claim_by_id(store: &dyn Store) {
     let got = store
         .claim_jobs_by_id(&[ja, u64::MAX / 2], lease, t0)
         .await
-        .expect("claim_jobs_by_id");
+        .expect("claim_jobs_by_id")
+        .healthy();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].job_id, ja);
     assert_eq!(got[0].memory_id, a.id);
@@ -1460,6 +1519,7 @@ pub async fn job_outbox_and_claim_by_id(store: &dyn Store) {
         .claim_jobs_by_id(&[ja], lease, t0 + secs(10))
         .await
         .expect("claim")
+        .healthy()
         .is_empty());
     assert!(
         outbox(t0 + secs(10), t0 + secs(5))
@@ -1471,12 +1531,14 @@ pub async fn job_outbox_and_claim_by_id(store: &dyn Store) {
     let again = store
         .claim_jobs_by_id(&[ja], lease, t0 + secs(31))
         .await
-        .expect("claim");
+        .expect("claim")
+        .healthy();
     assert_eq!(again.len(), 1, "an expired lease is re-claimable by id");
     assert!(store
         .claim_jobs_by_id(&[], lease, t0)
         .await
         .expect("claim none")
+        .healthy()
         .is_empty());
 
     // A failure reschedules the job; once due it must be announced again.
@@ -1509,7 +1571,8 @@ pub async fn job_outbox_and_claim_by_id(store: &dyn Store) {
     let claimed = store
         .claim_jobs_by_id(&[ja], lease, t0 + secs(42))
         .await
-        .expect("claim");
+        .expect("claim")
+        .healthy();
     store
         .complete_jobs(vec![embedded(&claimed[0])], t0 + secs(43))
         .await
@@ -1523,6 +1586,7 @@ pub async fn job_outbox_and_claim_by_id(store: &dyn Store) {
         .claim_jobs_by_id(&[ja, jb], lease, t0 + secs(44))
         .await
         .expect("claim")
+        .healthy()
         .is_empty());
     assert!(outbox(t0 + secs(44), t0 + secs(44)).await.is_empty());
     assert_eq!(get(store, &t, a.id).await.state, State::Ready);
@@ -2051,7 +2115,8 @@ pub async fn refuses_values_it_cannot_read_back(store: &dyn Store) {
     let scanned = store
         .scan(&t, &["ns".to_string()], None, 100)
         .await
-        .unwrap();
+        .unwrap()
+        .healthy();
     assert_eq!(scanned.len(), 2);
     make_ready(store, &t, &[before.id, long.id]).await;
     let keys: HashSet<Key> = scanned.iter().map(|m| m.key).collect();
@@ -2066,12 +2131,78 @@ pub async fn refuses_values_it_cannot_read_back(store: &dyn Store) {
         let page = store
             .live_attrs(after, 10_000)
             .await
-            .expect("live_attrs decodes");
+            .expect("live_attrs decodes")
+            .healthy();
         let Some(last) = page.last() else { break };
         after = Some(last.0);
         attrs += page.iter().filter(|(k, _)| keys.contains(k)).count();
     }
     assert_eq!(attrs, 2);
+}
+
+/// Quarantine entries: one per key, upserted (keeping `first_seen`), listed
+/// per tenant or store-wide in key order, released by key.
+pub async fn quarantine_entries(store: &dyn Store) {
+    let t = tenant("quarantine");
+    let other = tenant("quarantine-other");
+    let a = insert_one(store, new_memory(&t, "ns", "quarantined a")).await;
+    let b = insert_one(store, new_memory(&other, "ns", "quarantined b")).await;
+    let t0 = now() - secs(60);
+    let e = |key: Key, tenant: &str, source, error: &str, at| QuarantineEntry {
+        key,
+        memory_id: None,
+        tenant: Some(tenant.to_string()),
+        source,
+        seq: Some(7),
+        error: error.to_string(),
+        first_seen: at,
+        last_seen: at,
+    };
+    store
+        .quarantine(vec![
+            e(a.key, &t, QuarantineSource::Feed, "metadata: bad", t0),
+            e(b.key, &other, QuarantineSource::Job, "text: bad", t0),
+        ])
+        .await
+        .expect("quarantine");
+    // Met again later: the error and last_seen change, first_seen stays.
+    let later = now();
+    store
+        .quarantine(vec![e(
+            a.key,
+            &t,
+            QuarantineSource::Read,
+            "kind: bad",
+            later,
+        )])
+        .await
+        .expect("quarantine again");
+    let mine = store.quarantined(Some(&t), None, 100).await.expect("list");
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0].key, a.key);
+    assert_eq!(mine[0].source, QuarantineSource::Read);
+    assert_eq!(mine[0].error, "kind: bad");
+    assert_eq!(mine[0].seq, Some(7));
+    assert_eq!(mine[0].first_seen, t0);
+    assert_eq!(mine[0].last_seen, later);
+    let all: Vec<Key> = store
+        .quarantined(None, None, 10_000)
+        .await
+        .expect("list all")
+        .iter()
+        .map(|e| e.key)
+        .collect();
+    assert!(all.contains(&a.key) && all.contains(&b.key), "{all:?}");
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "key order");
+    let page = store.quarantined(None, Some(a.key), 10_000).await.unwrap();
+    assert!(page.iter().all(|e| e.key > a.key));
+    assert_eq!(store.release_quarantine(&[a.key, b.key]).await.unwrap(), 2);
+    assert_eq!(store.release_quarantine(&[a.key]).await.unwrap(), 0);
+    assert!(store
+        .quarantined(Some(&t), None, 100)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// A job keeps the `traceparent` of the write that enqueued it, so a worker
@@ -2128,7 +2259,8 @@ pub async fn jobs_carry_trace_context(store: &dyn Store) {
     let by_id = store
         .claim_jobs_by_id(&[job_id], Duration::ZERO, now())
         .await
-        .expect("claim_jobs_by_id");
+        .expect("claim_jobs_by_id")
+        .healthy();
     assert_eq!(tp_of(&by_id, a.id).as_deref(), Some(tp_update));
 
     // A pending memory deleted and restored is enqueued again, by the restore.
@@ -2162,7 +2294,11 @@ async fn backfill_all(store: &dyn Store) -> usize {
     let mut n = 0;
     let mut after = None;
     loop {
-        let page = store.reembed_todo(after, 50).await.expect("reembed_todo");
+        let page = store
+            .reembed_todo(after, 50)
+            .await
+            .expect("reembed_todo")
+            .healthy();
         let Some(last) = page.last().map(|i| i.key) else {
             return n;
         };
@@ -2200,7 +2336,12 @@ pub async fn reembed_to_a_new_model(store: &dyn Store) {
         Some(&v1),
         "init never replaces the model"
     );
-    assert!(store.reembed_todo(None, 10).await.expect("todo").is_empty());
+    assert!(store
+        .reembed_todo(None, 10)
+        .await
+        .expect("todo")
+        .healthy()
+        .is_empty());
     assert_eq!(store.reembed_progress().await.expect("progress").total, 0);
     match store.begin_reembed(&v1).await {
         Err(Error::Conflict(_)) => {}
@@ -2231,7 +2372,11 @@ pub async fn reembed_to_a_new_model(store: &dyn Store) {
         p.total >= 3,
         "every memory with a current vector counts: {p:?}"
     );
-    let todo = store.reembed_todo(None, 10_000).await.expect("todo");
+    let todo = store
+        .reembed_todo(None, 10_000)
+        .await
+        .expect("todo")
+        .healthy();
     let keys: Vec<Key> = todo.iter().map(|i| i.key).collect();
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "key order");
     let mine: Vec<Uuid> = {
@@ -2296,7 +2441,7 @@ pub async fn reembed_to_a_new_model(store: &dyn Store) {
             assert_eq!(d.vector, vector_for(&m0.text), "the active vector stays");
             assert_eq!(d.target_vector.as_deref(), Some(&vector_v2(&m0.text)[..]));
         }
-        ChangeOp::Remove => panic!("a ready memory is an upsert"),
+        ChangeOp::Remove | ChangeOp::Corrupt(_) => panic!("a ready memory is an upsert"),
     }
 
     // The pending one completes with both models at once.
@@ -2321,7 +2466,12 @@ pub async fn reembed_to_a_new_model(store: &dyn Store) {
     backfill_all(store).await;
     let p = store.reembed_progress().await.expect("progress");
     assert_eq!(p.done, p.total, "{p:?}");
-    assert!(store.reembed_todo(None, 10).await.expect("todo").is_empty());
+    assert!(store
+        .reembed_todo(None, 10)
+        .await
+        .expect("todo")
+        .healthy()
+        .is_empty());
 
     // A job embedded only by the old model while the target is pending
     // still completes (v1 is active) but leaves the memory to the back-fill.
@@ -2372,7 +2522,7 @@ pub async fn reembed_to_a_new_model(store: &dyn Store) {
                 assert!(d.target_vector.is_none());
                 Some((d.key, d.vector.clone()))
             }
-            ChangeOp::Remove => None,
+            ChangeOp::Remove | ChangeOp::Corrupt(_) => None,
         })
         .collect();
     assert_eq!(upserts.len(), 2, "{upserts:?}");

@@ -3,7 +3,7 @@
 //! store's change feed, and answers searches.
 
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fusion::{self, FusionParams};
 use crate::limits;
+use crate::probe::IndexerHealth;
+use crate::quarantine;
 use crate::rag::{self, AskRequest, Asking, ChatRequest, Llm, RagConfig};
 use crate::reembed::{Active, Backfill, Embedders, NextModel, OpenIndex, ReembedStatus, Shadow};
 use crate::requests::*;
@@ -66,6 +68,11 @@ pub struct EngineConfig {
     /// How often the indexer reads the store's model state (to switch a
     /// finished re-embedding, or follow a switch made by another node).
     pub model_check_interval: Duration,
+    /// Readiness fails when the indexer has made no progress for this long
+    /// while changes wait.
+    pub index_stall_after: Duration,
+    /// Readiness fails when more rows than this are quarantined.
+    pub max_quarantined: usize,
 }
 
 impl Default for EngineConfig {
@@ -94,6 +101,8 @@ impl Default for EngineConfig {
             sweep_batch: 500,
             rag: RagConfig::default(),
             model_check_interval: Duration::from_secs(1),
+            index_stall_after: Duration::from_secs(60),
+            max_quarantined: 0,
         }
     }
 }
@@ -137,6 +146,12 @@ pub struct Engine {
     /// Highest change seq applied to every derived index.
     pub(crate) indexed: watch::Sender<u64>,
     pub(crate) indexer_wake: Notify,
+    /// Keys in the store's quarantine (see [`crate::quarantine`]): the
+    /// indexer releases one as soon as its row decodes again. Refreshed
+    /// from the store by the indexer, since other nodes quarantine too.
+    pub(crate) quarantined: std::sync::Mutex<HashSet<Key>>,
+    /// When the indexer last made progress, for readiness.
+    pub(crate) indexer_health: std::sync::Mutex<IndexerHealth>,
     cache: Arc<dyn Cache>,
     llm: Option<Arc<dyn Llm>>,
 }
@@ -151,11 +166,17 @@ impl Engine {
         loop {
             let page = b.store.live_attrs(after, 10_000).await?;
             let Some(last) = page.last() else { break };
-            after = Some(last.0);
-            for (key, a) in page {
+            after = Some(match last {
+                Ok((key, _)) => *key,
+                Err(c) => c.key,
+            });
+            let (ok, corrupt) = quarantine::split(page, QuarantineSource::Attrs);
+            for (key, a) in ok {
                 attrs.insert(key, Arc::new(a));
             }
+            quarantine::record(&*b.store, corrupt).await?;
         }
+        let quarantined = quarantine::keys(&*b.store).await?;
         let start = b.vectors.persisted_seq().min(b.keywords.persisted_seq());
         let (indexed, _) = watch::channel(start);
         let state = b.store.init_model(b.embedder.model()).await?;
@@ -198,6 +219,8 @@ impl Engine {
             cfg,
             indexed,
             indexer_wake: Notify::new(),
+            quarantined: std::sync::Mutex::new(quarantined),
+            indexer_health: std::sync::Mutex::new(IndexerHealth::new()),
         }))
     }
 
@@ -539,6 +562,16 @@ impl Engine {
                 .await?;
             let exhausted = page.len() < page_size;
             for m in page {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(c) => {
+                        // Left out; the list goes on past it.
+                        after = Some(c.key);
+                        self.quarantine(vec![quarantine::entry(&c, QuarantineSource::Read, None)])
+                            .await?;
+                        continue;
+                    }
+                };
                 after = Some(m.key);
                 if m.is_expired(now) || filter.as_ref().is_some_and(|f| !f.matches(&m.attrs())) {
                     continue;
@@ -811,14 +844,14 @@ impl Engine {
         mode: SearchMode,
     ) -> Result<SearchResponse> {
         let keys: Vec<Key> = top.iter().map(|f| f.key).collect();
-        let mut by_key: HashMap<Key, Memory> = self
+        let rows = self
             .store
             .get_by_keys(&p.tenant, &keys)
             .instrument(info_span!("store.get_by_keys", keys = keys.len()))
-            .await?
-            .into_iter()
-            .map(|m| (m.key, m))
-            .collect();
+            .await?;
+        let (rows, corrupt) = quarantine::split(rows, QuarantineSource::Read);
+        self.quarantine(corrupt).await?;
+        let mut by_key: HashMap<Key, Memory> = rows.into_iter().map(|m| (m.key, m)).collect();
         let now = Utc::now();
         let hits: Vec<SearchHit> = top
             .into_iter()
@@ -1084,6 +1117,7 @@ impl Engine {
         let reembed = self.reembed_status(&model).await?;
         Ok(EngineStats {
             store: self.store.stats(Some(&p.tenant)).await?,
+            quarantined: quarantine::count(&*self.store, Some(&p.tenant)).await?,
             indexed_seq: *self.indexed.borrow(),
             vectors: self.active().vectors.len(),
             keywords: self.keywords.len(),
@@ -1099,6 +1133,7 @@ impl Engine {
         let reembed = self.reembed_status(&model).await?;
         Ok(EngineStats {
             store: self.store.stats(None).await?,
+            quarantined: quarantine::count(&*self.store, None).await?,
             indexed_seq: *self.indexed.borrow(),
             vectors: self.active().vectors.len(),
             keywords: self.keywords.len(),
@@ -1107,17 +1142,47 @@ impl Engine {
         })
     }
 
-    /// Readiness: the store answers and the indexes have caught up with it.
+    /// Readiness: the store answers, the indexes follow it (caught up and
+    /// not stalled) and no more rows are quarantined than allowed.
     pub async fn ready(&self) -> Result<()> {
         self.store.ping().await?;
-        let max = self.store.stats(None).await?.max_seq;
-        let indexed = *self.indexed.borrow();
-        if indexed < max && max - indexed > crate::probe::MAX_INDEX_LAG {
-            return Err(Error::unavailable(
-                "index",
-                format!("catching up: {indexed} of {max} changes applied"),
-            ));
+        self.index_health().await?;
+        self.quarantine_health().await?;
+        Ok(())
+    }
+
+    /// Record quarantined rows (see [`crate::quarantine`]).
+    pub(crate) async fn quarantine(&self, entries: Vec<QuarantineEntry>) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
         }
+        let keys: Vec<Key> = entries.iter().map(|e| e.key).collect();
+        quarantine::record(&*self.store, entries).await?;
+        self.quarantined
+            .lock()
+            .expect("quarantine lock")
+            .extend(keys);
+        Ok(())
+    }
+
+    /// The caller's tenant's quarantined rows, in key order after `after`
+    /// (admins of the whole tenant).
+    pub async fn quarantined(
+        &self,
+        p: &Principal,
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<QuarantineEntry>> {
+        p.authorize(Action::Admin)?;
+        require_unscoped(p, "the quarantine")?;
+        limits::check_count("limit", limit, self.cfg.max_list_limit)?;
+        self.store.quarantined(Some(&p.tenant), after, limit).await
+    }
+
+    /// Reload the quarantined keys: other nodes (and workers) quarantine too.
+    async fn refresh_quarantine(&self) -> Result<()> {
+        let keys = quarantine::keys(&*self.store).await?;
+        *self.quarantined.lock().expect("quarantine lock") = keys;
         Ok(())
     }
 
@@ -1153,7 +1218,23 @@ impl Engine {
         self.apply_changes(changes, last).instrument(span).await
     }
 
-    async fn apply_changes(&self, changes: Vec<Change>, last: u64) -> Result<usize> {
+    async fn apply_changes(&self, mut changes: Vec<Change>, last: u64) -> Result<usize> {
+        // Rows that cannot be decoded are quarantined and removed from the
+        // indexes (their state is unknown); the feed goes on past them.
+        // Quarantined keys whose rows decode again are released.
+        let mut corrupt = Vec::new();
+        let mut healed = Vec::new();
+        {
+            let quarantined = self.quarantined.lock().expect("quarantine lock");
+            for c in &mut changes {
+                if let ChangeOp::Corrupt(bad) = &c.op {
+                    corrupt.push(quarantine::entry(bad, QuarantineSource::Feed, Some(c.seq)));
+                    c.op = ChangeOp::Remove;
+                } else if quarantined.contains(&c.key) {
+                    healed.push(c.key);
+                }
+            }
+        }
         // Tenants whose searchable state this batch changes: an upsert's, and
         // a removal's as long as its attributes are still known.
         let mut tenants = BTreeSet::new();
@@ -1163,7 +1244,7 @@ impl Engine {
                     tenants.insert(d.attrs.tenant.clone());
                     Some(d.attrs.clone())
                 }
-                ChangeOp::Remove => {
+                ChangeOp::Remove | ChangeOp::Corrupt(_) => {
                     if let Some(a) = self.attrs.get(c.key) {
                         tenants.insert(a.tenant.clone());
                     }
@@ -1186,6 +1267,17 @@ impl Engine {
             .cloned()
             .collect();
         tokio::try_join!(vectors.apply(&for_vec), self.keywords.apply(&for_kw))?;
+        // Recorded before the position moves past them, so a failure here
+        // retries the batch (applying is idempotent).
+        self.quarantine(corrupt).await?;
+        if !healed.is_empty() {
+            self.store.release_quarantine(&healed).await?;
+            let mut q = self.quarantined.lock().expect("quarantine lock");
+            for k in &healed {
+                q.remove(k);
+            }
+            tracing::info!(keys = ?healed, "quarantined rows decode again: released");
+        }
         // Invalidate cached rankings once the indexes have the changes and
         // before anyone waiting for this position is released.
         futures::future::join_all(tenants.iter().map(|t| self.bump_generation(t))).await;
@@ -1242,16 +1334,33 @@ impl Engine {
         let mut last_persist = Instant::now();
         let mut persisted_at = *self.indexed.borrow();
         let mut last_model_check = Instant::now();
+        let mut last_quarantine_refresh = Instant::now();
         loop {
             // Periodic work (persisting, model checks) also runs while
             // changes keep coming, not only when the feed is idle.
             let mut busy = match self.index_once().await {
-                Ok(n) => n > 0,
+                Ok(n) => {
+                    // Progress, or nothing waiting: either way not stalled.
+                    let mut h = self.indexer_health.lock().expect("indexer health lock");
+                    h.last_progress = Instant::now();
+                    h.last_error = None;
+                    n > 0
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "indexer round failed");
+                    self.indexer_health
+                        .lock()
+                        .expect("indexer health lock")
+                        .last_error = Some(e.to_string());
                     false
                 }
             };
+            if last_quarantine_refresh.elapsed() >= Duration::from_secs(10) {
+                last_quarantine_refresh = Instant::now();
+                if let Err(e) = self.refresh_quarantine().await {
+                    tracing::warn!(error = %e, "reading the quarantine failed");
+                }
+            }
             match self.shadow_once().await {
                 Ok(n) => busy |= n > 0,
                 Err(e) => tracing::error!(error = %e, "shadow index round failed"),
@@ -1676,6 +1785,8 @@ pub fn validate_namespace(ns: &str) -> Result<()> {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EngineStats {
     pub store: StoreStats,
+    /// Rows that cannot be decoded (see [`crate::quarantine`]).
+    pub quarantined: u64,
     pub indexed_seq: u64,
     pub vectors: usize,
     pub keywords: usize,
@@ -1713,14 +1824,15 @@ impl JobQueue for StoreQueue {
     }
 
     async fn claim(&self, limit: usize, wait: Duration) -> Result<Vec<ClaimedJob>> {
-        let jobs = self.store.claim_jobs(limit, self.lease, Utc::now()).await?;
-        if !jobs.is_empty() || wait.is_zero() {
-            return Ok(jobs);
+        let rows = self.store.claim_jobs(limit, self.lease, Utc::now()).await?;
+        if !rows.is_empty() || wait.is_zero() {
+            return quarantine::claimed(&*self.store, rows, self.retry).await;
         }
         // Sleep until new jobs are announced or `wait` passes (retries become
         // due by time, so polling at this interval picks them up).
         let _ = tokio::time::timeout(wait, self.wake.notified()).await;
-        self.store.claim_jobs(limit, self.lease, Utc::now()).await
+        let rows = self.store.claim_jobs(limit, self.lease, Utc::now()).await?;
+        quarantine::claimed(&*self.store, rows, self.retry).await
     }
 
     async fn complete(&self, done: Vec<Embedded>) -> Result<()> {

@@ -298,7 +298,15 @@ impl StoreAdmin {
         loop {
             let page = self.store.scan(&p.tenant, &[], after, 1000).await?;
             let Some(last) = page.last() else { break };
-            after = Some(last.key);
+            after = Some(match last {
+                Ok(m) => m.key,
+                Err(c) => c.key,
+            });
+            // A record that cannot be decoded has no checksum to give: it is
+            // quarantined (and listed under /v1/quarantine) instead.
+            let (page, corrupt) =
+                crate::quarantine::split(page, crate::types::QuarantineSource::Read);
+            crate::quarantine::record(&*self.store, corrupt).await?;
             records.extend(page.into_iter().map(|m| RecordChecksum {
                 id: m.id,
                 namespace: m.namespace,

@@ -18,6 +18,7 @@ pub mod limits;
 pub use governance::StoreAdmin;
 pub mod pii;
 pub mod probe;
+pub mod quarantine;
 pub mod rag;
 pub mod reembed;
 pub mod requests;

@@ -16,6 +16,23 @@ use crate::error::{Error, Result};
 /// Readiness fails when the indexes are this many changes behind the store.
 pub const MAX_INDEX_LAG: u64 = 10_000;
 
+/// How the indexer is doing, for readiness: when it last made progress (or
+/// found nothing to do) and its last error.
+#[derive(Debug, Clone)]
+pub struct IndexerHealth {
+    pub last_progress: Instant,
+    pub last_error: Option<String>,
+}
+
+impl IndexerHealth {
+    pub(crate) fn new() -> Self {
+        IndexerHealth {
+            last_progress: Instant::now(),
+            last_error: None,
+        }
+    }
+}
+
 /// The overall verdict of a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -67,6 +84,8 @@ impl ProbeCheck {
 pub struct ProbeChecks {
     pub store: ProbeCheck,
     pub index: ProbeCheck,
+    /// Rows that cannot be decoded (see [`crate::quarantine`]).
+    pub quarantine: ProbeCheck,
     pub queue: ProbeCheck,
     pub embedder: ProbeCheck,
     pub llm: ProbeCheck,
@@ -84,6 +103,7 @@ impl ProbeReport {
         let core = [
             &checks.store,
             &checks.index,
+            &checks.quarantine,
             &checks.queue,
             &checks.embedder,
         ];
@@ -128,21 +148,8 @@ impl Engine {
             self.store.ping().await?;
             Ok(None)
         });
-        let index = timed(timeout, async {
-            let t = self.totals().await?;
-            let lag = t.store.max_seq.saturating_sub(t.indexed_seq);
-            let detail = format!("{lag} changes behind the store");
-            if lag > MAX_INDEX_LAG {
-                return Err(Error::unavailable(
-                    "index",
-                    format!(
-                        "catching up: {} of {} changes applied",
-                        t.indexed_seq, t.store.max_seq
-                    ),
-                ));
-            }
-            Ok(Some(detail))
-        });
+        let index = timed(timeout, self.index_health());
+        let quarantine = timed(timeout, self.quarantine_health());
         let queue = timed(timeout, async {
             self.queue.ping().await?;
             Ok(None)
@@ -185,14 +192,72 @@ impl Engine {
             })
             .await
         };
-        let (store, index, queue, embedder, llm) = tokio::join!(store, index, queue, embedder, llm);
+        let (store, index, quarantine, queue, embedder, llm) =
+            tokio::join!(store, index, quarantine, queue, embedder, llm);
         ProbeReport::from_checks(ProbeChecks {
             store,
             index,
+            quarantine,
             queue,
             embedder,
             llm,
         })
+    }
+
+    /// The indexes follow the store: not too far behind, and not stalled
+    /// (no progress for `index_stall_after` while changes wait). `Ok` holds
+    /// the lag for the report.
+    pub async fn index_health(&self) -> Result<Option<String>> {
+        let max = self.store.stats(None).await?.max_seq;
+        let indexed = *self.indexed.borrow();
+        let lag = max.saturating_sub(indexed);
+        let health = self
+            .indexer_health
+            .lock()
+            .expect("indexer health lock")
+            .clone();
+        let idle = health.last_progress.elapsed();
+        if lag > 0 && idle >= self.cfg.index_stall_after {
+            let why = health
+                .last_error
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default();
+            return Err(Error::unavailable(
+                "index",
+                format!(
+                    "stalled: no progress for {}s with {lag} changes waiting (at {indexed} of {max}){why}",
+                    idle.as_secs()
+                ),
+            ));
+        }
+        if lag > MAX_INDEX_LAG {
+            return Err(Error::unavailable(
+                "index",
+                format!("catching up: {indexed} of {max} changes applied"),
+            ));
+        }
+        Ok(Some(format!("{lag} changes behind the store")))
+    }
+
+    /// No more quarantined rows than `max_quarantined` (store-wide). The
+    /// report names the first keys, never their content.
+    pub async fn quarantine_health(&self) -> Result<Option<String>> {
+        let limit = self.cfg.max_quarantined.saturating_add(1).min(100);
+        let rows = self.store.quarantined(None, None, limit).await?;
+        if rows.len() > self.cfg.max_quarantined {
+            let keys: Vec<String> = rows.iter().take(10).map(|r| r.key.to_string()).collect();
+            let more = if rows.len() >= limit { " or more" } else { "" };
+            return Err(Error::unavailable(
+                "store",
+                format!(
+                    "{}{more} rows cannot be decoded and are quarantined (memory keys {}); \
+                     admins list them under /v1/quarantine",
+                    rows.len(),
+                    keys.join(", ")
+                ),
+            ));
+        }
+        Ok(Some(format!("{} rows quarantined", rows.len())))
     }
 }
 
@@ -213,7 +278,8 @@ mod tests {
     fn report(core_ok: bool, llm: ProbeCheck) -> ProbeReport {
         ProbeReport::from_checks(ProbeChecks {
             store: check(true),
-            index: check(core_ok),
+            index: check(true),
+            quarantine: check(core_ok),
             queue: check(true),
             embedder: check(true),
             llm,

@@ -35,8 +35,8 @@ use crate::engine::{EmbedWorker, Engine};
 use crate::error::{Error, Result};
 use crate::traits::{Embedder, VectorIndex};
 use crate::types::{
-    Change, ChangeOp, Embedded, IndexDoc, Key, ModelInfo, ModelState, ModelVector, ReembedProgress,
-    TargetVector,
+    Change, ChangeOp, Embedded, IndexDoc, Key, ModelInfo, ModelState, ModelVector,
+    QuarantineSource, ReembedProgress, TargetVector,
 };
 
 /// Opens the vector index of the next model (the binary knows where it lives).
@@ -368,7 +368,7 @@ fn to_target(c: Change) -> Change {
             })),
             None => ChangeOp::Remove,
         },
-        ChangeOp::Remove => ChangeOp::Remove,
+        ChangeOp::Remove | ChangeOp::Corrupt(_) => ChangeOp::Remove,
     };
     Change { op, ..c }
 }
@@ -399,10 +399,21 @@ impl EmbedWorker {
             items = self.store.reembed_todo(None, self.batch).await?;
         }
         bf.busy = !items.is_empty();
-        let Some(last) = items.last().map(|i| i.key) else {
+        let Some(last) = items.last().map(|i| match i {
+            Ok(i) => i.key,
+            Err(c) => c.key,
+        }) else {
             return Ok(0);
         };
         bf.after = Some(last);
+        // A row that cannot be decoded is quarantined and skipped. (The
+        // switch still waits for it: it has no target vector. Repair or
+        // purge it, see the quarantine docs.)
+        let (items, corrupt) = crate::quarantine::split(items, QuarantineSource::Backfill);
+        crate::quarantine::record(&*self.store, corrupt).await?;
+        if items.is_empty() {
+            return Ok(1);
+        }
         let texts: Vec<String> = items.iter().map(|i| i.text.clone()).collect();
         let started = Instant::now();
         let vectors = target

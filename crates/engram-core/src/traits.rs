@@ -78,7 +78,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Live (not deleted) memories of a tenant with these keys, in any order;
     /// missing, deleted or other tenants' keys are left out. Used to hydrate search hits.
-    async fn get_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Memory>>;
+    /// A row that cannot be decoded comes back as [`Corrupt`] (as in every
+    /// method returning [`Decoded`] rows), never as an error of the call.
+    async fn get_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Decoded<Memory>>>;
 
     /// Apply a patch to a live memory. A new text resets it to `pending` and
     /// enqueues an embedding job in the same transaction. `None` if there is no
@@ -167,7 +169,7 @@ pub trait Store: Send + Sync + 'static {
         namespaces: &[String],
         after: Option<Key>,
         limit: usize,
-    ) -> Result<Vec<Memory>>;
+    ) -> Result<Vec<Decoded<Memory>>>;
 
     async fn namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>>;
 
@@ -180,7 +182,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         lease: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedJob>>;
+    ) -> Result<Vec<Decoded<ClaimedJob>>>;
 
     /// Renew the leases of these running jobs until `now + lease` (a worker
     /// still busy with them). Jobs no longer running (done, dead, requeued)
@@ -212,7 +214,7 @@ pub trait Store: Send + Sync + 'static {
         ids: &[u64],
         lease: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedJob>>;
+    ) -> Result<Vec<Decoded<ClaimedJob>>>;
 
     /// The transactional outbox of an external queue: up to `limit` ids of
     /// runnable jobs (queued and due, or running with an expired lease) that
@@ -278,10 +280,32 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<ApiKey>>;
 
     /// Latest state of every memory changed after `after_seq`, in seq order.
+    /// A row that cannot be decoded is a [`ChangeOp::Corrupt`] change at its
+    /// seq, so the feed always advances.
     async fn changes_since(&self, after_seq: u64, limit: usize) -> Result<Vec<Change>>;
 
     /// Filter attributes of every ready, live memory, in key order after `after`.
-    async fn live_attrs(&self, after: Option<Key>, limit: usize) -> Result<Vec<(Key, DocAttrs)>>;
+    async fn live_attrs(
+        &self,
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<Decoded<(Key, DocAttrs)>>>;
+
+    /// Record quarantined rows: one entry per key, replacing what is
+    /// recorded except `first_seen`.
+    async fn quarantine(&self, entries: Vec<QuarantineEntry>) -> Result<()>;
+
+    /// Drop the entries of these keys (their rows decode again). Returns how many.
+    async fn release_quarantine(&self, keys: &[Key]) -> Result<usize>;
+
+    /// Quarantine entries in key order after `after`: a tenant's, or all
+    /// (`None`, for the operator's view and readiness).
+    async fn quarantined(
+        &self,
+        tenant: Option<&str>,
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<QuarantineEntry>>;
 
     async fn stats(&self, tenant: Option<&str>) -> Result<StoreStats>;
 
@@ -309,7 +333,11 @@ pub trait Store: Send + Sync + 'static {
     /// vector of the active model but none of the target for their text
     /// (soft-deleted, unpurged ones included, so a restore finds a vector of
     /// the right model). Empty when no re-embedding runs.
-    async fn reembed_todo(&self, after: Option<Key>, limit: usize) -> Result<Vec<ReembedItem>>;
+    async fn reembed_todo(
+        &self,
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<Decoded<ReembedItem>>>;
 
     /// Write target vectors of `model` (which must be the current target;
     /// otherwise nothing is written). A vector whose checksum no longer

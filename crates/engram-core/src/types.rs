@@ -219,6 +219,85 @@ pub enum ChangeOp {
     Upsert(Arc<IndexDoc>),
     /// The memory is deleted, pending re-embedding or failed: drop it from indexes.
     Remove,
+    /// The row cannot be decoded. The engine quarantines it and removes the
+    /// key from every index (derived indexes never see this variant); the
+    /// feed goes on past it.
+    Corrupt(Corrupt),
+}
+
+/// A stored row that cannot be decoded, and what is known of it. Stores
+/// return these in place of the rows they cannot read (the change feed,
+/// scans, claims, the re-embedding back-fill), so one bad row never fails a
+/// whole page; the engine quarantines them (see `crate::quarantine`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt {
+    /// The memory the row is (or whose job it is).
+    pub key: Key,
+    /// Read on their own, when they still decode.
+    pub id: Option<Uuid>,
+    pub tenant: Option<String>,
+    /// The job, when the row was a claimed job.
+    pub job_id: Option<u64>,
+    /// Why it cannot be decoded (column and problem, never the content).
+    pub error: String,
+}
+
+/// A row as a store read it: decoded, or what is known of it.
+pub type Decoded<T> = std::result::Result<T, Corrupt>;
+
+/// Where a quarantined row was met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineSource {
+    /// The change feed, by the indexer.
+    Feed,
+    /// Loading the filter attributes at start.
+    Attrs,
+    /// A claimed embedding job, by a worker.
+    Job,
+    /// The re-embedding back-fill.
+    Backfill,
+    /// A read (list, search results).
+    Read,
+}
+
+impl QuarantineSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuarantineSource::Feed => "feed",
+            QuarantineSource::Attrs => "attrs",
+            QuarantineSource::Job => "job",
+            QuarantineSource::Backfill => "backfill",
+            QuarantineSource::Read => "read",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "feed" => QuarantineSource::Feed,
+            "attrs" => QuarantineSource::Attrs,
+            "job" => QuarantineSource::Job,
+            "backfill" => QuarantineSource::Backfill,
+            "read" => QuarantineSource::Read,
+            _ => return None,
+        })
+    }
+}
+
+/// A quarantined row: one entry per memory key, kept in the store (so every
+/// node and every restart knows it) until the row decodes again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    pub key: Key,
+    pub memory_id: Option<Uuid>,
+    pub tenant: Option<String>,
+    pub source: QuarantineSource,
+    /// The change seq it was met at, when met in the feed.
+    pub seq: Option<u64>,
+    pub error: String,
+    /// When it was first met; a later meeting keeps it.
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
 }
 
 /// What a derived index needs to index one memory.

@@ -292,7 +292,7 @@ impl Inner {
             .iter()
             .filter_map(|&i| match &changes[i].op {
                 ChangeOp::Upsert(doc) => Some((changes[i].key, doc.vector.as_slice())),
-                ChangeOp::Remove => None,
+                ChangeOp::Remove | ChangeOp::Corrupt(_) => None,
             })
             .collect();
         if !adds.is_empty() {

@@ -548,7 +548,11 @@ impl Inner {
             .saturating_sub(earliest.elapsed())
             .max(Duration::from_millis(1));
         // On error the messages stay unacknowledged and are redelivered.
-        let claimed = self.store.claim_jobs_by_id(&ids, lease, Utc::now()).await?;
+        let rows = self.store.claim_jobs_by_id(&ids, lease, Utc::now()).await?;
+        // Undecodable rows are quarantined and their jobs failed (a retry is
+        // a new message), so their messages are dropped below like any job
+        // that is not runnable.
+        let claimed = engram_core::quarantine::claimed(&*self.store, rows, self.opts.retry).await?;
         let attempts: HashMap<u64, u32> = claimed.iter().map(|j| (j.job_id, j.attempts)).collect();
         let mut drop_msgs = Vec::new();
         {

@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use engram_core::{
-    ClaimedJob, DocAttrs, Inserted, Job, JobState, Kind, Memory, NamespaceInfo, State,
+    ClaimedJob, Corrupt, Decoded, DocAttrs, Inserted, Job, JobState, Kind, Memory, NamespaceInfo,
+    State,
 };
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -46,7 +47,8 @@ pub(crate) use job_cols;
 /// whether the memory is deleted.
 macro_rules! claimed_cols {
     () => {
-        "j.id AS job_id, j.memory_key, j.attempts, j.traceparent, m.id AS memory_id, m.text, \
+        "j.id AS job_id, j.memory_key, j.attempts, j.traceparent, m.id AS memory_id, m.tenant, \
+         m.text, \
          m.checksum, \
          m.embedded_checksum, m.embedding_version, m.deleted_at IS NOT NULL AS deleted"
     };
@@ -121,6 +123,38 @@ pub(crate) fn state(s: &str) -> Result<State> {
 
 pub(crate) fn job_state(s: &str) -> Result<JobState> {
     JobState::parse(s).ok_or_else(|| PgError::corrupt(format!("job state: unknown value {s:?}")))
+}
+
+/// A fetched row decoded by `f`, or, when it cannot be, what is known of it:
+/// its memory key (column `key_col`, a bigint that always decodes), and its
+/// id, tenant and job id when those still decode on their own. Decoding a
+/// fetched row does no I/O, so any error here is the row's.
+pub(crate) fn decoded<T>(
+    row: &PgRow,
+    key_col: &str,
+    f: impl Fn(&PgRow) -> Result<T>,
+) -> Result<Decoded<T>> {
+    match f(row) {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) => {
+            let key = unsigned(get(row, key_col)?, key_col)?;
+            let id_col = if key_col == "memory_key" {
+                "memory_id"
+            } else {
+                "id"
+            };
+            Ok(Err(Corrupt {
+                key,
+                id: row.try_get::<uuid::Uuid, _>(id_col).ok(),
+                tenant: row.try_get::<String, _>("tenant").ok(),
+                job_id: row
+                    .try_get::<i64, _>("job_id")
+                    .ok()
+                    .and_then(|v| u64::try_from(v).ok()),
+                error: e.to_string(),
+            }))
+        }
+    }
 }
 
 pub(crate) fn get<'r, T>(row: &'r PgRow, col: &str) -> Result<T>

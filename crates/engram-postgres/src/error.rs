@@ -182,6 +182,10 @@ impl From<PgError> for Error {
             return Error::unavailable("store", &e);
         }
         match e {
+            // A fetched value that does not decode is the row's fault.
+            PgError::Sqlx(sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => {
+                Error::Corrupt(e.to_string())
+            }
             PgError::Conflict(msg) => Error::Conflict(msg),
             PgError::LegalHold(msg) => Error::LegalHold(msg),
             PgError::Sqlx(ref inner) => {

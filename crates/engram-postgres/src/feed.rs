@@ -1,6 +1,6 @@
 //! The change feed derived indexes replay, and the attribute table loader.
 
-use engram_core::{Change, ChangeOp, DocAttrs, IndexDoc, Key};
+use engram_core::{Change, ChangeOp, Decoded, DocAttrs, IndexDoc, Key};
 use sqlx::Row;
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ impl PgStore {
         }
         // Text and vector are only read for rows that become an upsert.
         let rows = sqlx::query(concat!(
-            "SELECT seq, ",
+            "SELECT seq, id, ",
             attr_cols!(),
             ", (state = 'ready' AND deleted_at IS NULL AND embedding IS NOT NULL) AS indexable, \
              CASE WHEN state = 'ready' AND deleted_at IS NULL THEN text END AS text, \
@@ -34,21 +34,13 @@ impl PgStore {
         .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
+            // seq and key are NOT NULL bigints: the feed can always
+            // advance past a row.
             let seq = codec::unsigned(row.try_get("seq")?, "seq")?;
             let key = codec::unsigned(row.try_get("key")?, "key")?;
-            let op = if row.try_get::<bool, _>("indexable")? {
-                let (_, attrs) = codec::attrs(row)?;
-                let text: Option<String> = row.try_get("text")?;
-                let vector: Option<Vec<f32>> = row.try_get("vector")?;
-                ChangeOp::Upsert(Arc::new(IndexDoc {
-                    key,
-                    text: text.unwrap_or_default(),
-                    vector: vector.unwrap_or_default(),
-                    target_vector: row.try_get("target_vector")?,
-                    attrs: Arc::new(attrs),
-                }))
-            } else {
-                ChangeOp::Remove
+            let op = match codec::decoded(row, "key", |row| op(key, row))? {
+                Ok(op) => op,
+                Err(c) => ChangeOp::Corrupt(c),
             };
             out.push(Change { seq, key, op });
         }
@@ -59,12 +51,12 @@ impl PgStore {
         &self,
         after: Option<Key>,
         limit: usize,
-    ) -> Result<Vec<(Key, DocAttrs)>> {
+    ) -> Result<Vec<Decoded<(Key, DocAttrs)>>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let rows = sqlx::query(concat!(
-            "SELECT ",
+            "SELECT id, ",
             attr_cols!(),
             " FROM memories WHERE key > $1 AND state = 'ready' AND deleted_at IS NULL \
              AND embedding IS NOT NULL ORDER BY key LIMIT $2"
@@ -73,6 +65,25 @@ impl PgStore {
         .bind(codec::limit(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(codec::attrs).collect()
+        rows.iter()
+            .map(|r| codec::decoded(r, "key", codec::attrs))
+            .collect()
     }
+}
+
+/// What a decodable feed row asks of the indexes.
+fn op(key: Key, row: &sqlx::postgres::PgRow) -> Result<ChangeOp> {
+    if !row.try_get::<bool, _>("indexable")? {
+        return Ok(ChangeOp::Remove);
+    }
+    let (_, attrs) = codec::attrs(row)?;
+    let text: Option<String> = row.try_get("text")?;
+    let vector: Option<Vec<f32>> = row.try_get("vector")?;
+    Ok(ChangeOp::Upsert(Arc::new(IndexDoc {
+        key,
+        text: text.unwrap_or_default(),
+        vector: vector.unwrap_or_default(),
+        target_vector: row.try_get("target_vector")?,
+        attrs: Arc::new(attrs),
+    })))
 }

@@ -547,10 +547,15 @@ impl PgStore {
             .bind(codec::limit(limit))
             .fetch_all(tx.conn())
             .await?;
-        let due = rows
+        // A row that cannot be decoded is left for the feed to quarantine;
+        // the sweep goes on with the others.
+        let due: Vec<Memory> = rows
             .iter()
-            .map(codec::memory)
-            .collect::<Result<Vec<Memory>>>()?;
+            .map(|r| codec::decoded(r, "key", codec::memory))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .filter_map(|m| m.ok())
+            .collect();
         if due.is_empty() {
             return Ok(0);
         }

@@ -7,7 +7,9 @@
 //! two workers on any nodes hold the same job at once.
 
 use chrono::{DateTime, Utc};
-use engram_core::{AuditCtx, ClaimedJob, Embedded, Job, JobFailure, JobState, RetryPolicy};
+use engram_core::{
+    AuditCtx, ClaimedJob, Decoded, Embedded, Job, JobFailure, JobState, RetryPolicy,
+};
 use sqlx::Row;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -29,7 +31,7 @@ impl PgStore {
         limit: usize,
         lease: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedJob>> {
+    ) -> Result<Vec<Decoded<ClaimedJob>>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -59,7 +61,7 @@ impl PgStore {
         ids: &[u64],
         lease: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedJob>> {
+    ) -> Result<Vec<Decoded<ClaimedJob>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -582,20 +584,25 @@ impl Writes {
 
 /// Lease the claimable jobs among `rows` (selected with `claimed_cols` and
 /// locked) and remove orphans: jobs whose memory was deleted.
+/// A row that cannot be decoded is leased too and comes back as
+/// [`Corrupt`](engram_core::Corrupt), for the engine to quarantine and fail.
 async fn lease_claimed(
     tx: &mut WriteTx,
     rows: &[sqlx::postgres::PgRow],
     lease: Duration,
     now: DateTime<Utc>,
-) -> Result<Vec<ClaimedJob>> {
+) -> Result<Vec<Decoded<ClaimedJob>>> {
     let mut claimed = Vec::with_capacity(rows.len());
+    let mut ids: Vec<i64> = Vec::with_capacity(rows.len());
     let mut orphans: Vec<i64> = Vec::new();
     for row in rows {
-        let job = codec::claimed(row)?;
+        // The job id is a NOT NULL bigint: it always decodes.
+        let job_id: i64 = row.try_get("job_id")?;
         if row.try_get::<bool, _>("deleted")? {
-            orphans.push(codec::int(job.job_id));
+            orphans.push(job_id);
         } else {
-            claimed.push(job);
+            ids.push(job_id);
+            claimed.push(codec::decoded(row, "memory_key", codec::claimed)?);
         }
     }
     if !orphans.is_empty() {
@@ -604,8 +611,7 @@ async fn lease_claimed(
             .execute(tx.conn())
             .await?;
     }
-    if !claimed.is_empty() {
-        let ids: Vec<i64> = claimed.iter().map(|j| codec::int(j.job_id)).collect();
+    if !ids.is_empty() {
         sqlx::query("UPDATE jobs SET state = 'running', locked_until = $1 WHERE id = ANY($2)")
             .bind(ts_after(now, lease))
             .bind(&ids)

@@ -81,6 +81,7 @@ mod insert;
 mod jobs;
 mod memories;
 mod models;
+mod quarantine;
 mod store;
 
 pub mod filter_sql;

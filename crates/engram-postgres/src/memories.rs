@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use engram_core::{
-    AuditAction, AuditCtx, Key, Memory, MemoryPatch, NamespaceInfo, State, StoreStats,
+    AuditAction, AuditCtx, Decoded, Key, Memory, MemoryPatch, NamespaceInfo, State, StoreStats,
 };
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
@@ -33,7 +33,11 @@ impl PgStore {
         row.as_ref().map(codec::memory).transpose()
     }
 
-    pub(crate) async fn memories_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Memory>> {
+    pub(crate) async fn memories_by_keys(
+        &self,
+        tenant: &str,
+        keys: &[Key],
+    ) -> Result<Vec<Decoded<Memory>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -46,7 +50,9 @@ impl PgStore {
         .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(codec::memory).collect()
+        rows.iter()
+            .map(|r| codec::decoded(r, "key", codec::memory))
+            .collect()
     }
 
     pub(crate) async fn update_memory(
@@ -213,7 +219,7 @@ impl PgStore {
         namespaces: &[String],
         after: Option<Key>,
         limit: usize,
-    ) -> Result<Vec<Memory>> {
+    ) -> Result<Vec<Decoded<Memory>>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -244,7 +250,9 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await?
         };
-        rows.iter().map(codec::memory).collect()
+        rows.iter()
+            .map(|r| codec::decoded(r, "key", codec::memory))
+            .collect()
     }
 
     pub(crate) async fn list_namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>> {

@@ -3,7 +3,7 @@
 //! their rows first: `FOR SHARE` to write vectors, `FOR UPDATE` to switch,
 //! so no completion can commit a vector of a model being switched away from.
 
-use engram_core::{ModelInfo, ModelState, ReembedItem, ReembedProgress, TargetVector};
+use engram_core::{Decoded, ModelInfo, ModelState, ReembedItem, ReembedProgress, TargetVector};
 use sqlx::{PgConnection, Row};
 
 use crate::codec;
@@ -105,13 +105,13 @@ impl PgStore {
         &self,
         after: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<ReembedItem>> {
+    ) -> Result<Vec<Decoded<ReembedItem>>> {
         let mut conn = self.pool.acquire().await?;
         let Some(target) = state(&mut conn, Lock::None).await?.target else {
             return Ok(Vec::new());
         };
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(&format!(
-            "SELECT key, checksum, text FROM memories WHERE key > $2 AND {HAS_ACTIVE} \
+        let rows = sqlx::query(&format!(
+            "SELECT key, id, tenant, checksum, text FROM memories WHERE key > $2 AND {HAS_ACTIVE} \
              AND NOT ({HAS_TARGET}) ORDER BY key LIMIT $3"
         ))
         .bind(&target.version)
@@ -119,12 +119,14 @@ impl PgStore {
         .bind(codec::limit(limit))
         .fetch_all(&mut *conn)
         .await?;
-        rows.into_iter()
-            .map(|(key, checksum, text)| {
-                Ok(ReembedItem {
-                    key: codec::unsigned(key, "key")?,
-                    checksum,
-                    text,
+        rows.iter()
+            .map(|row| {
+                codec::decoded(row, "key", |row| {
+                    Ok(ReembedItem {
+                        key: codec::unsigned(row.try_get("key")?, "key")?,
+                        checksum: row.try_get("checksum")?,
+                        text: row.try_get("text")?,
+                    })
                 })
             })
             .collect()

@@ -8,6 +8,7 @@ mod ask;
 mod auth;
 pub mod error;
 mod extract;
+pub mod limits;
 pub mod metrics;
 mod routes;
 
@@ -35,6 +36,10 @@ pub struct ServerConfig {
     /// `/metrics` needs an admin credential (by default it is open, like
     /// `/healthz`, for a Prometheus on the private network).
     pub metrics_require_auth: bool,
+    /// Longest wait for the next piece of a request body (then 408
+    /// `request_timeout`): a client that stops sending mid-body does not hold
+    /// a connection and a task forever.
+    pub body_timeout: Duration,
 }
 
 #[derive(Clone)]

@@ -77,6 +77,7 @@ pub(crate) async fn render(
     g("engram_memories_deleted", t.store.deleted);
     g("engram_jobs_queued", t.store.jobs_queued);
     g("engram_jobs_dead", t.store.jobs_dead);
+    g("engram_quarantined_rows", t.quarantined);
     // Queue age: how long the oldest unfinished job has waited (0 when none).
     let age = t
         .store

@@ -24,6 +24,7 @@ type ApiResult<T = Response> = Result<T, ApiError>;
 
 pub fn router(state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;
+    let body_timeout = state.cfg.body_timeout;
     let cors = cors(&state.cfg.cors_origins);
     let app = Router::new()
         .route("/healthz", get(healthz))
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(job))
         .route("/v1/jobs/{id}/retry", post(retry_job))
         .route("/v1/stats", get(stats))
+        .route("/v1/quarantine", get(quarantine))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -92,6 +94,11 @@ pub fn router(state: AppState) -> Router {
                 span
             }),
         )
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_timeout,
+        ))
+        .layer(axum::middleware::from_fn(crate::limits::head_limits))
+        .layer(axum::middleware::from_fn(crate::limits::json_errors))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state);
@@ -439,6 +446,37 @@ async fn job(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<u64>) 
 
 async fn retry_job(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<u64>) -> ApiResult {
     Ok(Json(s.engine.retry_job(&p, id).await?).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuarantineParams {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/quarantine`: the tenant's rows that cannot be decoded (admins).
+async fn quarantine(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    Query(q): Query<QuarantineParams>,
+) -> ApiResult {
+    let entries = s
+        .engine
+        .quarantined(&p, None, q.limit.unwrap_or(100))
+        .await?;
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            json!({
+                "memory_id": e.memory_id,
+                "source": e.source,
+                "error": e.error,
+                "first_seen": e.first_seen,
+                "last_seen": e.last_seen,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "entries": entries })).into_response())
 }
 
 async fn stats(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {

@@ -71,6 +71,7 @@ struct Opts {
     audit_reads: bool,
     cors_origins: Vec<String>,
     llm: Option<Arc<dyn engram_core::Llm>>,
+    index_stall_after: Duration,
 }
 
 impl Default for Opts {
@@ -82,6 +83,7 @@ impl Default for Opts {
             audit_reads: false,
             cors_origins: Vec::new(),
             llm: None,
+            index_stall_after: Duration::from_secs(60),
         }
     }
 }
@@ -119,6 +121,7 @@ async fn app_opts(o: Opts) -> App {
         max_text_bytes: 4096,
         max_batch: 50,
         audit_reads: o.audit_reads,
+        index_stall_after: o.index_stall_after,
         // A prompt unique to this app: llama-cpp-python reuses the KV cache
         // of a prompt identical to the previous one, which with gemma3's
         // sliding-window attention can end an answer at once.
@@ -159,6 +162,7 @@ async fn app_opts(o: Opts) -> App {
             rate_limit: o.rate_limit,
             cors_origins: o.cors_origins,
             metrics_require_auth: false,
+            body_timeout: Duration::from_secs(30),
         },
     );
     App {
@@ -806,5 +810,7 @@ mod governance;
 mod leases;
 #[path = "api/probe.rs"]
 mod probe;
+#[path = "api/quarantine.rs"]
+mod quarantine;
 #[path = "api/reembed.rs"]
 mod reembed;

@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use engram_core::{
-    ClaimedJob, DocAttrs, Inserted, Job, JobState, Kind, Memory, NamespaceInfo, State,
+    ClaimedJob, Corrupt, Decoded, DocAttrs, Inserted, Job, JobState, Kind, Memory, NamespaceInfo,
+    State,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -168,6 +169,42 @@ pub(crate) fn memory(row: &SqliteRow) -> Result<Memory> {
         pii: from_json!(&get::<String>(row, "pii")?, "pii")?,
         seq: unsigned(get(row, "seq")?, "seq")?,
     })
+}
+
+/// A fetched row decoded by `f`, or, when it cannot be, what is known of it:
+/// its memory key (column `key_col`, which must decode: it is an INTEGER
+/// PRIMARY KEY or a guarded integer), and its id, tenant and job id when
+/// those still decode on their own. Decoding a fetched row does no I/O, so
+/// any error here is the row's.
+pub(crate) fn decoded<T>(
+    row: &SqliteRow,
+    key_col: &str,
+    f: impl Fn(&SqliteRow) -> Result<T>,
+) -> Result<Decoded<T>> {
+    match f(row) {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) => {
+            let key = unsigned(get(row, key_col)?, key_col)?;
+            let id_col = if key_col == "memory_key" {
+                "memory_id"
+            } else {
+                "id"
+            };
+            Ok(Err(Corrupt {
+                key,
+                id: row
+                    .try_get::<String, _>(id_col)
+                    .ok()
+                    .and_then(|s| Uuid::parse_str(&s).ok()),
+                tenant: row.try_get::<String, _>("tenant").ok(),
+                job_id: row
+                    .try_get::<i64, _>("job_id")
+                    .ok()
+                    .and_then(|v| u64::try_from(v).ok()),
+                error: e.to_string(),
+            }))
+        }
+    }
 }
 
 /// Key and filter attributes from a row selected with [`attr_cols`].

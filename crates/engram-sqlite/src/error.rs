@@ -129,6 +129,10 @@ impl From<SqliteError> for Error {
             return Error::unavailable("store", &e);
         }
         match e {
+            // A fetched value that does not decode is the row's fault.
+            SqliteError::Sqlx(sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)) => {
+                Error::Corrupt(e.to_string())
+            }
             SqliteError::Conflict(msg) => Error::Conflict(msg),
             SqliteError::LegalHold(msg) => Error::LegalHold(msg),
             SqliteError::Sqlx(ref inner) => match unique_violation(inner) {

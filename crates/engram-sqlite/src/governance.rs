@@ -476,7 +476,11 @@ impl SqliteStore {
         .await?;
         let mut entries = Vec::with_capacity(rows.len());
         for row in &rows {
-            let m = codec::memory(row)?;
+            // A row that cannot be decoded is left for the feed to
+            // quarantine; the sweep goes on with the others.
+            let Ok(m) = codec::decoded(row, "key", codec::memory)? else {
+                continue;
+            };
             soft_delete_row(&mut tx, codec::int(m.key), now).await?;
             entries.push(entry(
                 &m,
@@ -510,7 +514,9 @@ impl SqliteStore {
         .await?;
         let mut entries = Vec::with_capacity(rows.len());
         for row in &rows {
-            let m = codec::memory(row)?;
+            let Ok(m) = codec::decoded(row, "key", codec::memory)? else {
+                continue;
+            };
             purge_row(&mut tx, &m, now).await?;
             entries.push(entry(
                 &m,

@@ -1,7 +1,7 @@
 //! The embedding job outbox: claim, complete, fail, dead-letter, retry, listing.
 
 use chrono::{DateTime, Utc};
-use engram_core::{ClaimedJob, Embedded, Job, JobFailure, JobState, RetryPolicy};
+use engram_core::{ClaimedJob, Decoded, Embedded, Job, JobFailure, JobState, RetryPolicy};
 use std::time::Duration;
 
 use crate::codec::{self, job_cols, micros, micros_after, to_json, vector_to_blob};
@@ -13,7 +13,7 @@ impl SqliteStore {
         limit: usize,
         lease: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedJob>> {
+    ) -> Result<Vec<Decoded<ClaimedJob>>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -39,7 +39,7 @@ impl SqliteStore {
         ids: &[u64],
         lease: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedJob>> {
+    ) -> Result<Vec<Decoded<ClaimedJob>>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -411,7 +411,8 @@ impl SqliteStore {
 /// The columns a claim reads: a job joined with its memory.
 macro_rules! claim_cols {
     () => {
-        "SELECT j.id AS job_id, j.memory_key, j.attempts, j.traceparent, m.id AS memory_id, m.text, \
+        "SELECT j.id AS job_id, j.memory_key, j.attempts, j.traceparent, m.id AS memory_id, \
+         m.tenant, m.text, \
          m.checksum, m.embedded_checksum, m.embedding_version, \
          m.deleted_at IS NOT NULL AS deleted \
          FROM jobs j JOIN memories m ON m.key = j.memory_key"
@@ -419,21 +420,26 @@ macro_rules! claim_cols {
 }
 use claim_cols;
 
-/// Lease the claimed rows' jobs and drop the orphans (jobs of deleted memories).
+/// Lease the claimed rows' jobs and drop the orphans (jobs of deleted
+/// memories). A row that cannot be decoded is leased too and comes back as
+/// [`Corrupt`](engram_core::Corrupt), for the engine to quarantine and fail.
 async fn lease_rows(
     tx: &mut crate::WriteTx,
     rows: &[sqlx::sqlite::SqliteRow],
     lease: Duration,
     now: DateTime<Utc>,
-) -> Result<Vec<ClaimedJob>> {
+) -> Result<Vec<Decoded<ClaimedJob>>> {
     let mut claimed = Vec::with_capacity(rows.len());
+    let mut ids = Vec::with_capacity(rows.len());
     let mut orphans = Vec::new();
     for row in rows {
-        let job = codec::claimed(row)?;
+        // The job id is the jobs table's rowid: it always decodes.
+        let job_id = codec::unsigned(sqlx::Row::try_get(row, "job_id")?, "jobs.id")?;
         if sqlx::Row::try_get::<bool, _>(row, "deleted")? {
-            orphans.push(job.job_id);
+            orphans.push(job_id);
         } else {
-            claimed.push(job);
+            ids.push(job_id);
+            claimed.push(codec::decoded(row, "memory_key", codec::claimed)?);
         }
     }
     if !orphans.is_empty() {
@@ -442,8 +448,7 @@ async fn lease_rows(
             .execute(tx.conn())
             .await?;
     }
-    if !claimed.is_empty() {
-        let ids: Vec<u64> = claimed.iter().map(|j| j.job_id).collect();
+    if !ids.is_empty() {
         sqlx::query(
             "UPDATE jobs SET state = 'running', locked_until = ? \
              WHERE id IN (SELECT value FROM json_each(?))",

@@ -51,6 +51,7 @@ mod insert;
 mod jobs;
 mod memories;
 mod models;
+mod quarantine;
 mod store;
 
 pub use error::SqliteError;

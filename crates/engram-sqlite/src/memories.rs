@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use engram_core::{
-    AuditAction, AuditCtx, Key, Memory, MemoryPatch, NamespaceInfo, State, StoreStats,
+    AuditAction, AuditCtx, Decoded, Key, Memory, MemoryPatch, NamespaceInfo, State, StoreStats,
 };
 use serde_json::json;
 use sqlx::Row;
@@ -30,7 +30,11 @@ impl SqliteStore {
         row.as_ref().map(codec::memory).transpose()
     }
 
-    pub(crate) async fn memories_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Memory>> {
+    pub(crate) async fn memories_by_keys(
+        &self,
+        tenant: &str,
+        keys: &[Key],
+    ) -> Result<Vec<Decoded<Memory>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -44,7 +48,9 @@ impl SqliteStore {
         .bind(tenant)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(codec::memory).collect()
+        rows.iter()
+            .map(|r| codec::decoded(r, "key", codec::memory))
+            .collect()
     }
 
     pub(crate) async fn update_memory(
@@ -211,7 +217,7 @@ impl SqliteStore {
         namespaces: &[String],
         after: Option<Key>,
         limit: usize,
-    ) -> Result<Vec<Memory>> {
+    ) -> Result<Vec<Decoded<Memory>>> {
         let after = after.map_or(0, codec::int);
         let rows = if namespaces.is_empty() {
             sqlx::query(concat!(
@@ -240,7 +246,9 @@ impl SqliteStore {
             .fetch_all(&self.reader)
             .await?
         };
-        rows.iter().map(codec::memory).collect()
+        rows.iter()
+            .map(|r| codec::decoded(r, "key", codec::memory))
+            .collect()
     }
 
     pub(crate) async fn list_namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>> {

@@ -1,8 +1,8 @@
 //! Re-embedding: the recorded models and the target vector slot
 //! (see `engram_core::reembed`).
 
-use engram_core::{ModelInfo, ModelState, ReembedItem, ReembedProgress, TargetVector};
-use sqlx::SqliteConnection;
+use engram_core::{Decoded, ModelInfo, ModelState, ReembedItem, ReembedProgress, TargetVector};
+use sqlx::{Row, SqliteConnection};
 
 use crate::codec::{self, vector_to_blob};
 use crate::{Result, SqliteError, SqliteStore};
@@ -86,13 +86,13 @@ impl SqliteStore {
         &self,
         after: Option<u64>,
         limit: usize,
-    ) -> Result<Vec<ReembedItem>> {
+    ) -> Result<Vec<Decoded<ReembedItem>>> {
         let mut conn = self.reader.acquire().await?;
         let Some(target) = state(&mut conn).await?.target else {
             return Ok(Vec::new());
         };
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(&format!(
-            "SELECT key, checksum, text FROM memories WHERE key > ?2 AND {HAS_ACTIVE} \
+        let rows = sqlx::query(&format!(
+            "SELECT key, id, tenant, checksum, text FROM memories WHERE key > ?2 AND {HAS_ACTIVE} \
              AND NOT ({HAS_TARGET}) ORDER BY key LIMIT ?3"
         ))
         .bind(&target.version)
@@ -100,12 +100,14 @@ impl SqliteStore {
         .bind(codec::limit(limit))
         .fetch_all(&mut *conn)
         .await?;
-        rows.into_iter()
-            .map(|(key, checksum, text)| {
-                Ok(ReembedItem {
-                    key: codec::unsigned(key, "key")?,
-                    checksum,
-                    text,
+        rows.iter()
+            .map(|row| {
+                codec::decoded(row, "key", |row| {
+                    Ok(ReembedItem {
+                        key: codec::unsigned(row.try_get("key")?, "key")?,
+                        checksum: row.try_get("checksum")?,
+                        text: row.try_get("text")?,
+                    })
                 })
             })
             .collect()

@@ -3,10 +3,10 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use engram_core::{
-    ApiKey, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Change, ClaimedJob, DocAttrs, Embedded,
-    Inserted, Job, JobFailure, JobState, Key, Memory, MemoryPatch, ModelInfo, ModelState,
-    NamespaceInfo, NewMemory, ReembedItem, ReembedProgress, Result, RetryPolicy, Store, StoreStats,
-    TargetVector,
+    ApiKey, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Change, ClaimedJob, Decoded, DocAttrs,
+    Embedded, Inserted, Job, JobFailure, JobState, Key, Memory, MemoryPatch, ModelInfo, ModelState,
+    NamespaceInfo, NewMemory, QuarantineEntry, ReembedItem, ReembedProgress, Result, RetryPolicy,
+    Store, StoreStats, TargetVector,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -23,7 +23,7 @@ impl Store for SqliteStore {
         Ok(self.get_memory(tenant, id).await?)
     }
 
-    async fn get_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Memory>> {
+    async fn get_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Decoded<Memory>>> {
         Ok(self.memories_by_keys(tenant, keys).await?)
     }
 
@@ -149,7 +149,7 @@ impl Store for SqliteStore {
         namespaces: &[String],
         after: Option<Key>,
         limit: usize,
-    ) -> Result<Vec<Memory>> {
+    ) -> Result<Vec<Decoded<Memory>>> {
         Ok(self.scan_memories(tenant, namespaces, after, limit).await?)
     }
 
@@ -166,7 +166,7 @@ impl Store for SqliteStore {
         limit: usize,
         lease: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedJob>> {
+    ) -> Result<Vec<Decoded<ClaimedJob>>> {
         Ok(self.claim(limit, lease, now).await?)
     }
 
@@ -197,7 +197,7 @@ impl Store for SqliteStore {
         ids: &[u64],
         lease: Duration,
         now: DateTime<Utc>,
-    ) -> Result<Vec<ClaimedJob>> {
+    ) -> Result<Vec<Decoded<ClaimedJob>>> {
         Ok(self.claim_ids(ids, lease, now).await?)
     }
 
@@ -242,8 +242,29 @@ impl Store for SqliteStore {
         Ok(self.changes(after_seq, limit).await?)
     }
 
-    async fn live_attrs(&self, after: Option<Key>, limit: usize) -> Result<Vec<(Key, DocAttrs)>> {
+    async fn live_attrs(
+        &self,
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<Decoded<(Key, DocAttrs)>>> {
         Ok(self.attrs_page(after, limit).await?)
+    }
+
+    async fn quarantine(&self, entries: Vec<QuarantineEntry>) -> Result<()> {
+        Ok(self.put_quarantine(entries).await?)
+    }
+
+    async fn release_quarantine(&self, keys: &[Key]) -> Result<usize> {
+        Ok(self.release(keys).await?)
+    }
+
+    async fn quarantined(
+        &self,
+        tenant: Option<&str>,
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<QuarantineEntry>> {
+        Ok(self.quarantine_page(tenant, after, limit).await?)
     }
 
     async fn stats(&self, tenant: Option<&str>) -> Result<StoreStats> {
@@ -270,7 +291,11 @@ impl Store for SqliteStore {
         Ok(SqliteStore::begin_reembed(self, target).await?)
     }
 
-    async fn reembed_todo(&self, after: Option<Key>, limit: usize) -> Result<Vec<ReembedItem>> {
+    async fn reembed_todo(
+        &self,
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<Decoded<ReembedItem>>> {
         Ok(SqliteStore::reembed_todo(self, after, limit).await?)
     }
 

@@ -2,7 +2,7 @@
 //! (durability settings, reopen, concurrent writers, error mapping).
 
 use chrono::Utc;
-use engram_core::conformance::{self, new_memory, tenant};
+use engram_core::conformance::{self, new_memory, tenant, Healthy};
 use engram_core::{ChangeOp, Embedded, Error, ModelInfo, Store};
 use engram_sqlite::SqliteStore;
 use std::collections::HashSet;
@@ -63,6 +63,7 @@ async fn survives_reopen() {
             .claim_jobs(10, Duration::ZERO, Utc::now())
             .await
             .unwrap()
+            .healthy()
             .into_iter()
             .find(|j| j.memory_id == a.id)
             .unwrap();
@@ -98,14 +99,15 @@ async fn survives_reopen() {
     assert_eq!(ch.len(), 2);
     match &ch.iter().find(|c| c.key == before_a.key).unwrap().op {
         ChangeOp::Upsert(doc) => assert_eq!(doc.vector, vec![1.0, 0.0, 0.0]),
-        ChangeOp::Remove => panic!("a is ready"),
+        ChangeOp::Remove | ChangeOp::Corrupt(_) => panic!("a is ready"),
     }
 
     // b's job is still there, and seq continues above the old maximum.
     let jobs = store
         .claim_jobs(10, Duration::ZERO, Utc::now())
         .await
-        .unwrap();
+        .unwrap()
+        .healthy();
     assert_eq!(
         jobs.iter().map(|j| j.memory_id).collect::<Vec<_>>(),
         vec![b.id]
@@ -189,14 +191,18 @@ async fn concurrent_inserts_get_unique_increasing_seqs() {
     assert_eq!(store.stats(Some(&t)).await.unwrap().memories, n as u64);
 }
 
+/// A row that cannot be decoded (a damaged file, a hand edit past the
+/// guards) fails only reads of that row: scans, the change feed, claims and
+/// the attribute loader return it as `Corrupt` in its place and go on.
 #[tokio::test]
-async fn corrupt_rows_are_errors_not_panics() {
+async fn corrupt_rows_come_back_as_corrupt_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
     let t = tenant("corrupt");
-    let m = new_memory(&t, "ns", "soon corrupt");
-    store
-        .insert(vec![m.clone()], &conformance::audit())
+    let bad = new_memory(&t, "ns", "soon corrupt");
+    let good = new_memory(&t, "ns", "stays fine");
+    let ins = store
+        .insert(vec![bad.clone(), good.clone()], &conformance::audit())
         .await
         .unwrap();
 
@@ -206,10 +212,11 @@ async fn corrupt_rows_are_errors_not_panics() {
     ))
     .await
     .unwrap();
-    let corrupt = "UPDATE memories SET metadata = 'not json', kind = 'bogus' WHERE id = ?";
+    let corrupt = "UPDATE memories SET metadata = 'not json', kind = 'bogus', state = 'ready', \
+                   vector = zeroblob(16), text = x'ff' WHERE id = ?";
     // The schema's guards refuse it...
     let refused = sqlx::query(corrupt)
-        .bind(m.id.to_string())
+        .bind(bad.id.to_string())
         .execute(&raw)
         .await
         .unwrap_err();
@@ -222,16 +229,43 @@ async fn corrupt_rows_are_errors_not_panics() {
             .unwrap();
     }
     sqlx::query(corrupt)
-        .bind(m.id.to_string())
+        .bind(bad.id.to_string())
         .execute(&raw)
         .await
         .unwrap();
     raw.close().await;
 
-    let err = store.get(&t, m.id).await.unwrap_err();
+    let err = store.get(&t, bad.id).await.unwrap_err();
     assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
-    let err = store.scan(&t, &[], None, 10).await.unwrap_err();
-    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    assert!(store.get(&t, good.id).await.unwrap().is_some());
+    let want = |c: &engram_core::Corrupt| {
+        c.key == ins[0].key && c.id == Some(bad.id) && c.tenant.as_deref() == Some(t.as_str())
+    };
+    let page = store.scan(&t, &[], None, 10).await.unwrap();
+    assert_eq!(page.len(), 2);
+    assert!(matches!(&page[0], Err(c) if want(c)), "{page:?}");
+    assert_eq!(page[1].as_ref().unwrap().id, good.id);
+    let hits = store
+        .get_by_keys(&t, &[ins[0].key, ins[1].key])
+        .await
+        .unwrap();
+    assert_eq!(hits.iter().filter(|r| r.is_err()).count(), 1);
+    let feed = store.changes_since(0, 100).await.unwrap();
+    assert!(
+        feed.iter()
+            .any(|c| matches!(&c.op, ChangeOp::Corrupt(x) if want(x) && c.key == x.key)),
+        "{feed:?}"
+    );
+    let claimed = store
+        .claim_jobs(10, std::time::Duration::from_secs(60), conformance::now())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let bad_job = claimed
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("one corrupt");
+    assert!(want(bad_job) && bad_job.job_id.is_some(), "{bad_job:?}");
 }
 
 #[tokio::test]

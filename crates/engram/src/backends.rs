@@ -44,6 +44,8 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         audit_reads: cfg.audit.reads,
         purge_after: Duration::from_secs(cfg.retention.purge_after_secs),
         result_cache_ttl: Duration::from_secs(cfg.redis.result_ttl_secs),
+        index_stall_after: Duration::from_secs(cfg.readiness.index_stall_secs),
+        max_quarantined: cfg.readiness.max_quarantined,
         rag: RagConfig {
             default_k: cfg.llm.default_k,
             max_context_bytes: cfg.llm.max_context_bytes,
@@ -372,16 +374,20 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         auth = cfg.auth.enabled,
         "engram listening"
     );
-    match &cfg.tls {
-        Some(t) => {
-            let tls = crate::tls::server_config(t)?;
-            crate::tls::serve(listener, app, tls, shutdown_signal(), crate::SHUTDOWN_GRACE).await?
-        }
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving HTTP")?,
-    }
+    let tls = cfg
+        .tls
+        .as_ref()
+        .map(crate::tls::server_config)
+        .transpose()?;
+    crate::tls::serve(
+        listener,
+        app,
+        tls,
+        Duration::from_secs(cfg.request_timeout_secs),
+        shutdown_signal(),
+        crate::SHUTDOWN_GRACE,
+    )
+    .await?;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     for t in tasks {
@@ -481,6 +487,7 @@ fn server_config(cfg: &Config) -> anyhow::Result<ServerConfig> {
         rate_limit,
         cors_origins: a.cors_origins.clone(),
         metrics_require_auth: a.metrics_require_auth,
+        body_timeout: Duration::from_secs(cfg.request_timeout_secs),
     })
 }
 

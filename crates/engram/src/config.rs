@@ -54,6 +54,9 @@ pub struct Config {
     pub max_text_bytes: usize,
     pub max_batch: usize,
     pub wait_timeout_secs: u64,
+    /// A request body that stops arriving for this long gets 408; a client
+    /// that does not finish its request head in this long is disconnected.
+    pub request_timeout_secs: u64,
     pub persist_interval_secs: u64,
     pub worker_batch: usize,
     /// A claimed job returns to the queue if its worker has not finished it in
@@ -69,6 +72,30 @@ pub struct Config {
     pub audit: AuditConfig,
     pub pii: PiiConfig,
     pub retention: RetentionConfig,
+    /// When `/readyz` (and `engram probe`) report the node as failing.
+    pub readiness: ReadinessConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadinessConfig {
+    /// Failing when the indexer has made no progress for this long while
+    /// changes wait in the store.
+    pub index_stall_secs: u64,
+    /// Failing when more stored rows than this cannot be decoded and are
+    /// quarantined (see `/v1/quarantine`). Every node reads the same
+    /// quarantine, so a quarantined row takes every node out of a load
+    /// balancer's rotation: raise this to keep serving while it is repaired.
+    pub max_quarantined: usize,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        ReadinessConfig {
+            index_stall_secs: 60,
+            max_quarantined: 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -548,6 +575,7 @@ impl Default for Config {
             max_text_bytes: 32 * 1024,
             max_batch: 256,
             wait_timeout_secs: 30,
+            request_timeout_secs: 30,
             persist_interval_secs: 30,
             worker_batch: 32,
             job_lease_secs: 30,
@@ -558,6 +586,7 @@ impl Default for Config {
             tls: None,
             audit: AuditConfig::default(),
             pii: PiiConfig::default(),
+            readiness: ReadinessConfig::default(),
             retention: RetentionConfig::default(),
         }
     }
@@ -642,6 +671,12 @@ impl Config {
             if w.parse::<std::net::SocketAddr>().is_err() {
                 bail!("worker_listen = {w:?} is not an address like 0.0.0.0:9091");
             }
+        }
+        if self.request_timeout_secs == 0 {
+            bail!("request_timeout_secs must be positive");
+        }
+        if self.readiness.index_stall_secs == 0 {
+            bail!("readiness.index_stall_secs must be positive");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!(

@@ -47,10 +47,19 @@ fn filter() -> EnvFilter {
     EnvFilter::try_from_env("ENGRAM_LOG").unwrap_or_else(|_| EnvFilter::new("info,tantivy=warn"))
 }
 
+/// Colour only on a terminal: a log redirected to a file or collected by a
+/// container runtime gets plain text, not escape sequences. `NO_COLOR`
+/// (https://no-color.org) turns it off on a terminal too.
+fn ansi() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Logs only, for the short-lived commands.
 pub fn init_logs(format: &str) {
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter())
+        .with_ansi(ansi())
         .with_writer(std::io::stderr);
     if format == "json" {
         b.json().flatten_event(true).init();
@@ -66,7 +75,9 @@ pub fn init(format: &str, traces: &TracesConfig, role: &str) -> anyhow::Result<T
         None => None,
     };
     let mut layers: Vec<Box<dyn Layer<Base> + Send + Sync>> = Vec::new();
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi())
+        .with_writer(std::io::stderr);
     if format == "json" {
         layers.push(fmt.json().flatten_event(true).boxed());
     } else {

@@ -115,43 +115,80 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     }
 }
 
-/// Serve `app` over TLS on `listener` until `shutdown` resolves, then stop
-/// accepting and drain in-flight connections for at most `grace` before
-/// closing whatever is left.
+/// Serve `app` on `listener`, over TLS when `tls` is given, until
+/// `shutdown` resolves, then stop accepting and drain in-flight connections
+/// for at most `grace` before closing whatever is left.
 ///
-/// A failed handshake (plain HTTP, untrusted client cert, scanner noise) only
-/// drops that connection; the server keeps accepting.
+/// hyper's own limits are set well above the API's (`engram_server::limits`),
+/// so that oversized request heads get the API's JSON 414 / 431 rather than
+/// hyper's bare ones; a client that does not finish its request head within
+/// `head_timeout` is disconnected (slowloris).
+///
+/// A failed TLS handshake (plain HTTP, untrusted client cert, scanner noise)
+/// only drops that connection; the server keeps accepting.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    tls: Arc<ServerConfig>,
+    tls: Option<Arc<ServerConfig>>,
+    head_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> anyhow::Result<()> {
     let listener = listener
         .into_std()
-        .context("handing the TLS listener to the server")?;
+        .context("handing the listener to the server")?;
     let handle = axum_server::Handle::new();
-    let server = axum_server::tls_rustls::from_tcp_rustls(listener, RustlsConfig::from_config(tls))
-        .context("setting up the TLS listener")?
-        .handle(handle.clone())
-        // Handshake failures are routine on a public port: debug, not warn,
-        // so they cannot flood the log.
-        .accept_error_handler(|peer: Option<&SocketAddr>, err: &std::io::Error| {
-            tracing::debug!(peer = ?peer, error = %err, "TLS connection rejected");
-        });
-
     // The handle remembers the request, so it is fine if this fires before
     // the server has started.
-    let trigger = tokio::spawn(async move {
-        shutdown.await;
-        handle.graceful_shutdown(Some(grace));
-    });
-    let result = server
-        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-        .await;
+    let trigger = {
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            handle.graceful_shutdown(Some(grace));
+        })
+    };
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let result = match tls {
+        Some(tls) => {
+            let mut server =
+                axum_server::tls_rustls::from_tcp_rustls(listener, RustlsConfig::from_config(tls))
+                    .context("setting up the TLS listener")?
+                    .handle(handle)
+                    // Handshake failures are routine on a public port: debug,
+                    // not warn, so they cannot flood the log.
+                    .accept_error_handler(|peer: Option<&SocketAddr>, err: &std::io::Error| {
+                        tracing::debug!(peer = ?peer, error = %err, "TLS connection rejected");
+                    });
+            tune(server.http_builder(), head_timeout);
+            server.serve(service).await.context("TLS server failed")
+        }
+        None => {
+            let mut server = axum_server::from_tcp(listener)
+                .context("setting up the listener")?
+                .handle(handle);
+            tune(server.http_builder(), head_timeout);
+            server.serve(service).await.context("HTTP server failed")
+        }
+    };
     trigger.abort();
-    result.context("TLS server failed")
+    result
+}
+
+/// hyper's limits above the API's (see [`serve`]).
+fn tune(
+    b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    head_timeout: Duration,
+) {
+    use engram_server::limits::{MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
+    let head = 4 * (MAX_URI_BYTES + MAX_HEADER_BYTES);
+    b.http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_buf_size(head.max(64 * 1024))
+        .max_headers(MAX_HEADERS * 4);
+    b.http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX));
 }
 
 #[cfg(test)]
@@ -272,7 +309,8 @@ mod tests {
         let task = tokio::spawn(serve(
             listener,
             app,
-            tls,
+            Some(tls),
+            Duration::from_secs(30),
             async move {
                 let _ = rx.await;
             },

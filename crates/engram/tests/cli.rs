@@ -198,6 +198,12 @@ fn add_import_search_export_and_rebuild() {
     let out = engram(&["rebuild", "--data-dir", data.to_str().unwrap()]);
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(msg.contains("3 vectors, 3 keyword documents"), "{msg}");
+    // A log that is not a terminal gets no colour escape sequences.
+    assert!(msg.contains("INFO"), "{msg}");
+    assert!(
+        !msg.contains('\u{1b}'),
+        "escape sequences in a redirected log: {msg:?}"
+    );
 
     let (child, url) = serve(&data);
     let hits = search_ids(&url, "GPU nodes vLLM", "keyword");
@@ -417,4 +423,124 @@ fn json_logs_carry_the_request_id() {
         line.to_string().contains("\"request_id\":\"trace-me-42\""),
         "{line}"
     );
+}
+
+/// One raw HTTP/1.1 exchange: send `head` (and `body`), read until the
+/// server closes or answers; returns the status and the JSON body.
+fn raw_http(port: u16, head: &str, body: &[u8], pause: Duration) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    std::thread::sleep(pause);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+    (status, json)
+}
+
+/// What the HTTP layer itself rejects (a URI, a header list or a body read
+/// past its limits) comes back in the JSON error shape through the real
+/// server, not as hyper's bare statuses.
+#[test]
+fn the_http_layer_answers_its_own_errors_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url) = serve_env(
+        &dir.path().join("data"),
+        &[
+            ("ENGRAM_REQUEST_TIMEOUT_SECS", "1".to_string()),
+            // The body is read after authentication: no credentials needed here.
+            ("ENGRAM_AUTH__ENABLED", "false".to_string()),
+        ],
+    );
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let close = "connection: close\r\n";
+    // A 20 KiB URI.
+    let q = "x".repeat(20 * 1024);
+    let (s, v) = raw_http(
+        port,
+        &format!("GET /v1/memories?namespace={q} HTTP/1.1\r\nhost: x\r\n{close}\r\n"),
+        b"",
+        Duration::ZERO,
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (414, Some("uri_too_long")),
+        "{v}"
+    );
+    // 150 headers (hyper alone answers an empty 431 past 100).
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let (s, v) = raw_http(
+        port,
+        &format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many}{close}\r\n"),
+        b"",
+        Duration::ZERO,
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (431, Some("headers_too_large")),
+        "{v}"
+    );
+    // One 20 KiB header.
+    let (s, v) = raw_http(
+        port,
+        &format!(
+            "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n{close}\r\n",
+            "y".repeat(20 * 1024)
+        ),
+        b"",
+        Duration::ZERO,
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (431, Some("headers_too_large")),
+        "{v}"
+    );
+    // A body that stops arriving: 408 after request_timeout_secs.
+    let (s, v) = raw_http(
+        port,
+        &format!(
+            "POST /v1/search HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             content-length: 100\r\n{close}\r\n"
+        ),
+        b"{\"query\":",
+        Duration::from_millis(1500),
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (408, Some("request_timeout")),
+        "{v}"
+    );
+    // An unknown route and a wrong method, for completeness.
+    let (s, v) = raw_http(
+        port,
+        &format!("GET /nope HTTP/1.1\r\nhost: x\r\n{close}\r\n"),
+        b"",
+        Duration::ZERO,
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (404, Some("route_not_found")),
+        "{v}"
+    );
+    let (s, v) = raw_http(
+        port,
+        &format!("DELETE /healthz HTTP/1.1\r\nhost: x\r\n{close}\r\n"),
+        b"",
+        Duration::ZERO,
+    );
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (405, Some("method_not_allowed")),
+        "{v}"
+    );
+    stop(child);
 }

@@ -9,14 +9,14 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use engram_core::audit::{AuditCtx, AuditQuery, Verifier};
-use engram_core::conformance::{self, new_memory, now};
+use engram_core::conformance::{self, new_memory, now, Healthy};
 use engram_core::{
     ChangeOp, ClaimedJob, Error, JobFailure, Key, MemoryPatch, NewMemory, RetryPolicy, Store,
 };
 use engram_postgres::{PgOptions, PgStore};
 use serde_json::json;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, Executor};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -194,7 +194,8 @@ async fn concurrent_claims_never_hand_out_the_same_job() {
             let got = store
                 .claim_jobs(3, Duration::from_secs(600), at)
                 .await
-                .expect("claim");
+                .expect("claim")
+                .healthy();
             total.fetch_add(got.len(), Ordering::SeqCst);
             mine.extend(got.into_iter().map(|j| j.job_id));
         }
@@ -217,6 +218,7 @@ async fn concurrent_claims_never_hand_out_the_same_job() {
         .claim_jobs(1000, Duration::ZERO, at + TimeDelta::seconds(1))
         .await
         .unwrap()
+        .healthy()
         .is_empty());
 
     // The same race through claim_jobs_by_id (messages of an external queue
@@ -229,7 +231,8 @@ async fn concurrent_claims_never_hand_out_the_same_job() {
             let got: Vec<ClaimedJob> = store
                 .claim_jobs_by_id(chunk, Duration::from_secs(600), later)
                 .await
-                .expect("claim by id");
+                .expect("claim by id")
+                .healthy();
             mine.extend(got.into_iter().map(|j| j.job_id));
         }
         mine
@@ -558,6 +561,85 @@ async fn values_postgres_cannot_store_are_invalid_input() {
     db.drop(&[&store]).await;
 }
 
+/// A row that cannot be decoded (a hand edit past the CHECK constraints)
+/// fails only reads of that row: scans, the change feed, claims and the
+/// attribute loader return it as `Corrupt` in its place and go on; values
+/// past the constraints are refused first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_rows_come_back_as_corrupt_in_place() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let t = conformance::tenant("corrupt");
+    let bad = new_memory(&t, "ns", "soon corrupt");
+    let good = new_memory(&t, "ns", "stays fine");
+    let ins = store
+        .insert(vec![bad.clone(), good.clone()], &ctx())
+        .await
+        .unwrap();
+    let mut conn = PgConnection::connect_with(&db.options).await.unwrap();
+    let corrupt = "UPDATE memories SET kind = 'bogus', metadata = '[1]', state = 'ready', \
+                   embedding = '[1,0,0]' WHERE id = $1";
+    let refused = sqlx::query(corrupt)
+        .bind(bad.id)
+        .execute(&mut conn)
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("check constraint"),
+        "{refused}"
+    );
+    conn.execute(
+        "ALTER TABLE memories DROP CONSTRAINT memories_kind, DROP CONSTRAINT memories_json",
+    )
+    .await
+    .unwrap();
+    sqlx::query(corrupt)
+        .bind(bad.id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    // A claimed job's row that cannot be decoded: attempts below zero.
+    sqlx::query("UPDATE jobs SET attempts = -1 WHERE memory_key = $1")
+        .bind(ins[0].key as i64)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.ok();
+
+    let err = store.get(&t, bad.id).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    assert!(store.get(&t, good.id).await.unwrap().is_some());
+    let want = |c: &engram_core::Corrupt| {
+        c.key == ins[0].key && c.id == Some(bad.id) && c.tenant.as_deref() == Some(t.as_str())
+    };
+    let page = store.scan(&t, &[], None, 10).await.unwrap();
+    assert_eq!(page.len(), 2);
+    assert!(matches!(&page[0], Err(c) if want(c)), "{page:?}");
+    assert_eq!(page[1].as_ref().unwrap().id, good.id);
+    let feed = store.changes_since(0, 100).await.unwrap();
+    assert!(
+        feed.iter()
+            .any(|c| matches!(&c.op, ChangeOp::Corrupt(x) if want(x) && c.key == x.key)),
+        "{feed:?}"
+    );
+    let attrs = store.live_attrs(None, 100).await.unwrap();
+    assert!(
+        attrs.iter().any(|r| matches!(r, Err(c) if want(c))),
+        "{attrs:?}"
+    );
+    let claimed = store
+        .claim_jobs(10, std::time::Duration::from_secs(60), now())
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let bad_job = claimed
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("one corrupt");
+    assert!(want(bad_job) && bad_job.job_id.is_some(), "{bad_job:?}");
+    db.drop(&[&store]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outbox_lists_unannounced_jobs_until_they_are_published() {
     let db = TestDb::new().await;
@@ -602,7 +684,8 @@ async fn the_outbox_lists_unannounced_jobs_until_they_are_published() {
     let claimed = store
         .claim_jobs_by_id(&ids[..1], Duration::from_secs(30), t0)
         .await
-        .unwrap();
+        .unwrap()
+        .healthy();
     assert_eq!(claimed.len(), 1);
     let policy = RetryPolicy {
         max_attempts: 1,
@@ -634,7 +717,8 @@ async fn the_outbox_lists_unannounced_jobs_until_they_are_published() {
     store
         .claim_jobs_by_id(&ids[..1], Duration::from_secs(30), due)
         .await
-        .unwrap();
+        .unwrap()
+        .healthy();
     store
         .fail_jobs(
             vec![JobFailure {
@@ -652,6 +736,7 @@ async fn the_outbox_lists_unannounced_jobs_until_they_are_published() {
             .claim_jobs_by_id(&ids[..1], Duration::ZERO, due)
             .await
             .unwrap()
+            .healthy()
             .is_empty(),
         "dead jobs are not claimed by id"
     );
@@ -674,6 +759,7 @@ async fn the_outbox_lists_unannounced_jobs_until_they_are_published() {
         .claim_jobs_by_id(&ids[1..2], Duration::ZERO, now())
         .await
         .unwrap()
+        .healthy()
         .is_empty());
     db.drop(&[&store]).await;
 }
@@ -686,7 +772,11 @@ async fn embeddings_round_trip_through_pgvector() {
     let texts = ["vector one", "vector two", "vector three"];
     let items: Vec<NewMemory> = texts.iter().map(|x| new_memory(&t, "ns", x)).collect();
     store.insert(items.clone(), &ctx()).await.unwrap();
-    let jobs = store.claim_jobs(100, Duration::ZERO, now()).await.unwrap();
+    let jobs = store
+        .claim_jobs(100, Duration::ZERO, now())
+        .await
+        .unwrap()
+        .healthy();
     assert_eq!(jobs.len(), 3);
     let vector_of = |i: usize| -> Vec<f32> {
         (0..384)
@@ -722,7 +812,7 @@ async fn embeddings_round_trip_through_pgvector() {
     for j in &jobs {
         match by_key[&j.key] {
             ChangeOp::Upsert(doc) => assert_eq!(doc.vector, vector_of(index(j)), "bit-exact f32s"),
-            ChangeOp::Remove => panic!("ready memory must be an upsert"),
+            ChangeOp::Remove | ChangeOp::Corrupt(_) => panic!("ready memory must be an upsert"),
         }
     }
     let dims: Vec<i32> = sqlx::query_scalar("SELECT vector_dims(embedding) FROM memories")
