@@ -65,14 +65,14 @@ PIDS+=($!)
 wait_up "http://$NODE"
 switched() {
     curl -fsS "http://$NODE/v1/stats" | python3 -c \
-        'import json,sys; s=json.load(sys.stdin); r=s.get("reembed"); print(s["model"]["version"], r and r["done"], r and r["total"])'
+        'import json,sys; s=json.load(sys.stdin); r=s.get("reembed"); print(s["model"]["version"], r and round(100 * r["progress"]))'
 }
 round=0
 while true; do
-    read -r version done total <<<"$(switched)"
+    read -r version percent <<<"$(switched)"
     now=$(date +%s.%N)
-    printf 'progress at %.0f s: model %s, %s of %s\n' "$(echo "$now - $started" | bc)" \
-        "${version:0:12}" "$done" "$total"
+    printf 'progress at %.0f s: model %s, %s %%\n' "$(echo "$now - $started" | bc)" \
+        "${version:0:12}" "$percent"
     [ "$version" = remote-1 ] && break
     round=$((round + 1))
     echo "-- searches during the re-embedding, round $round"

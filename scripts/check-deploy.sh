@@ -101,7 +101,8 @@ BEING_ADDED_METRICS = set()
 # Configuration keys being added to crates/engram/src/config.rs.
 BEING_ADDED_KEYS = set()
 # ENGRAM_* variables that are not configuration keys (the CLI's own).
-NON_CONFIG_ENV = {"ENGRAM_CONFIG", "ENGRAM_URL", "ENGRAM_LOG", "ENGRAM_API_KEY", "ENGRAM_CACHE_DIR"}
+NON_CONFIG_ENV = {"ENGRAM_CONFIG", "ENGRAM_URL", "ENGRAM_LOG", "ENGRAM_API_KEY", "ENGRAM_CACHE_DIR",
+                  "ENGRAM_SWAGGER_UI_DIR"}
 # CLI subcommands being added: runbooks may name them, marked as such.
 BEING_ADDED_SUBCOMMANDS = set()
 # Variables the compose files read from the host (documented in deploy/README.md).
@@ -165,8 +166,13 @@ def cli_subcommands():
 
 
 def api_routes():
-    text = (root / "crates/engram-server/src/routes.rs").read_text()
-    return set(re.findall(r'\.route\(\s*"([^"]+)"', text))
+    # Plain axum routes, and the OpenAPI-declared ones (`#[utoipa::path(.., path = "..")]`).
+    found = set()
+    for f in ("routes.rs", "metrics.rs", "docs.rs"):
+        text = (root / "crates/engram-server/src" / f).read_text()
+        found |= set(re.findall(r'\.route\(\s*"([^"]+)"', text))
+        found |= set(re.findall(r'\bpath = "([^"]+)"', text))
+    return found
 
 
 METRICS = emitted_metrics()

@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export ENGRAM_MODEL_DIR="${ENGRAM_MODEL_DIR:-$(scripts/fetch-model.sh)}"
+# The /docs page's assets (npm swagger-ui-dist), compiled into the binary.
+export ENGRAM_SWAGGER_UI_DIR="${ENGRAM_SWAGGER_UI_DIR:-$(scripts/fetch-swagger-ui.sh)}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/engram-target}"
 cargo build --release --locked -p engram
 bin="$CARGO_TARGET_DIR/release/engram"

@@ -127,7 +127,7 @@ impl Client {
     async fn wait_idle(&self) -> anyhow::Result<Value> {
         loop {
             let s = self.get("/v1/stats").await?;
-            if s["store"]["pending"] == 0 && s["indexed_seq"] == s["store"]["max_seq"] {
+            if s["pending"] == 0 && s["caught_up"] == true {
                 return Ok(s);
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -394,8 +394,8 @@ async fn load(c: &Client, a: LoadArgs) -> anyhow::Result<()> {
     }
     let stats = c.get("/v1/stats").await?;
     println!(
-        "index: {} vectors, {} keyword docs",
-        stats["vectors"], stats["keywords"]
+        "memories: {} ({} pending, {} failed)",
+        stats["memories"], stats["pending"], stats["failed"]
     );
     // Queries: fresh synthetic sentences (so the query embedding is computed, not cached).
     let queries: Vec<String> = (0..a.queries)

@@ -33,6 +33,7 @@ pub struct ApiKey {
 /// What an admin asks for when creating a key.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewApiKey {
     pub name: String,
     pub role: Role,

@@ -22,6 +22,7 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// What an audit event records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum AuditAction {
     Create,
     Update,
@@ -103,6 +104,7 @@ pub struct AuditEntry {
 
 /// A stored audit event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     pub tenant: String,
     /// Position in the tenant's chain, from 1, without gaps.
@@ -184,11 +186,15 @@ fn canonical(v: &Value) -> Value {
 /// Filters for listing audit events.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 pub struct AuditQuery {
     /// Events with `n` greater than this (a cursor).
     #[serde(default)]
     pub after: Option<u64>,
+    /// Page size (default 100).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     pub limit: Option<usize>,
     #[serde(default)]
     pub action: Option<AuditAction>,
@@ -204,6 +210,7 @@ pub struct AuditQuery {
 
 /// Outcome of verifying a tenant's chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyReport {
     pub ok: bool,
     /// Events checked.

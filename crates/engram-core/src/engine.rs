@@ -543,13 +543,23 @@ impl Engine {
         let filter = req.filter.as_ref().map(Filter::parse).transpose()?;
         let limit = req.limit.unwrap_or(100);
         limits::check_count("limit", limit, self.cfg.max_list_limit)?;
-        let mut after =
-            match &req.cursor {
-                Some(c) => Some(c.parse::<Key>().map_err(|_| {
-                    Error::bad(Code::InvalidCursor, format!("invalid cursor {c:?}"))
-                })?),
-                None => None,
-            };
+        // The cursor is the id of the last memory of the previous page (an
+        // opaque token to clients): its store key would reveal how many
+        // memories every tenant writes.
+        let mut after = match &req.cursor {
+            Some(c) => {
+                let invalid = || Error::bad(Code::InvalidCursor, format!("invalid cursor {c:?}"));
+                let id = Uuid::parse_str(c).map_err(|_| invalid())?;
+                Some(
+                    self.store
+                        .get(&p.tenant, id)
+                        .await?
+                        .ok_or_else(invalid)?
+                        .key,
+                )
+            }
+            None => None,
+        };
         let now = Utc::now();
         let mut out = Vec::with_capacity(limit);
         // The filter runs here, over pages of the scan, so that a page is full
@@ -581,7 +591,8 @@ impl Engine {
                     self.audit_read(p, "list", out.iter().map(|m| m.id).collect())
                         .await?;
                     return Ok(Page {
-                        next_cursor: Some(after.expect("set above").to_string()),
+                        // The memory just added is the last one scanned.
+                        next_cursor: out.last().map(|m| m.id.to_string()),
                         memories: out,
                     });
                 }
@@ -1075,6 +1086,7 @@ impl Engine {
         p.authorize(Action::Read)?;
         require_unscoped(p, "jobs")?;
         limits::check_count("limit", limit, self.cfg.max_list_limit)?;
+        limits::check_cursor("after", after)?;
         self.store.list_jobs(&p.tenant, state, after, limit).await
     }
 
@@ -1115,10 +1127,13 @@ impl Engine {
         require_unscoped(p, "stats")?;
         let model = self.model();
         let reembed = self.reembed_status(&model).await?;
+        let store = self.store.stats(Some(&p.tenant)).await?;
+        let indexed_seq = *self.indexed.borrow();
         Ok(EngineStats {
-            store: self.store.stats(Some(&p.tenant)).await?,
+            caught_up: indexed_seq >= store.max_seq,
+            store,
             quarantined: quarantine::count(&*self.store, Some(&p.tenant)).await?,
-            indexed_seq: *self.indexed.borrow(),
+            indexed_seq,
             vectors: self.active().vectors.len(),
             keywords: self.keywords.len(),
             model,
@@ -1131,10 +1146,13 @@ impl Engine {
     pub async fn totals(&self) -> Result<EngineStats> {
         let model = self.model();
         let reembed = self.reembed_status(&model).await?;
+        let store = self.store.stats(None).await?;
+        let indexed_seq = *self.indexed.borrow();
         Ok(EngineStats {
-            store: self.store.stats(None).await?,
+            caught_up: indexed_seq >= store.max_seq,
+            store,
             quarantined: quarantine::count(&*self.store, None).await?,
-            indexed_seq: *self.indexed.borrow(),
+            indexed_seq,
             vectors: self.active().vectors.len(),
             keywords: self.keywords.len(),
             model,
@@ -1787,6 +1805,9 @@ pub struct EngineStats {
     pub store: StoreStats,
     /// Rows that cannot be decoded (see [`crate::quarantine`]).
     pub quarantined: u64,
+    /// The indexes have applied every change of `store` (for a tenant's
+    /// stats: every change of that tenant).
+    pub caught_up: bool,
     pub indexed_seq: u64,
     pub vectors: usize,
     pub keywords: usize,

@@ -7,6 +7,7 @@ use crate::types::Key;
 
 /// Per-signal contribution to one fused hit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Fused {
     #[serde(skip)]
     pub key: Key,

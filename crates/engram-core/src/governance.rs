@@ -269,6 +269,7 @@ impl StoreAdmin {
         p.authorize(Action::Admin)?;
         require_unscoped(p, "the audit log")?;
         limits::check_count("limit", q.limit.unwrap_or(100), self.max_list_limit)?;
+        limits::check_cursor("after", q.after)?;
         for (field, v) in [("actor", &q.actor), ("target", &q.target)] {
             if let Some(v) = v {
                 limits::check_string(field, v, limits::MAX_AUDIT_FILTER_BYTES)?;
@@ -311,7 +312,6 @@ impl StoreAdmin {
                 id: m.id,
                 namespace: m.namespace,
                 checksum: m.checksum,
-                seq: m.seq,
             }));
         }
         Ok(AuditBundle {

@@ -95,6 +95,18 @@ pub fn check_count(field: &str, value: usize, max: usize) -> Result<()> {
     Ok(())
 }
 
+/// A cursor a client hands back (a job id, an audit position): any value a
+/// store can hold, i.e. at most `i64::MAX`.
+pub fn check_cursor(field: &str, v: Option<u64>) -> Result<()> {
+    match v {
+        Some(v) if v > i64::MAX as u64 => Err(Error::out_of_range(format!(
+            "{field} must be at most {}",
+            i64::MAX
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A string a client stores: no NUL character (PostgreSQL cannot hold one
 /// in text or JSON, so neither mode accepts it), at most `max` bytes.
 pub fn check_string(field: &str, s: &str, max: usize) -> Result<()> {

@@ -36,6 +36,7 @@ impl IndexerHealth {
 /// The overall verdict of a probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ProbeStatus {
     /// Everything answered.
     Ok,
@@ -54,6 +55,7 @@ impl ProbeStatus {
 
 /// One check: did it pass, how long it took, and why not.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProbeCheck {
     pub ok: bool,
     /// Wall time of the check, in milliseconds.
@@ -81,6 +83,7 @@ impl ProbeCheck {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProbeChecks {
     pub store: ProbeCheck,
     pub index: ProbeCheck,
@@ -93,6 +96,7 @@ pub struct ProbeChecks {
 
 /// `{"status": "ok"|"degraded"|"failing", "checks": {"store": {"ok", "ms", ...}, ...}}`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProbeReport {
     pub status: ProbeStatus,
     pub checks: ProbeChecks,

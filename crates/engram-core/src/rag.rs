@@ -68,6 +68,7 @@ pub trait Llm: Send + Sync + 'static {
 /// `POST /v1/ask`: retrieval options as in search, plus generation options.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AskRequest {
     pub question: String,
     #[serde(default)]
@@ -77,6 +78,7 @@ pub struct AskRequest {
     /// How many memories to retrieve (the prompt may hold fewer, see
     /// [`RagConfig::max_context_bytes`]).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub k: Option<usize>,
     #[serde(default)]
     pub mode: SearchMode,
@@ -86,8 +88,10 @@ pub struct AskRequest {
     #[serde(default)]
     pub stream: bool,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 4096))]
     pub max_tokens: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2))]
     pub temperature: Option<f32>,
 }
 
@@ -126,6 +130,7 @@ impl Default for RagConfig {
 
 /// A memory that was put in the prompt as `[index]`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Source {
     pub index: usize,
     #[serde(flatten)]
@@ -134,6 +139,7 @@ pub struct Source {
 
 /// A `[index]` marker in the answer, resolved to the memory it names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Citation {
     pub index: usize,
     pub id: Uuid,
@@ -141,6 +147,7 @@ pub struct Citation {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Timings {
     pub retrieval_ms: f64,
     /// Absent when the model produced no token.
@@ -151,6 +158,7 @@ pub struct Timings {
 
 /// The complete answer of `/v1/ask`.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Answer {
     pub answer: String,
     pub model: String,

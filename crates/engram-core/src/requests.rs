@@ -13,6 +13,7 @@ use crate::types::{Kind, Memory, Provenance, State};
 /// One memory to create.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemoryInput {
     pub text: String,
     #[serde(default)]
@@ -29,6 +30,8 @@ pub struct MemoryInput {
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
+    /// Seconds from now until the memory expires (at most 100 years); or give `expires_at`.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3153600000_u64))]
     pub ttl_seconds: Option<u64>,
     /// PII flags (`email`, `phone`, `card`, `name` or a custom lowercase
     /// word); detected kinds are added to these.
@@ -39,6 +42,7 @@ pub struct MemoryInput {
 /// A change to a memory; absent fields stay as they are.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemoryUpdate {
     #[serde(default)]
     pub text: Option<String>,
@@ -62,9 +66,11 @@ pub struct MemoryUpdate {
 /// Settings of a namespace (`PUT /v1/namespaces/{name}`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NamespaceSettings {
     /// Default time-to-live of memories created in it from now on; `null` for none.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3153600000_u64))]
     pub default_ttl_seconds: Option<u64>,
 }
 
@@ -78,7 +84,9 @@ pub struct SweepReport {
 /// `engram audit export`: a tenant's chain with its head and the current
 /// records' checksums, enough for a third party to re-verify.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditBundle {
+    /// Kept: every event's hash covers its tenant, so verifying needs it.
     pub tenant: String,
     pub exported_at: DateTime<Utc>,
     pub head: Option<AuditHead>,
@@ -88,17 +96,20 @@ pub struct AuditBundle {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditHead {
     pub n: u64,
     pub hash: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RecordChecksum {
     pub id: Uuid,
     pub namespace: String,
+    /// SHA-256 of the namespace and the normalised text: a third party can
+    /// check a record's content against the proof without the text.
     pub checksum: String,
-    pub seq: u64,
 }
 
 fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
@@ -109,6 +120,7 @@ fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 
 /// Outcome of creating one memory.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Created {
     pub id: Uuid,
     /// `created`, or `duplicate` when an existing memory was returned.
@@ -118,6 +130,7 @@ pub struct Created {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum SearchMode {
     #[default]
     Hybrid,
@@ -127,13 +140,17 @@ pub enum SearchMode {
 
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Weights {
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub vector: f32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub keyword: f32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchRequest {
     pub query: String,
     /// Empty or absent: every namespace of the tenant.
@@ -142,6 +159,8 @@ pub struct SearchRequest {
     #[serde(default)]
     pub filter: Option<Value>,
     #[serde(default)]
+    /// How many hits (default 10).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub k: Option<usize>,
     #[serde(default)]
     pub mode: SearchMode,
@@ -153,6 +172,7 @@ pub struct SearchRequest {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchHit {
     pub id: Uuid,
     pub namespace: String,
@@ -165,6 +185,7 @@ pub struct SearchHit {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchResponse {
     pub hits: Vec<SearchHit>,
     pub mode: SearchMode,
@@ -172,12 +193,16 @@ pub struct SearchResponse {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ListRequest {
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_\-:./@]{1,128}$"))]
     pub namespace: Option<String>,
     #[serde(default)]
     pub filter: Option<Value>,
     #[serde(default)]
+    /// Page size (default 100).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1000))]
     pub limit: Option<usize>,
     #[serde(default)]
     pub cursor: Option<String>,

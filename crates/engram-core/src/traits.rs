@@ -13,6 +13,7 @@ use crate::types::*;
 
 /// A namespace as listed by the store.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NamespaceInfo {
     pub name: String,
     pub created_at: DateTime<Utc>,

@@ -15,6 +15,7 @@ pub type Key = u64;
 /// What kind of record a memory is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Kind {
     #[default]
     Fact,
@@ -47,6 +48,7 @@ impl Kind {
 /// Embedding state of a memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum State {
     /// Stored, waiting for its embedding.
     Pending,
@@ -78,6 +80,7 @@ impl State {
 /// Where a memory came from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Provenance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
@@ -248,6 +251,7 @@ pub type Decoded<T> = std::result::Result<T, Corrupt>;
 /// Where a quarantined row was met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum QuarantineSource {
     /// The change feed, by the indexer.
     Feed,
@@ -314,6 +318,7 @@ pub struct IndexDoc {
 
 /// Model identity recorded with every vector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelInfo {
     pub name: String,
     pub version: String,
@@ -323,6 +328,7 @@ pub struct ModelInfo {
 /// Lifecycle of a background job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobState {
     Queued,
     Running,
@@ -469,6 +475,7 @@ pub struct StoreStats {
 /// What the caller may do. Every engine call takes one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Role {
     Admin,
     Writer,
@@ -496,6 +503,7 @@ impl Role {
 
 /// Extra rights granted on top of a role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Permission {
     /// See PII in clear text; without it, texts flagged as PII are redacted on read.
     #[serde(rename = "pii:read")]

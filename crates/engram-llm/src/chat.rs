@@ -138,8 +138,24 @@ async fn status_error(resp: reqwest::Response) -> Error {
             message,
             retry_after: wait,
         },
+        // The prompt (question and memories) does not fit the model's
+        // context: the caller can fix that (a shorter question, a smaller
+        // `k`), so it is the caller's 413, not a gateway error.
+        400 | 413 | 422 if context_overflow(&body) => Error::TooLarge(format!(
+            "the question and its memories do not fit the model's context: {}",
+            excerpt(&body)
+        )),
         _ => Error::LlmFailed(message),
     }
+}
+
+/// How llama.cpp, vLLM, Ollama and OpenAI word a prompt over the context.
+fn context_overflow(body: &str) -> bool {
+    let b = body.to_ascii_lowercase();
+    b.contains("context_length_exceeded")
+        || b.contains("maximum context length")
+        || (b.contains("exceed") && b.contains("context"))
+        || b.contains("too many tokens")
 }
 
 struct Relay {
@@ -287,5 +303,22 @@ impl Llm for OpenAiChat {
             .await
             .map_err(|e| Error::LlmFailed(format!("not an OpenAI model list: {e}")))?;
         Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+}
+
+#[cfg(test)]
+mod overflow_tests {
+    use super::context_overflow;
+
+    #[test]
+    fn recognises_context_overflows_of_the_usual_servers() {
+        for body in [
+            r#"{"error":{"message":"Requested tokens (5000) exceed context window of 4096"}}"#,
+            r#"{"object":"error","message":"This model's maximum context length is 4096 tokens. However, you requested 5000 tokens"}"#,
+            r#"{"error":{"code":"context_length_exceeded"}}"#,
+        ] {
+            assert!(context_overflow(body), "{body}");
+        }
+        assert!(!context_overflow(r#"{"error":"model 'x' not found"}"#));
     }
 }

@@ -18,6 +18,7 @@ use serde_json::json;
 use std::convert::Infallible;
 
 use crate::error::ApiError;
+use crate::openapi::{AskEvent, DoneEvent, SourcesEvent, TokenEvent};
 
 /// The SSE response for an answer whose first token is `first`.
 pub async fn stream(mut asking: Asking) -> Result<Response, ApiError> {
@@ -28,21 +29,27 @@ pub async fn stream(mut asking: Asking) -> Result<Response, ApiError> {
     };
     let head = json_event(
         "sources",
-        &json!({"model": asking.model, "sources": asking.sources}),
+        &AskEvent::Sources(SourcesEvent {
+            model: asking.model.clone(),
+            sources: asking.sources.clone(),
+        }),
     );
-    let first = first.map(|t| json_event("token", &json!({ "text": t })));
+    let first = first.map(|t| json_event("token", &AskEvent::Token(TokenEvent { text: t })));
     let rest = stream::unfold(Some(asking), |state| async move {
         let mut asking = state?;
         match asking.next_token().await {
-            Some(Ok(t)) => Some((json_event("token", &json!({ "text": t })), Some(asking))),
+            Some(Ok(t)) => Some((
+                json_event("token", &AskEvent::Token(TokenEvent { text: t })),
+                Some(asking),
+            )),
             Some(Err(e)) => Some((error_event(e), None)),
             None => {
                 let a = asking.finish();
-                let done = json!({
-                    "answer": a.answer,
-                    "citations": a.citations,
-                    "timings": a.timings,
-                    "model": a.model,
+                let done = AskEvent::Done(DoneEvent {
+                    answer: a.answer,
+                    citations: a.citations,
+                    timings: a.timings,
+                    model: a.model,
                 });
                 Some((json_event("done", &done), None))
             }
@@ -57,10 +64,16 @@ pub async fn stream(mut asking: Asking) -> Result<Response, ApiError> {
         .into_response())
 }
 
-fn json_event(name: &str, data: &serde_json::Value) -> Event {
-    Event::default().event(name).data(data.to_string())
+/// One event; its data is one of the documented `AskEvent`s.
+fn json_event(name: &str, data: &AskEvent) -> Event {
+    let data = serde_json::to_string(data).unwrap_or_else(|e| {
+        json!({"error": {"code": "internal", "message": e.to_string()}}).to_string()
+    });
+    Event::default().event(name).data(data)
 }
 
 fn error_event(e: Error) -> Event {
-    json_event("error", &ApiError::from(e).body())
+    Event::default()
+        .event("error")
+        .data(ApiError::from(e).body().to_string())
 }

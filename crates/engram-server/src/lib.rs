@@ -6,11 +6,14 @@
 
 mod ask;
 mod auth;
+mod docs;
 pub mod error;
 mod extract;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 mod routes;
+pub mod views;
 
 use axum::Router;
 use engram_core::Engine;
@@ -48,6 +51,8 @@ pub struct AppState {
     pub cfg: Arc<ServerConfig>,
     limiter: Option<Arc<auth::Limiter>>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The OpenAPI document, rendered once.
+    openapi: Arc<String>,
 }
 
 /// The ops endpoints of an `engram worker` node, which serves no API:
@@ -88,5 +93,6 @@ pub fn router(engine: Arc<Engine>, cfg: ServerConfig) -> Router {
         limiter: cfg.rate_limit.map(|r| Arc::new(auth::Limiter::new(r))),
         metrics: metrics::handle(),
         cfg: Arc::new(cfg),
+        openapi: Arc::new(String::new()),
     })
 }

@@ -60,7 +60,10 @@ pub(crate) async fn track(req: Request, next: Next) -> Response {
     res
 }
 
-/// `GET /metrics` in the Prometheus text format.
+/// Prometheus metrics in the text format (open unless the server requires
+/// an admin credential for it).
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("bearer" = [])),
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String)))]
 pub(crate) async fn render(
     State(s): State<AppState>,
     parts: axum::http::request::Parts,

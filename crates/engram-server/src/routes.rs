@@ -3,55 +3,108 @@
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use axum::Router;
+use engram_core::requests::{AuditBundle, SearchResponse};
 use engram_core::requests::{
     ListRequest, MemoryInput, MemoryUpdate, NamespaceSettings, SearchRequest,
 };
-use engram_core::{AskRequest, AuditQuery, Code, Error, JobState, NewApiKey};
+use engram_core::{
+    Answer, AskRequest, AuditQuery, Code, Error, JobState, NamespaceInfo, NewApiKey, VerifyReport,
+};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::extract::{Caller, Json, Path, Query};
+use crate::openapi::{
+    AskStreamEvent, AuditPage, CreateBody, CreateResult, Embedding, EmbeddingsResponse, JobList,
+    KeyList, NamespaceList, QuarantineList, ReadyBody,
+};
+use crate::views::*;
 use crate::AppState;
 
 type ApiResult<T = Response> = Result<T, ApiError>;
 
-pub fn router(state: AppState) -> Router {
+/// A memory's id.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct IdParam {
+    id: Uuid,
+}
+
+/// A namespace: 1 to 128 letters, digits and `_-:./@`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct NameParam {
+    #[param(pattern = r"^[A-Za-z0-9_\-:./@]{1,128}$")]
+    name: String,
+}
+
+/// An API key's id.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct KeyIdParam {
+    id: String,
+}
+
+/// A job's id.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct JobIdParam {
+    id: u64,
+}
+
+/// The API's routes, each with its OpenAPI operation: the router and the
+/// document come from the same declarations, so they cannot drift apart.
+pub(crate) fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(crate::metrics::render))
+        .routes(routes!(create, list_get))
+        .routes(routes!(list_post))
+        .routes(routes!(get_memory, update, delete))
+        .routes(routes!(restore))
+        .routes(routes!(search))
+        .routes(routes!(ask))
+        .routes(routes!(namespaces))
+        .routes(routes!(set_namespace))
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(revoke_key))
+        .routes(routes!(audit))
+        .routes(routes!(audit_verify))
+        .routes(routes!(audit_export))
+        .routes(routes!(embeddings))
+        .routes(routes!(jobs))
+        .routes(routes!(job))
+        .routes(routes!(retry_job))
+        .routes(routes!(stats))
+        .routes(routes!(quarantine))
+}
+
+pub fn router(mut state: AppState) -> Router {
     let limit = state.cfg.max_body_bytes;
     let body_timeout = state.cfg.body_timeout;
     let cors = cors(&state.cfg.cors_origins);
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::render))
-        .route("/v1/memories", post(create).get(list_get))
-        .route("/v1/memories/list", post(list_post))
+    let (api, doc) = api().split_for_parts();
+    state.openapi = std::sync::Arc::new(crate::openapi::finish(doc));
+    let app = api
         .route(
-            "/v1/memories/{id}",
-            get(get_memory).patch(update).delete(delete),
+            "/openapi.json",
+            axum::routing::get(crate::openapi::serve_json),
         )
-        .route("/v1/memories/{id}/restore", post(restore))
-        .route("/v1/search", post(search))
-        .route("/v1/ask", post(ask))
-        .route("/v1/namespaces", get(namespaces))
-        .route("/v1/namespaces/{name}", put(set_namespace))
-        .route("/v1/keys", post(create_key).get(list_keys))
-        .route("/v1/keys/{id}", axum::routing::delete(revoke_key))
-        .route("/v1/audit", get(audit))
-        .route("/v1/audit/verify", get(audit_verify))
-        .route("/v1/audit/export", get(audit_export))
-        .route("/v1/embeddings", post(embeddings))
-        .route("/v1/jobs", get(jobs))
-        .route("/v1/jobs/{id}", get(job))
-        .route("/v1/jobs/{id}/retry", post(retry_job))
-        .route("/v1/stats", get(stats))
-        .route("/v1/quarantine", get(quarantine))
+        .merge(crate::docs::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -145,23 +198,36 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(Code::MethodNotAllowed, "method not allowed on this route")
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "Alive", body = Status)))]
+async fn healthz() -> Json<Status> {
+    Json(Status {
+        status: "ok".into(),
+    })
 }
 
 /// Per-check timeout of `/readyz?verbose=true`: the checks run at once, so
 /// the whole probe answers within about this long.
 const PROBE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
-#[derive(Deserialize)]
-struct ReadyParams {
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ReadyParams {
+    /// Check every back-end and report each.
     #[serde(default)]
     verbose: bool,
 }
 
-/// `/readyz`: cheap (store up, indexes caught up). `?verbose=true`: every
-/// back-end checked with its latency; 200 when ok or degraded (only the LLM
-/// down), 503 when failing.
+/// Readiness: the store answers, the indexes follow it (caught up, not
+/// stalled) and no rows are quarantined. `?verbose=true`: every back-end
+/// checked, each with its latency and error (200 when ok or degraded, i.e.
+/// only the LLM down; 503 when failing).
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()), params(ReadyParams),
+    responses(
+        (status = 200, description = "Ready (or the verbose report)", body = ReadyBody),
+        (status = 503, description = "Not ready: the error, or the verbose report", body = ReadyBody),
+    ))]
 async fn readyz(State(s): State<AppState>, Query(q): Query<ReadyParams>) -> ApiResult {
     if q.verbose {
         let report = s.engine.probe(PROBE_CHECK_TIMEOUT).await;
@@ -173,12 +239,17 @@ async fn readyz(State(s): State<AppState>, Query(q): Query<ReadyParams>) -> ApiR
         return Ok((status, Json(report)).into_response());
     }
     s.engine.ready().await?;
-    Ok(Json(json!({"status": "ready"})).into_response())
+    Ok(Json(Status {
+        status: "ready".into(),
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct WaitParam {
+#[into_params(parameter_in = Query)]
+pub(crate) struct WaitParam {
+    /// Answer once the memory is searchable (or the wait timeout passed).
     #[serde(default)]
     wait: bool,
 }
@@ -189,9 +260,17 @@ struct Batch {
     memories: Vec<MemoryInput>,
 }
 
-/// `POST /v1/memories`: `{"namespace", ...one memory}` or
-/// `{"namespace", "memories": [...]}`. 202 once durable; with `?wait=true`,
-/// 201 once searchable (202 if that took longer than the wait timeout).
+/// Store one memory (`{"namespace", "text", ...}`) or a batch
+/// (`{"namespace", "memories": [...]}`). 202 once durable; with
+/// `?wait=true`, 201 once searchable (202 if that took longer than the
+/// server's wait timeout). The same normalised text (or `client_id`) in a
+/// namespace returns the existing memory with `"status": "duplicate"`.
+#[utoipa::path(post, path = "/v1/memories", tag = "memories", params(WaitParam),
+    request_body(content = CreateBody, description = "One memory, or a batch"),
+    responses(
+        (status = 201, description = "Searchable", body = CreateResult),
+        (status = 202, description = "Durable, not yet searchable", body = CreateResult),
+    ))]
 async fn create(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -226,21 +305,27 @@ async fn create(
             status = StatusCode::CREATED;
         }
     }
-    let mut out: Vec<Value> = Vec::with_capacity(created.len());
-    for (c, _) in &created {
-        let mut v = serde_json::to_value(c).map_err(Error::internal)?;
+    let mut out = Vec::with_capacity(created.len());
+    for (c, _) in created {
+        let mut state = c.state;
         if q.wait {
             // Report the state after waiting, not the one at insert time.
-            if let Ok(state) = s.engine.state(&p, c.id).await {
-                v["state"] = json!(state);
+            if let Ok(now) = s.engine.state(&p, c.id).await {
+                state = now;
             }
         }
-        out.push(v);
+        out.push(CreatedView {
+            id: c.id,
+            status: c.status.to_string(),
+            state,
+        });
     }
-    let body = if batch {
-        json!({ "memories": out })
-    } else {
-        out.pop().unwrap_or(Value::Null)
+    let body = match (batch, out.pop()) {
+        (false, Some(one)) => CreateResult::One(one),
+        (_, last) => {
+            out.extend(last);
+            CreateResult::Batch(CreatedBatch { memories: out })
+        }
     };
     Ok((status, Json(body)).into_response())
 }
@@ -249,14 +334,22 @@ fn body_error(e: serde_json::Error) -> ApiError {
     ApiError::new(Code::InvalidBody, e.to_string())
 }
 
+/// One memory.
+#[utoipa::path(get, path = "/v1/memories/{id}", tag = "memories", params(IdParam),
+    responses((status = 200, description = "The memory", body = MemoryView)))]
 async fn get_memory(
     State(s): State<AppState>,
     Caller(p): Caller,
     Path(id): Path<Uuid>,
 ) -> ApiResult {
-    Ok(Json(s.engine.get(&p, id).await?).into_response())
+    Ok(Json(MemoryView::from(s.engine.get(&p, id).await?)).into_response())
 }
 
+/// Change a memory: a new `text` re-embeds it; `legal_hold` (admins)
+/// places or releases a hold; `expires_at: null` clears the expiry.
+#[utoipa::path(patch, path = "/v1/memories/{id}", tag = "memories", params(IdParam, WaitParam),
+    request_body = MemoryUpdate,
+    responses((status = 200, description = "The memory after the change", body = MemoryView)))]
 async fn update(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -272,17 +365,22 @@ async fn update(
     {
         m = s.engine.get(&p, id).await?;
     }
-    Ok(Json(m).into_response())
+    Ok(Json(MemoryView::from(m)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct DeleteParams {
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeleteParams {
     /// Erase the content now (admins only) instead of a restorable soft delete.
     #[serde(default)]
     hard: bool,
 }
 
+/// Delete a memory: soft (restorable until purged), or `hard=true`
+/// (admins: the content is erased now).
+#[utoipa::path(delete, path = "/v1/memories/{id}", tag = "memories", params(IdParam, DeleteParams),
+    responses((status = 204, description = "Deleted")))]
 async fn delete(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -293,20 +391,32 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Undo a soft delete.
+#[utoipa::path(post, path = "/v1/memories/{id}/restore", tag = "memories", params(IdParam),
+    responses((status = 200, description = "The restored memory", body = MemoryView)))]
 async fn restore(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<Uuid>) -> ApiResult {
-    Ok(Json(s.engine.restore(&p, id).await?).into_response())
+    Ok(Json(MemoryView::from(s.engine.restore(&p, id).await?)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListParams {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListParams {
+    /// One namespace; absent: every namespace the caller sees.
+    #[param(pattern = r"^[A-Za-z0-9_\-:./@]{1,128}$")]
     namespace: Option<String>,
-    /// A filter as URL-encoded JSON.
+    /// A filter as URL-encoded JSON (see the filter language).
     filter: Option<String>,
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+/// List memories in insertion order, with a filter and cursor pagination.
+#[utoipa::path(get, path = "/v1/memories", tag = "memories", params(ListParams),
+    responses((status = 200, description = "A page", body = PageView)))]
 async fn list_get(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -325,17 +435,24 @@ async fn list_get(
         limit: q.limit,
         cursor: q.cursor,
     };
-    Ok(Json(s.engine.list(&p, req).await?).into_response())
+    Ok(Json(PageView::from(s.engine.list(&p, req).await?)).into_response())
 }
 
+/// List memories, the filter as JSON in the body.
+#[utoipa::path(post, path = "/v1/memories/list", tag = "memories", request_body = ListRequest,
+    responses((status = 200, description = "A page", body = PageView)))]
 async fn list_post(
     State(s): State<AppState>,
     Caller(p): Caller,
     Json(req): Json<ListRequest>,
 ) -> ApiResult {
-    Ok(Json(s.engine.list(&p, req).await?).into_response())
+    Ok(Json(PageView::from(s.engine.list(&p, req).await?)).into_response())
 }
 
+/// Hybrid (vector + BM25), vector or keyword search, with a filter; hits
+/// carry each signal's score and rank.
+#[utoipa::path(post, path = "/v1/search", tag = "search", request_body = SearchRequest,
+    responses((status = 200, description = "The hits, best first", body = SearchResponse)))]
 async fn search(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -344,6 +461,14 @@ async fn search(
     Ok(Json(s.engine.search(&p, req).await?).into_response())
 }
 
+/// Answer a question from the memories through the configured LLM, with
+/// numbered citations; `"stream": true` answers with server-sent events
+/// `sources`, `token`..., then `done` or `error`.
+#[utoipa::path(post, path = "/v1/ask", tag = "search", request_body = AskRequest,
+    responses((status = 200, description = "The answer", content(
+        (Answer = "application/json"),
+        (AskStreamEvent = "text/event-stream"),
+    ))))]
 async fn ask(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -358,11 +483,18 @@ async fn ask(
     }
 }
 
+/// The caller's namespaces with their memory counts.
+#[utoipa::path(get, path = "/v1/namespaces", tag = "namespaces",
+    responses((status = 200, description = "Namespaces", body = NamespaceList)))]
 async fn namespaces(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
-    let ns = s.engine.namespaces(&p).await?;
-    Ok(Json(json!({ "namespaces": ns })).into_response())
+    let namespaces = s.engine.namespaces(&p).await?;
+    Ok(Json(NamespaceList { namespaces }).into_response())
 }
 
+/// Set a namespace's default TTL for memories created from now on (admins).
+#[utoipa::path(put, path = "/v1/namespaces/{name}", tag = "namespaces", params(NameParam),
+    request_body = NamespaceSettings,
+    responses((status = 200, description = "The namespace", body = NamespaceInfo)))]
 async fn set_namespace(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -372,53 +504,88 @@ async fn set_namespace(
     Ok(Json(s.engine.set_namespace(&p, &name, settings).await?).into_response())
 }
 
+/// Create an API key (admins). The token is in this answer only.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = NewApiKey,
+    responses((status = 201, description = "The key and its token", body = CreatedKeyView)))]
 async fn create_key(
     State(s): State<AppState>,
     Caller(p): Caller,
     Json(req): Json<NewApiKey>,
 ) -> ApiResult {
     let created = s.engine.admin().create_api_key(&p, req).await?;
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    Ok((StatusCode::CREATED, Json(CreatedKeyView::from(created))).into_response())
 }
 
+/// The tenant's API keys (admins).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, description = "Keys", body = KeyList)))]
 async fn list_keys(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
-    Ok(Json(json!({ "keys": s.engine.admin().api_keys(&p).await? })).into_response())
+    let keys = s.engine.admin().api_keys(&p).await?;
+    Ok(Json(KeyList {
+        keys: keys.into_iter().map(KeyView::from).collect(),
+    })
+    .into_response())
 }
 
+/// Revoke an API key (admins); revoking twice is harmless.
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", params(KeyIdParam),
+    responses((status = 200, description = "The revoked key", body = KeyView)))]
 async fn revoke_key(
     State(s): State<AppState>,
     Caller(p): Caller,
     Path(id): Path<String>,
 ) -> ApiResult {
-    Ok(Json(s.engine.admin().revoke_api_key(&p, &id).await?).into_response())
+    Ok(Json(KeyView::from(
+        s.engine.admin().revoke_api_key(&p, &id).await?,
+    ))
+    .into_response())
 }
 
+/// The tenant's hash-chained audit log, filtered, in chain order (admins).
+#[utoipa::path(get, path = "/v1/audit", tag = "audit", params(AuditQuery),
+    responses((status = 200, description = "Events", body = AuditPage)))]
 async fn audit(
     State(s): State<AppState>,
     Caller(p): Caller,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult {
     let events = s.engine.admin().audit_events(&p, q).await?;
-    let next = events.last().map(|e| e.n);
-    Ok(Json(json!({ "events": events, "next_after": next })).into_response())
+    let next_after = events.last().map(|e| e.n);
+    Ok(Json(AuditPage { events, next_after }).into_response())
 }
 
+/// Walk the tenant's chain and compare it with the recorded head (admins).
+#[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "The verdict", body = VerifyReport)))]
 async fn audit_verify(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
     Ok(Json(s.engine.admin().verify_audit(&p).await?).into_response())
 }
 
+/// A proof bundle: every event, the head, the verdict and the records'
+/// checksums (admins).
+#[utoipa::path(get, path = "/v1/audit/export", tag = "audit",
+    responses((status = 200, description = "The bundle", body = AuditBundle)))]
 async fn audit_export(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
     Ok(Json(s.engine.admin().audit_bundle(&p).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct JobParams {
+#[into_params(parameter_in = Query)]
+pub(crate) struct JobParams {
+    /// `queued`, `running` or `dead`.
+    #[param(value_type = Option<JobState>)]
     state: Option<String>,
+    /// Jobs with a greater id (the last id of the previous page).
     after: Option<u64>,
+    /// Page size (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+/// Embedding jobs, e.g. the dead letters (`state=dead`).
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(JobParams),
+    responses((status = 200, description = "Jobs", body = JobList)))]
 async fn jobs(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -437,24 +604,38 @@ async fn jobs(
         .engine
         .jobs(&p, state, q.after, q.limit.unwrap_or(100))
         .await?;
-    Ok(Json(json!({ "jobs": jobs })).into_response())
+    Ok(Json(JobList {
+        jobs: jobs.into_iter().map(JobView::from).collect(),
+    })
+    .into_response())
 }
 
+/// One embedding job.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(JobIdParam),
+    responses((status = 200, description = "The job", body = JobView)))]
 async fn job(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<u64>) -> ApiResult {
-    Ok(Json(s.engine.job(&p, id).await?).into_response())
+    Ok(Json(JobView::from(s.engine.job(&p, id).await?)).into_response())
 }
 
+/// Put a dead-lettered job back in the queue.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(JobIdParam),
+    responses((status = 200, description = "The job, queued", body = JobView)))]
 async fn retry_job(State(s): State<AppState>, Caller(p): Caller, Path(id): Path<u64>) -> ApiResult {
-    Ok(Json(s.engine.retry_job(&p, id).await?).into_response())
+    Ok(Json(JobView::from(s.engine.retry_job(&p, id).await?)).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct QuarantineParams {
+#[into_params(parameter_in = Query)]
+pub(crate) struct QuarantineParams {
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-/// `GET /v1/quarantine`: the tenant's rows that cannot be decoded (admins).
+/// Stored rows of the tenant that cannot be decoded (admins).
+#[utoipa::path(get, path = "/v1/quarantine", tag = "operations", params(QuarantineParams),
+    responses((status = 200, description = "Quarantined rows", body = QuarantineList)))]
 async fn quarantine(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -464,36 +645,30 @@ async fn quarantine(
         .engine
         .quarantined(&p, None, q.limit.unwrap_or(100))
         .await?;
-    let entries: Vec<Value> = entries
-        .into_iter()
-        .map(|e| {
-            json!({
-                "memory_id": e.memory_id,
-                "source": e.source,
-                "error": e.error,
-                "first_seen": e.first_seen,
-                "last_seen": e.last_seen,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "entries": entries })).into_response())
+    Ok(Json(QuarantineList {
+        entries: entries.into_iter().map(QuarantineView::from).collect(),
+    })
+    .into_response())
 }
 
+/// The tenant in numbers, and the model in use.
+#[utoipa::path(get, path = "/v1/stats", tag = "operations",
+    responses((status = 200, description = "Counts", body = StatsView)))]
 async fn stats(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
-    Ok(Json(s.engine.stats(&p).await?).into_response())
+    Ok(Json(StatsView::from(s.engine.stats(&p).await?)).into_response())
 }
 
 /// OpenAI-style `input`: one string or a list of strings.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
-enum EmbeddingInput {
+pub(crate) enum EmbeddingInput {
     One(String),
     Many(Vec<String>),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct EmbeddingsRequest {
+pub(crate) struct EmbeddingsRequest {
     input: EmbeddingInput,
     /// Accepted for OpenAI compatibility; must name the served model if given.
     #[serde(default)]
@@ -502,7 +677,9 @@ struct EmbeddingsRequest {
     encoding_format: Option<String>,
 }
 
-/// `POST /v1/embeddings`, OpenAI-compatible, served by the local model.
+/// OpenAI-compatible embeddings from the engine's model.
+#[utoipa::path(post, path = "/v1/embeddings", tag = "search", request_body = EmbeddingsRequest,
+    responses((status = 200, description = "The vectors", body = EmbeddingsResponse)))]
 async fn embeddings(
     State(s): State<AppState>,
     Caller(p): Caller,
@@ -526,16 +703,20 @@ async fn embeddings(
         EmbeddingInput::Many(ts) => ts,
     };
     let vectors = s.engine.embed(&p, texts).await?;
-    let data: Vec<Value> = vectors
+    let data = vectors
         .into_iter()
         .enumerate()
-        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .map(|(index, embedding)| Embedding {
+            object: "embedding".into(),
+            index,
+            embedding,
+        })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": served.name,
-        "model_version": served.version,
-    }))
+    Ok(Json(EmbeddingsResponse {
+        object: "list".into(),
+        data,
+        model: served.name,
+        model_version: served.version,
+    })
     .into_response())
 }

@@ -292,7 +292,10 @@ async fn crud_roundtrip_and_soft_delete() {
     assert_eq!(m["metadata"]["lang"], "rust");
     assert_eq!(m["tags"], json!(["build"]));
     assert_eq!(m["namespace"], "agent:coder");
-    assert_eq!(m["tenant"], "acme");
+    // Internal fields stay inside: the tenant, the checksum, the store-wide seq.
+    for internal in ["tenant", "checksum", "seq", "key"] {
+        assert!(m.get(internal).is_none(), "{internal} in {m}");
+    }
 
     // Same text again: the existing id comes back.
     let (s, v) = app
@@ -804,6 +807,8 @@ async fn metrics_expose_routes_search_embedding_and_queue_state() {
 mod ask;
 #[path = "api/cache.rs"]
 mod cache;
+#[path = "api/decoding.rs"]
+mod decoding;
 #[path = "api/governance.rs"]
 mod governance;
 #[path = "api/leases.rs"]

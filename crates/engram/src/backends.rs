@@ -50,13 +50,13 @@ fn engine_config(cfg: &Config) -> EngineConfig {
             default_k: cfg.llm.default_k,
             max_context_bytes: cfg.llm.max_context_bytes,
             default_max_tokens: cfg.llm.max_tokens,
+            max_tokens_limit: cfg.llm.max_tokens_limit,
             default_temperature: cfg.llm.temperature,
             system_prompt: cfg
                 .llm
                 .system_prompt
                 .clone()
                 .unwrap_or_else(|| RagConfig::default().system_prompt),
-            ..RagConfig::default()
         },
         ..EngineConfig::default()
     }

@@ -356,6 +356,8 @@ pub struct LlmConfig {
     /// Budget for memory texts in the prompt.
     pub max_context_bytes: usize,
     pub max_tokens: u32,
+    /// The most tokens a request may ask for (`max_tokens` of `/v1/ask`).
+    pub max_tokens_limit: u32,
     pub temperature: f32,
     /// Replaces the built-in instructions (cite memories as `[n]`).
     pub system_prompt: Option<String>,
@@ -374,6 +376,7 @@ impl Default for LlmConfig {
             default_k: rag.default_k,
             max_context_bytes: rag.max_context_bytes,
             max_tokens: rag.default_max_tokens,
+            max_tokens_limit: rag.max_tokens_limit,
             temperature: rag.default_temperature,
             system_prompt: None,
         }
@@ -631,6 +634,8 @@ impl Config {
                     "log",
                     "test_threads",
                     "api_key",
+                    // Read by the build (the /docs page's assets), not at run time.
+                    "swagger_ui_dir",
                 ])
                 .filter(|k| engram_key(k.as_str()))
                 .split("__"),
@@ -671,6 +676,9 @@ impl Config {
             if w.parse::<std::net::SocketAddr>().is_err() {
                 bail!("worker_listen = {w:?} is not an address like 0.0.0.0:9091");
             }
+        }
+        if self.llm.max_tokens == 0 || self.llm.max_tokens > self.llm.max_tokens_limit {
+            bail!("llm.max_tokens must be between 1 and llm.max_tokens_limit");
         }
         if self.request_timeout_secs == 0 {
             bail!("request_timeout_secs must be positive");

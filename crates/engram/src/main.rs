@@ -235,6 +235,8 @@ enum Cmd {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Print the API's OpenAPI 3.1 document (what `/openapi.json` serves).
+    Openapi,
     /// Apply pending schema migrations to the configured store and exit
     /// (`serve` and `worker` also do this at start, under a lock).
     Migrate {
@@ -399,6 +401,10 @@ async fn main() -> anyhow::Result<()> {
             let r = backends::worker(cfg).await;
             t.shutdown().await;
             r
+        }
+        Cmd::Openapi => {
+            print!("{}", engram_server::openapi::document());
+            Ok(())
         }
         Cmd::Migrate { local } => {
             let cfg = Config::load(file, &overrides(&local))?;
