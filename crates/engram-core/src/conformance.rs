@@ -2205,6 +2205,87 @@ pub async fn quarantine_entries(store: &dyn Store) {
         .is_empty());
 }
 
+/// For a back-end's own corruption test (the damage is dialect-specific): a
+/// tenant with two pending memories; the test damages the first one's row
+/// past the schema's guards, then calls [`corrupt_row_comes_back_in_place`].
+pub async fn memories_to_corrupt(store: &dyn Store) -> (String, Inserted, Inserted) {
+    let t = tenant("corrupt");
+    let mut ins = store
+        .insert(
+            vec![
+                new_memory(&t, "ns", "soon corrupt"),
+                new_memory(&t, "ns", "stays fine"),
+            ],
+            &audit(),
+        )
+        .await
+        .expect("insert");
+    let good = ins.pop().expect("two");
+    let bad = ins.pop().expect("two");
+    (t, bad, good)
+}
+
+/// After the test damaged `bad`'s row so that it is ready, has a job, and
+/// cannot be decoded as a memory, its attributes or its claimed job: a
+/// single read of it is `Error::Corrupt`, and every many-row read (scan,
+/// hydration, the change feed, the attribute loader, a claim) returns it as
+/// [`Corrupt`] in its place, with its key, id and tenant, and decodes `good`.
+pub async fn corrupt_row_comes_back_in_place(
+    store: &dyn Store,
+    t: &str,
+    bad: &Inserted,
+    good: &Inserted,
+) {
+    let err = store.get(t, bad.id).await.unwrap_err();
+    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
+    assert!(store.get(t, good.id).await.unwrap().is_some());
+    let want =
+        |c: &Corrupt| c.key == bad.key && c.id == Some(bad.id) && c.tenant.as_deref() == Some(t);
+    let page = store.scan(t, &[], None, 10).await.unwrap();
+    assert_eq!(page.len(), 2);
+    assert!(matches!(&page[0], Err(c) if want(c)), "{page:?}");
+    assert_eq!(page[1].as_ref().unwrap().id, good.id);
+    let hits = store.get_by_keys(t, &[bad.key, good.key]).await.unwrap();
+    assert_eq!(hits.iter().filter(|r| r.is_err()).count(), 1, "{hits:?}");
+    let feed = changes_for(store, 0, &[bad.key].into_iter().collect()).await;
+    assert!(
+        feed.iter()
+            .any(|c| matches!(&c.op, ChangeOp::Corrupt(x) if want(x) && c.key == x.key)),
+        "{feed:?}"
+    );
+    let mut attrs = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.live_attrs(after, 10_000).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(match last {
+            Ok((k, _)) => *k,
+            Err(c) => c.key,
+        });
+        attrs.extend(page);
+    }
+    assert!(
+        attrs.iter().any(|r| matches!(r, Err(c) if want(c))),
+        "{attrs:?}"
+    );
+    let claimed: Vec<Decoded<ClaimedJob>> = store
+        .claim_jobs(10_000, Duration::ZERO, now())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| match r {
+            Ok(j) => j.key == bad.key || j.key == good.key,
+            Err(c) => c.key == bad.key || c.key == good.key,
+        })
+        .collect();
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    let bad_job = claimed
+        .iter()
+        .find_map(|r| r.as_ref().err())
+        .expect("one corrupt");
+    assert!(want(bad_job) && bad_job.job_id.is_some(), "{bad_job:?}");
+}
+
 /// A job keeps the `traceparent` of the write that enqueued it, so a worker
 /// can link its span to that request; writes without one give jobs without.
 pub async fn jobs_carry_trace_context(store: &dyn Store) {

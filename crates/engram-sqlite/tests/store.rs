@@ -198,14 +198,7 @@ async fn concurrent_inserts_get_unique_increasing_seqs() {
 async fn corrupt_rows_come_back_as_corrupt_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).await;
-    let t = tenant("corrupt");
-    let bad = new_memory(&t, "ns", "soon corrupt");
-    let good = new_memory(&t, "ns", "stays fine");
-    let ins = store
-        .insert(vec![bad.clone(), good.clone()], &conformance::audit())
-        .await
-        .unwrap();
-
+    let (t, bad, good) = conformance::memories_to_corrupt(&store).await;
     let raw = sqlx::SqlitePool::connect(&format!(
         "sqlite://{}",
         dir.path().join("engram.db").display()
@@ -234,38 +227,7 @@ async fn corrupt_rows_come_back_as_corrupt_in_place() {
         .await
         .unwrap();
     raw.close().await;
-
-    let err = store.get(&t, bad.id).await.unwrap_err();
-    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
-    assert!(store.get(&t, good.id).await.unwrap().is_some());
-    let want = |c: &engram_core::Corrupt| {
-        c.key == ins[0].key && c.id == Some(bad.id) && c.tenant.as_deref() == Some(t.as_str())
-    };
-    let page = store.scan(&t, &[], None, 10).await.unwrap();
-    assert_eq!(page.len(), 2);
-    assert!(matches!(&page[0], Err(c) if want(c)), "{page:?}");
-    assert_eq!(page[1].as_ref().unwrap().id, good.id);
-    let hits = store
-        .get_by_keys(&t, &[ins[0].key, ins[1].key])
-        .await
-        .unwrap();
-    assert_eq!(hits.iter().filter(|r| r.is_err()).count(), 1);
-    let feed = store.changes_since(0, 100).await.unwrap();
-    assert!(
-        feed.iter()
-            .any(|c| matches!(&c.op, ChangeOp::Corrupt(x) if want(x) && c.key == x.key)),
-        "{feed:?}"
-    );
-    let claimed = store
-        .claim_jobs(10, std::time::Duration::from_secs(60), conformance::now())
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 2);
-    let bad_job = claimed
-        .iter()
-        .find_map(|r| r.as_ref().err())
-        .expect("one corrupt");
-    assert!(want(bad_job) && bad_job.job_id.is_some(), "{bad_job:?}");
+    conformance::corrupt_row_comes_back_in_place(&store, &t, &bad, &good).await;
 }
 
 #[tokio::test]

@@ -462,85 +462,78 @@ fn the_http_layer_answers_its_own_errors_as_json() {
         ],
     );
     let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
-    let close = "connection: close\r\n";
-    // A 20 KiB URI.
-    let q = "x".repeat(20 * 1024);
-    let (s, v) = raw_http(
-        port,
-        &format!("GET /v1/memories?namespace={q} HTTP/1.1\r\nhost: x\r\n{close}\r\n"),
-        b"",
-        Duration::ZERO,
-    );
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (414, Some("uri_too_long")),
-        "{v}"
-    );
-    // 150 headers (hyper alone answers an empty 431 past 100).
+    let get = |target: &str, headers: &str| {
+        format!("GET {target} HTTP/1.1\r\nhost: x\r\n{headers}connection: close\r\n\r\n")
+    };
     let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let (s, v) = raw_http(
-        port,
-        &format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{many}{close}\r\n"),
-        b"",
-        Duration::ZERO,
-    );
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (431, Some("headers_too_large")),
-        "{v}"
-    );
-    // One 20 KiB header.
-    let (s, v) = raw_http(
-        port,
-        &format!(
-            "GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n{close}\r\n",
-            "y".repeat(20 * 1024)
+    let big = format!("x-big: {}\r\n", "y".repeat(20 * 1024));
+    let stalled = "POST /v1/search HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                   content-length: 100\r\nconnection: close\r\n\r\n"
+        .to_string();
+    // (what, request head, body, pause before reading in ms, status, code)
+    type Case<'a> = (&'a str, String, &'a [u8], u64, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "a 20 KiB URI",
+            get(
+                &format!("/v1/memories?namespace={}", "x".repeat(20 * 1024)),
+                "",
+            ),
+            b"",
+            0,
+            414,
+            "uri_too_long",
         ),
-        b"",
-        Duration::ZERO,
-    );
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (431, Some("headers_too_large")),
-        "{v}"
-    );
-    // A body that stops arriving: 408 after request_timeout_secs.
-    let (s, v) = raw_http(
-        port,
-        &format!(
-            "POST /v1/search HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
-             content-length: 100\r\n{close}\r\n"
+        // hyper alone answers an empty 431 past 100 headers.
+        (
+            "150 headers",
+            get("/healthz", &many),
+            b"",
+            0,
+            431,
+            "headers_too_large",
         ),
-        b"{\"query\":",
-        Duration::from_millis(1500),
-    );
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (408, Some("request_timeout")),
-        "{v}"
-    );
-    // An unknown route and a wrong method, for completeness.
-    let (s, v) = raw_http(
-        port,
-        &format!("GET /nope HTTP/1.1\r\nhost: x\r\n{close}\r\n"),
-        b"",
-        Duration::ZERO,
-    );
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (404, Some("route_not_found")),
-        "{v}"
-    );
-    let (s, v) = raw_http(
-        port,
-        &format!("DELETE /healthz HTTP/1.1\r\nhost: x\r\n{close}\r\n"),
-        b"",
-        Duration::ZERO,
-    );
-    assert_eq!(
-        (s, v["error"]["code"].as_str()),
-        (405, Some("method_not_allowed")),
-        "{v}"
-    );
+        (
+            "a 20 KiB header",
+            get("/healthz", &big),
+            b"",
+            0,
+            431,
+            "headers_too_large",
+        ),
+        // 408 after request_timeout_secs.
+        (
+            "a body that stops arriving",
+            stalled,
+            b"{\"query\":",
+            1500,
+            408,
+            "request_timeout",
+        ),
+        (
+            "an unknown route",
+            get("/nope", ""),
+            b"",
+            0,
+            404,
+            "route_not_found",
+        ),
+        (
+            "a wrong method",
+            get("/healthz", "").replacen("GET", "DELETE", 1),
+            b"",
+            0,
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (what, head, body, pause, status, code) in cases {
+        let (s, v) = raw_http(port, &head, body, Duration::from_millis(pause));
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{what}: {v}"
+        );
+    }
     stop(child);
 }

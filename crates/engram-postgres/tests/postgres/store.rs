@@ -569,13 +569,7 @@ async fn values_postgres_cannot_store_are_invalid_input() {
 async fn corrupt_rows_come_back_as_corrupt_in_place() {
     let db = TestDb::new().await;
     let store = db.store().await;
-    let t = conformance::tenant("corrupt");
-    let bad = new_memory(&t, "ns", "soon corrupt");
-    let good = new_memory(&t, "ns", "stays fine");
-    let ins = store
-        .insert(vec![bad.clone(), good.clone()], &ctx())
-        .await
-        .unwrap();
+    let (t, bad, good) = conformance::memories_to_corrupt(&store).await;
     let mut conn = PgConnection::connect_with(&db.options).await.unwrap();
     let corrupt = "UPDATE memories SET kind = 'bogus', metadata = '[1]', state = 'ready', \
                    embedding = '[1,0,0]' WHERE id = $1";
@@ -600,43 +594,12 @@ async fn corrupt_rows_come_back_as_corrupt_in_place() {
         .unwrap();
     // A claimed job's row that cannot be decoded: attempts below zero.
     sqlx::query("UPDATE jobs SET attempts = -1 WHERE memory_key = $1")
-        .bind(ins[0].key as i64)
+        .bind(bad.key as i64)
         .execute(&mut conn)
         .await
         .unwrap();
     conn.close().await.ok();
-
-    let err = store.get(&t, bad.id).await.unwrap_err();
-    assert!(matches!(err, Error::Corrupt(_)), "{err:?}");
-    assert!(store.get(&t, good.id).await.unwrap().is_some());
-    let want = |c: &engram_core::Corrupt| {
-        c.key == ins[0].key && c.id == Some(bad.id) && c.tenant.as_deref() == Some(t.as_str())
-    };
-    let page = store.scan(&t, &[], None, 10).await.unwrap();
-    assert_eq!(page.len(), 2);
-    assert!(matches!(&page[0], Err(c) if want(c)), "{page:?}");
-    assert_eq!(page[1].as_ref().unwrap().id, good.id);
-    let feed = store.changes_since(0, 100).await.unwrap();
-    assert!(
-        feed.iter()
-            .any(|c| matches!(&c.op, ChangeOp::Corrupt(x) if want(x) && c.key == x.key)),
-        "{feed:?}"
-    );
-    let attrs = store.live_attrs(None, 100).await.unwrap();
-    assert!(
-        attrs.iter().any(|r| matches!(r, Err(c) if want(c))),
-        "{attrs:?}"
-    );
-    let claimed = store
-        .claim_jobs(10, std::time::Duration::from_secs(60), now())
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 2);
-    let bad_job = claimed
-        .iter()
-        .find_map(|r| r.as_ref().err())
-        .expect("one corrupt");
-    assert!(want(bad_job) && bad_job.job_id.is_some(), "{bad_job:?}");
+    conformance::corrupt_row_comes_back_in_place(&store, &t, &bad, &good).await;
     db.drop(&[&store]).await;
 }
 
