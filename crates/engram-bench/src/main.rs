@@ -4,8 +4,9 @@
 //! * `load`: ingest N memories (synthetic or LoCoMo turns), report ingest
 //!   rate and write-acknowledgement latency, then search latency percentiles at
 //!   several concurrencies and the vector index's recall@k against exact search.
-//! * `locomo`: store every LoCoMo turn as a memory and report evidence
-//!   recall@{1,5,10,25} for keyword, vector and hybrid search.
+//! * `locomo`: store the LoCoMo conversations through the session API and
+//!   report evidence fraction@k and any-hit@k (k = 1, 5, 10, 25) per search
+//!   mode and question category, with the search latency.
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -46,16 +47,24 @@ enum Cmd {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
-    /// LoCoMo evidence recall per search mode.
+    /// LoCoMo evidence recall per search mode and question category, the
+    /// conversations stored through the session API.
     Locomo {
         #[arg(long, default_value = "../shared/data/locomo-dev.json")]
         data: PathBuf,
-        /// How each turn becomes a memory: plain (`speaker: text`) or context
-        /// (session date and the previous turn added).
-        #[arg(long, default_value = "context")]
-        format: String,
+        /// Namespace prefix (one namespace per conversation).
         #[arg(long, default_value = "locomo")]
         prefix: String,
+        /// Search modes to evaluate, comma-separated.
+        #[arg(long, default_value = "keyword,vector,hybrid", value_delimiter = ',')]
+        modes: Vec<String>,
+        /// Extra search options as a JSON object (for ablations), merged
+        /// into every search request.
+        #[arg(long)]
+        search: Option<String>,
+        /// Evaluate what an earlier run stored.
+        #[arg(long)]
+        skip_load: bool,
     },
 }
 
@@ -87,9 +96,11 @@ async fn main() -> anyhow::Result<()> {
         } => ask(&c, n, &namespace, max_tokens, seed).await,
         Cmd::Locomo {
             data,
-            format,
             prefix,
-        } => locomo(&c, &data, &format, &prefix).await,
+            modes,
+            search,
+            skip_load,
+        } => locomo(&c, &data, &prefix, &modes, search.as_deref(), skip_load).await,
     }
 }
 
@@ -507,66 +518,102 @@ fn evidence_ids(ev: &Value) -> HashSet<String> {
     out
 }
 
-async fn locomo(c: &Client, path: &PathBuf, format: &str, prefix: &str) -> anyhow::Result<()> {
-    if !matches!(format, "plain" | "context") {
-        bail!("--format is plain or context");
+/// A LoCoMo session date ("1:56 pm on 8 May, 2023") as RFC 3339, when it parses.
+fn session_time(s: &str) -> Option<String> {
+    let t =
+        chrono::NaiveDateTime::parse_from_str(&s.to_uppercase(), "%I:%M %p on %d %B, %Y").ok()?;
+    Some(t.and_utc().to_rfc3339())
+}
+
+/// Store each conversation through the session API (one engram session per
+/// LoCoMo session, the turns as messages with speaker, position and event
+/// time; a shared photo's caption stays part of the turn's text, as the
+/// speaker sent it). Positions are explicit, so a re-run stores nothing new.
+async fn load_locomo(c: &Client, convs: &[Value], prefix: &str) -> anyhow::Result<usize> {
+    let mut total = 0;
+    for conv in convs {
+        let id = conv["sample_id"].as_str().unwrap_or("conv");
+        let ns = format!("{prefix}:{id}");
+        for (n, turns) in sessions(&conv["conversation"]) {
+            let date = conv["conversation"][format!("session_{n}_date_time")]
+                .as_str()
+                .and_then(session_time);
+            let messages: Vec<Value> = turns
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    let mut text = t["text"].as_str().unwrap_or("").to_string();
+                    if let Some(cap) = t["blip_caption"].as_str() {
+                        text.push_str(&format!(" [shares a photo: {cap}]"));
+                    }
+                    let mut m = json!({
+                        "speaker": t["speaker"],
+                        "text": text,
+                        "position": i,
+                        "metadata": {"dia_id": t["dia_id"]},
+                    });
+                    if let Some(d) = &date {
+                        m["occurred_at"] = json!(d);
+                    }
+                    m
+                })
+                .collect();
+            total += messages.len();
+            for chunk in messages.chunks(200) {
+                c.post(
+                    &format!("/v1/sessions/session_{n}/messages"),
+                    &json!({"namespace": ns, "messages": chunk}),
+                )
+                .await?;
+            }
+        }
     }
+    c.wait_idle().await?;
+    Ok(total)
+}
+
+/// Sums for one (mode, category): evidence fraction and any-hit at each k.
+#[derive(Default, Clone)]
+struct Recall {
+    questions: usize,
+    fraction: BTreeMap<usize, f64>,
+    any: BTreeMap<usize, f64>,
+}
+
+const KS: [usize; 4] = [1, 5, 10, 25];
+
+async fn locomo(
+    c: &Client,
+    path: &PathBuf,
+    prefix: &str,
+    modes: &[String],
+    extra: Option<&str>,
+    skip_load: bool,
+) -> anyhow::Result<()> {
     let data: Value = serde_json::from_slice(
         &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
     )?;
     let convs = data
         .as_array()
         .context("expected an array of conversations")?;
-    let ks = [1usize, 5, 10, 25];
-    let modes = ["keyword", "vector", "hybrid"];
-    // mode -> k -> (any-evidence hits, evidence fraction sum)
-    let mut res: BTreeMap<&str, BTreeMap<usize, (f64, f64)>> = BTreeMap::new();
-    let mut questions = 0usize;
+    let extra: Value = match extra {
+        Some(e) => serde_json::from_str(e).context("--search is not a JSON object")?,
+        None => json!({}),
+    };
     let started = Instant::now();
-    let mut turns_total = 0usize;
+    let turns = if skip_load {
+        0
+    } else {
+        load_locomo(c, convs, prefix).await?
+    };
+    let loaded = started.elapsed();
+    // mode -> category (0: all) -> sums; mode -> latencies (ms)
+    let mut res: BTreeMap<&str, BTreeMap<u64, Recall>> = BTreeMap::new();
+    let mut lat: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut questions = 0usize;
     for conv in convs {
         let id = conv["sample_id"].as_str().unwrap_or("conv");
-        let ns = format!("{prefix}:{format}:{id}");
-        let mut memories = Vec::new();
-        for (n, turns) in sessions(&conv["conversation"]) {
-            let date = conv["conversation"][format!("session_{n}_date_time")]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            let mut prev: Option<String> = None;
-            for t in turns {
-                let speaker = t["speaker"].as_str().unwrap_or("");
-                let mut text = t["text"].as_str().unwrap_or("").to_string();
-                if let Some(cap) = t["blip_caption"].as_str() {
-                    text.push_str(&format!(" [shares a photo: {cap}]"));
-                }
-                let line = format!("{speaker}: {text}");
-                let body = match format {
-                    "plain" => line.clone(),
-                    _ => {
-                        let mut s = format!("[{date}] ");
-                        if let Some(p) = &prev {
-                            s.push_str(&format!("(after: {p}) "));
-                        }
-                        s.push_str(&line);
-                        s
-                    }
-                };
-                prev = Some(line.chars().take(200).collect());
-                memories.push(json!({
-                    "text": body,
-                    "kind": "message",
-                    "client_id": t["dia_id"],
-                    "metadata": {"dia_id": t["dia_id"], "session": n, "speaker": speaker, "date": date},
-                }));
-            }
-        }
-        turns_total += memories.len();
-        for chunk in memories.chunks(200) {
-            c.post("/v1/memories", &json!({"namespace": ns, "memories": chunk}))
-                .await?;
-        }
-        c.wait_idle().await?;
+        let ns = format!("{prefix}:{id}");
         for qa in conv["qa"].as_array().into_iter().flatten() {
             let cat = qa["category"].as_u64().unwrap_or(0);
             if !(1..=4).contains(&cat) {
@@ -579,46 +626,94 @@ async fn locomo(c: &Client, path: &PathBuf, format: &str, prefix: &str) -> anyho
             questions += 1;
             let question = qa["question"].as_str().unwrap_or("");
             for mode in modes {
-                let r = c
-                    .post(
-                        "/v1/search",
-                        &json!({"query": question, "k": 25, "mode": mode, "namespaces": [ns]}),
-                    )
-                    .await?;
+                let mut body =
+                    json!({"query": question, "k": 25, "mode": mode, "namespaces": [ns]});
+                if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+                    for (k, v) in e {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+                let t = Instant::now();
+                let r = c.post("/v1/search", &body).await?;
+                lat.entry(mode)
+                    .or_default()
+                    .push(t.elapsed().as_secs_f64() * 1e3);
                 let got: Vec<String> = r["hits"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .filter_map(|h| h["metadata"]["dia_id"].as_str().map(str::to_string))
                     .collect();
-                for &k in &ks {
-                    let top: HashSet<&String> = got.iter().take(k).collect();
-                    let found = evidence.iter().filter(|e| top.contains(e)).count();
-                    let e = res.entry(mode).or_default().entry(k).or_default();
-                    e.0 += (found > 0) as u8 as f64;
-                    e.1 += found as f64 / evidence.len() as f64;
+                for c in [0, cat] {
+                    let e = res.entry(mode).or_default().entry(c).or_default();
+                    e.questions += 1;
+                    for k in KS {
+                        let top: HashSet<&String> = got.iter().take(k).collect();
+                        let found = evidence.iter().filter(|e| top.contains(e)).count();
+                        *e.fraction.entry(k).or_default() += found as f64 / evidence.len() as f64;
+                        *e.any.entry(k).or_default() += (found > 0) as u8 as f64;
+                    }
                 }
             }
         }
     }
     println!(
-        "# LoCoMo dev evidence recall ({} conversations, {turns_total} turns, {questions} questions, categories 1-4, format {format}, {:.0}s)",
+        "# LoCoMo evidence recall ({} conversations, {} questions of categories 1-4{}; search {})",
         convs.len(),
-        started.elapsed().as_secs_f64()
+        questions,
+        if skip_load {
+            String::new()
+        } else {
+            format!(
+                ", {turns} turns loaded through the session API in {:.0} s",
+                loaded.as_secs_f64()
+            )
+        },
+        if extra.as_object().is_some_and(|o| !o.is_empty()) {
+            extra.to_string()
+        } else {
+            "defaults".into()
+        },
     );
-    println!("| mode | R@1 | R@5 | R@10 | R@25 | evidence fraction @10 |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!();
+    println!("evidence fraction@k: share of a question's evidence turns in the top k; any@k: at least one.");
+    println!();
+    println!(
+        "| mode | category | questions | fraction@1 | @5 | @10 | @25 | any@1 | @5 | @10 | @25 |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for mode in modes {
-        let m = &res[mode];
-        let q = questions as f64;
-        println!(
-            "| {mode} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
-            m[&1].0 / q,
-            m[&5].0 / q,
-            m[&10].0 / q,
-            m[&25].0 / q,
-            m[&10].1 / q
-        );
+        let Some(by_cat) = res.get(mode.as_str()) else {
+            continue;
+        };
+        for (cat, r) in by_cat {
+            let q = r.questions as f64;
+            let name = if *cat == 0 {
+                "all".to_string()
+            } else {
+                cat.to_string()
+            };
+            let f: Vec<String> = KS
+                .iter()
+                .map(|k| format!("{:.3}", r.fraction[k] / q))
+                .collect();
+            let a: Vec<String> = KS.iter().map(|k| format!("{:.3}", r.any[k] / q)).collect();
+            println!(
+                "| {mode} | {name} | {} | {} | {} |",
+                r.questions,
+                f.join(" | "),
+                a.join(" | ")
+            );
+        }
+    }
+    println!();
+    for mode in modes {
+        if let Some(ms) = lat.remove(mode.as_str()) {
+            println!(
+                "search latency, {mode} k=25, concurrency 1, client side: {}",
+                summary(ms)
+            );
+        }
     }
     Ok(())
 }

@@ -60,6 +60,8 @@ codes! {
     InvalidTag = (400, "invalid_tag", "A tag is not 1 to 128 bytes without control characters."),
     InvalidFilter = (400, "invalid_filter", "The filter cannot be parsed: an unknown field or operator, a value of the wrong type, or too deep or large."),
     InvalidCursor = (400, "invalid_cursor", "The pagination cursor was not issued by this server."),
+    InvalidSession = (400, "invalid_session", "A session id is not 1 to 256 bytes without control characters, or a speaker name is too long."),
+    InvalidPosition = (400, "invalid_position", "Message positions in one append do not strictly increase, or a position is above 9223372036854775807."),
     LimitExceeded = (413, "limit_exceeded", "A text, query, metadata object, tag list or batch is larger than its limit."),
     // Credentials and rights.
     Unauthenticated = (401, "unauthenticated", "No credentials were sent, or the API key is unknown or revoked."),
@@ -72,8 +74,10 @@ codes! {
     MemoryNotFound = (404, "memory_not_found", "No memory with this id is visible to the caller."),
     NamespaceNotFound = (404, "namespace_not_found", "The namespace does not exist in the caller's tenant."),
     JobNotFound = (404, "job_not_found", "No job with this id in the caller's tenant."),
+    SessionNotFound = (404, "session_not_found", "The session has no live messages in this namespace visible to the caller."),
     KeyNotFound = (404, "key_not_found", "No API key with this id in the caller's tenant."),
     Conflict = (409, "conflict", "The change conflicts with the record's state (for example another live memory has this text)."),
+    PositionConflict = (409, "position_conflict", "Another live message of the session already has this position (a retry of the same message is not a conflict)."),
     LegalHold = (409, "legal_hold", "The memory is under legal hold: it cannot be changed, expired or deleted."),
     // The server and its back-ends.
     EmbeddingFailed = (422, "embedding_failed", "The embedding model failed on this input."),

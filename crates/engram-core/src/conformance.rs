@@ -73,6 +73,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     refuses_values_it_cannot_read_back(s).await;
     quarantine_entries(s).await;
     jobs_carry_trace_context(s).await;
+    session_messages_in_order(s).await;
     // Last: it changes the store-wide active model.
     reembed_to_a_new_model(s).await;
 }
@@ -143,6 +144,8 @@ pub fn new_memory(tenant: &str, namespace: &str, text: &str) -> NewMemory {
         client_id: None,
         checksum: checksum(namespace, text),
         created_at: now(),
+        occurred_at: now(),
+        session: None,
         expires_at: None,
         pii: Vec::new(),
     }
@@ -284,6 +287,7 @@ pub async fn insert_get_roundtrip(store: &dyn Store) {
         }),
         client_id: Some("client-1".into()),
         created_at: created,
+        occurred_at: created - TimeDelta::days(400),
         expires_at: Some(created + TimeDelta::days(30)),
         pii: vec!["email".into(), "phone".into()],
         ..new_memory(
@@ -331,6 +335,8 @@ pub async fn insert_get_roundtrip(store: &dyn Store) {
             state: State::Pending,
             embedding_model: None,
             embedding_version: None,
+            occurred_at: n.occurred_at,
+            session: None,
             created_at: n.created_at,
             updated_at: n.created_at,
             expires_at: n.expires_at,
@@ -370,6 +376,155 @@ pub async fn insert_get_roundtrip(store: &dyn Store) {
         let got = store.get_job(&t, j.id).await.expect("get_job");
         assert_eq!(got.as_ref(), Some(j));
     }
+}
+
+/// A message of a session at `position`.
+pub fn message(
+    tenant: &str,
+    namespace: &str,
+    session: &str,
+    position: u64,
+    text: &str,
+) -> NewMemory {
+    let s = SessionRef {
+        id: session.to_string(),
+        position,
+        speaker: Some(
+            if position.is_multiple_of(2) {
+                "Ann"
+            } else {
+                "Bo"
+            }
+            .to_string(),
+        ),
+    };
+    NewMemory {
+        kind: Kind::Message,
+        checksum: crate::sessions::message_checksum(namespace, &s, text),
+        session: Some(s),
+        ..new_memory(tenant, namespace, text)
+    }
+}
+
+/// Messages keep their session, position, speaker and event time; a
+/// session reads back in position order within bounds, either way, live
+/// messages only; the same words at two positions are two messages; a live
+/// position is unique; `session` and `occurred_at` reach the feed's
+/// attributes.
+pub async fn session_messages_in_order(store: &dyn Store) {
+    let t = tenant("sessions");
+    let ns = "chat";
+    let mut batch: Vec<NewMemory> = [0, 1, 2, 5, 9]
+        .iter()
+        .map(|&p| message(&t, ns, "s1", p, if p == 5 { "thanks!" } else { "hello" }))
+        .collect();
+    batch[0].occurred_at = now() - TimeDelta::days(3);
+    batch.push(message(&t, ns, "s2", 0, "other session"));
+    batch.push(new_memory(&t, ns, "a fact"));
+    let ins = store.insert(batch.clone(), &audit()).await.expect("insert");
+    assert!(
+        ins.iter().all(|i| i.created),
+        "same words at other positions are new"
+    );
+    let m = get(store, &t, batch[0].id).await;
+    assert_eq!(m.session, batch[0].session);
+    assert_eq!(m.occurred_at, batch[0].occurred_at);
+    assert_eq!(m.kind, Kind::Message);
+    let fact = get(store, &t, ins[6].id).await;
+    assert_eq!(fact.session, None);
+
+    let tr = t.as_str();
+    let read = |after, before, limit, descending| async move {
+        store
+            .session_messages(
+                tr,
+                ns,
+                "s1",
+                &SessionRange {
+                    after,
+                    before,
+                    limit,
+                    descending,
+                },
+            )
+            .await
+            .expect("session_messages")
+            .healthy()
+            .into_iter()
+            .map(|m| m.session.expect("a message").position)
+            .collect::<Vec<u64>>()
+    };
+    assert_eq!(read(None, None, 100, false).await, vec![0, 1, 2, 5, 9]);
+    assert_eq!(read(None, None, 2, true).await, vec![9, 5]);
+    assert_eq!(read(Some(1), Some(9), 100, false).await, vec![2, 5]);
+    assert_eq!(read(None, Some(5), 2, true).await, vec![2, 1]);
+    assert_eq!(read(Some(0), None, 1, false).await, vec![1]);
+    let other = store
+        .session_messages(
+            &t,
+            "elsewhere",
+            "s1",
+            &SessionRange {
+                after: None,
+                before: None,
+                limit: 10,
+                descending: false,
+            },
+        )
+        .await
+        .expect("other namespace");
+    assert!(other.is_empty(), "sessions live in a namespace");
+
+    // A retry of the same message is the stored one; another message at a
+    // live position is refused.
+    let again = store
+        .insert(vec![message(&t, ns, "s1", 2, "hello")], &audit())
+        .await
+        .expect("retry");
+    assert_eq!((again[0].id, again[0].created), (ins[2].id, false));
+    let taken = store
+        .insert(vec![message(&t, ns, "s1", 2, "something else")], &audit())
+        .await;
+    assert!(
+        matches!(taken, Err(Error::Conflict(_))),
+        "a live position is unique: {taken:?}"
+    );
+
+    // Deleted messages leave the session; their position is free again.
+    store
+        .soft_delete(&t, ins[1].id, now(), &audit())
+        .await
+        .expect("delete");
+    assert_eq!(read(None, None, 100, false).await, vec![0, 2, 5, 9]);
+    store
+        .insert(vec![message(&t, ns, "s1", 1, "a new turn 1")], &audit())
+        .await
+        .expect("a freed position");
+    assert_eq!(read(None, None, 100, false).await, vec![0, 1, 2, 5, 9]);
+
+    // Once embedded, the feed's attributes carry the session and the event
+    // time, and so does the attribute loader.
+    make_ready(store, &t, &[batch[0].id]).await;
+    let keys: HashSet<Key> = [ins[0].key].into();
+    let changes = changes_for(store, 0, &keys).await;
+    match changes.last().map(|c| &c.op) {
+        Some(ChangeOp::Upsert(d)) => {
+            assert_eq!(d.attrs.session, batch[0].session);
+            assert_eq!(d.attrs.occurred_at, batch[0].occurred_at);
+        }
+        other => panic!("a ready message is an upsert in the feed: {other:?}"),
+    }
+    let attrs = store
+        .live_attrs(None, 1_000_000)
+        .await
+        .expect("attrs")
+        .healthy();
+    let (_, a) = attrs
+        .iter()
+        .find(|(k, _)| *k == ins[0].key)
+        .expect("the ready message's attributes");
+    assert_eq!(a.session, batch[0].session);
+    assert_eq!(a.occurred_at, batch[0].occurred_at);
 }
 
 /// Same text in the same tenant and namespace returns the existing live memory,

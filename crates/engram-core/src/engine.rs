@@ -27,6 +27,11 @@ use crate::text;
 use crate::traits::*;
 use crate::types::*;
 
+/// Most deleted messages remembered for their neighbours' re-indexing
+/// (beyond it, the oldest are forgotten and those neighbours keep the
+/// deleted turn in their context until they change).
+const MAX_DEPARTED: usize = 100_000;
+
 /// Tunables of the engine. Limits are enforced on every call.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -73,6 +78,8 @@ pub struct EngineConfig {
     pub index_stall_after: Duration,
     /// Readiness fails when more rows than this are quarantined.
     pub max_quarantined: usize,
+    /// How conversation messages are indexed with their context.
+    pub context: crate::context::Recipe,
 }
 
 impl Default for EngineConfig {
@@ -86,7 +93,7 @@ impl Default for EngineConfig {
             default_k: 10,
             max_list_limit: 1000,
             candidate_factor: 4,
-            min_candidates: 50,
+            min_candidates: 100,
             fusion: FusionParams::default(),
             worker_batch: 32,
             job_lease: Duration::from_secs(120),
@@ -103,6 +110,7 @@ impl Default for EngineConfig {
             model_check_interval: Duration::from_secs(1),
             index_stall_after: Duration::from_secs(60),
             max_quarantined: 0,
+            context: crate::context::Recipe::default(),
         }
     }
 }
@@ -152,6 +160,9 @@ pub struct Engine {
     pub(crate) quarantined: std::sync::Mutex<HashSet<Key>>,
     /// When the indexer last made progress, for readiness.
     pub(crate) indexer_health: std::sync::Mutex<IndexerHealth>,
+    /// Attributes of messages this node deleted, until the indexer sees
+    /// their removal (see `crate::sessions`).
+    pub(crate) departed: std::sync::Mutex<HashMap<Key, Arc<DocAttrs>>>,
     cache: Arc<dyn Cache>,
     llm: Option<Arc<dyn Llm>>,
 }
@@ -221,6 +232,7 @@ impl Engine {
             indexer_wake: Notify::new(),
             quarantined: std::sync::Mutex::new(quarantined),
             indexer_health: std::sync::Mutex::new(IndexerHealth::new()),
+            departed: std::sync::Mutex::new(HashMap::new()),
         }))
     }
 
@@ -297,7 +309,7 @@ impl Engine {
             .collect())
     }
 
-    fn new_memory(
+    pub(crate) fn new_memory(
         &self,
         p: &Principal,
         namespace: &str,
@@ -327,6 +339,8 @@ impl Engine {
                 }
             }
         }
+        let occurred_at = m.occurred_at.unwrap_or(now);
+        limits::check_time("occurred_at", occurred_at)?;
         let expires_at = match (m.expires_at, m.ttl_seconds) {
             (Some(_), Some(_)) => {
                 return Err(Error::invalid("give expires_at or ttl_seconds, not both"))
@@ -350,6 +364,8 @@ impl Engine {
             provenance: m.provenance,
             client_id: m.client_id,
             created_at: now,
+            occurred_at,
+            session: None,
             expires_at,
             pii,
         })
@@ -523,6 +539,15 @@ impl Engine {
             self.store.soft_delete(&p.tenant, id, now, &audit).await?
         }
         .ok_or_else(|| Error::MemoryNotFound(id.to_string()))?;
+        if m.session.is_some() {
+            // The indexer re-indexes a deleted message's neighbours; it
+            // finds its session here, the attributes being gone already.
+            let mut d = self.departed.lock().expect("departed lock");
+            if d.len() >= MAX_DEPARTED {
+                d.clear();
+            }
+            d.insert(m.key, Arc::new(m.attrs()));
+        }
         self.attrs.apply_versioned(m.key, m.seq, None);
         self.bump_generation(&p.tenant).await;
         self.indexer_wake.notify_one();
@@ -661,6 +686,9 @@ impl Engine {
             params.vector_weight = w.vector;
             params.keyword_weight = w.keyword;
         }
+        if let Some(m) = req.fusion {
+            params.method = m;
+        }
         let scope = Scope::new(
             &p.tenant,
             &namespaces,
@@ -710,19 +738,28 @@ impl Engine {
             SearchMode::Keyword => fusion::single(
                 &self
                     .keywords
-                    .search(query, k, scope)
+                    .search(&crate::query::keyword_query(query), k, scope)
                     .instrument(info_span!("index.keyword", k))
                     .await?,
                 false,
             ),
             SearchMode::Hybrid => {
                 let vector = self.vector_hits(query, candidates, req.exact, scope);
+                let keyword_query = crate::query::keyword_query(query);
                 let keyword = self
                     .keywords
-                    .search(query, candidates, scope)
+                    .search(&keyword_query, candidates, scope)
                     .instrument(info_span!("index.keyword", k = candidates));
                 let (v, kw) = tokio::try_join!(vector, keyword)?;
-                fusion::rrf(&v, &kw, params)
+                let mut fused = fusion::fuse(&v, &kw, params);
+                if params.method == fusion::Method::Convex && req.prefer_speaker.unwrap_or(true) {
+                    fusion::prefer_named_speaker(&mut fused, query, |key| {
+                        self.attrs
+                            .get(key)
+                            .and_then(|a| a.session.as_ref().and_then(|s| s.speaker.clone()))
+                    });
+                }
+                fused
             }
         };
         Ok(fused.into_iter().take(k).collect())
@@ -814,7 +851,7 @@ impl Engine {
         ns.dedup();
         let model = self.model();
         let shape = serde_json::json!({
-            "v": 1,
+            "v": 2,
             "tenant": p.tenant,
             "namespaces": ns,
             "query": query,
@@ -823,6 +860,8 @@ impl Engine {
             "filter": req.filter,
             "exact": req.exact,
             "weights": [params.vector_weight, params.keyword_weight, params.rrf_k],
+            "fusion": params.method,
+            "prefer_speaker": req.prefer_speaker,
             "candidates": candidates,
             "model": [model.name, model.version],
         });
@@ -878,6 +917,8 @@ impl Engine {
                     kind: m.kind,
                     metadata: m.metadata,
                     tags: m.tags,
+                    occurred_at: m.occurred_at,
+                    session: m.session,
                     created_at: m.created_at,
                     scores: f,
                 })
@@ -994,6 +1035,8 @@ impl Engine {
                     k: Some(req.k.unwrap_or(rc.default_k)),
                     mode: req.mode,
                     weights: req.weights,
+                    fusion: None,
+                    prefer_speaker: None,
                     exact: false,
                 },
             )
@@ -1061,7 +1104,7 @@ impl Engine {
     }
 
     /// One `read` audit event when reads are audited.
-    async fn audit_read(&self, p: &Principal, what: &str, ids: Vec<Uuid>) -> Result<()> {
+    pub(crate) async fn audit_read(&self, p: &Principal, what: &str, ids: Vec<Uuid>) -> Result<()> {
         if !self.cfg.audit_reads {
             return Ok(());
         }
@@ -1253,9 +1296,23 @@ impl Engine {
                 }
             }
         }
+        // The attributes the batch's messages had before it (a removed
+        // message's neighbours are re-indexed without it).
+        let old: HashMap<Key, Arc<DocAttrs>> = {
+            let mut departed = self.departed.lock().expect("departed lock");
+            changes
+                .iter()
+                .filter_map(|c| {
+                    let gone = departed.remove(&c.key);
+                    self.attrs.get(c.key).or(gone).map(|a| (c.key, a))
+                })
+                .filter(|(_, a)| a.session.is_some())
+                .collect()
+        };
         // Tenants whose searchable state this batch changes: an upsert's, and
-        // a removal's as long as its attributes are still known.
-        let mut tenants = BTreeSet::new();
+        // a removal's as long as its attributes are still known (a removed
+        // message's neighbours are re-indexed).
+        let mut tenants: BTreeSet<String> = old.values().map(|a| a.tenant.clone()).collect();
         for c in &changes {
             let attrs = match &c.op {
                 ChangeOp::Upsert(d) => {
@@ -1284,6 +1341,7 @@ impl Engine {
             .filter(|c| c.seq > kw_from)
             .cloned()
             .collect();
+        let for_kw = self.keyword_changes(for_kw, &old).await?;
         tokio::try_join!(vectors.apply(&for_vec), self.keywords.apply(&for_kw))?;
         // Recorded before the position moves past them, so a failure here
         // retries the batch (applying is idempotent).
@@ -1597,7 +1655,10 @@ impl EmbedWorker {
         // those that need no embedding included.
         let ids: Vec<u64> = jobs.iter().map(|j| j.job_id).collect();
         let texts: HashMap<u64, String> = match target {
-            Some(_) => jobs.iter().map(|j| (j.job_id, j.text.clone())).collect(),
+            Some(_) => jobs
+                .iter()
+                .map(|j| (j.job_id, j.embedding_text()))
+                .collect(),
             None => HashMap::new(),
         };
         let mut done = Vec::with_capacity(n);
@@ -1622,7 +1683,7 @@ impl EmbedWorker {
         }
         let mut failures = Vec::new();
         if !todo.is_empty() {
-            let texts: Vec<String> = todo.iter().map(|j| j.text.clone()).collect();
+            let texts: Vec<String> = todo.iter().map(|j| j.embedding_text()).collect();
             let started = Instant::now();
             let batch = self
                 .renewing(
@@ -1644,7 +1705,8 @@ impl EmbedWorker {
                     // Isolate the failing input so one bad text cannot hold
                     // back the rest of the batch.
                     for j in todo {
-                        let one = embedder.embed(std::slice::from_ref(&j.text));
+                        let text = j.embedding_text();
+                        let one = embedder.embed(std::slice::from_ref(&text));
                         match self.renewing(&ids, one).await {
                             Ok(mut v) if v.len() == 1 => {
                                 let v = v.pop().expect("one vector");
@@ -1770,7 +1832,7 @@ pub(crate) fn redact_memory(p: &Principal, mut m: Memory) -> Memory {
     m
 }
 
-fn prefix_item(e: Error, i: usize) -> Error {
+pub(crate) fn prefix_item(e: Error, i: usize) -> Error {
     match e {
         Error::Invalid { code, message } => Error::Invalid {
             code,

@@ -15,7 +15,8 @@
 //! * Logical: `$and` / `$or` (non-empty arrays), `$not` (one filter). Several
 //!   keys in one object are an implicit `$and`.
 //! * Fields: `metadata.<path>` (dots descend into objects), `tags`, `kind`,
-//!   `namespace`, `created_at`, `updated_at`.
+//!   `namespace`, `created_at`, `updated_at`, `occurred_at` (the event time)
+//!   and `session` (a message's session id; missing on other memories).
 //! * Conditions: a bare value means `$eq`; otherwise an object with one or
 //!   more of `$eq $ne $in $nin $gt $gte $lt $lte $exists`.
 //! * Ordering operators take a number or an RFC 3339 time; a time operand
@@ -50,6 +51,8 @@ pub enum Field {
     Namespace,
     CreatedAt,
     UpdatedAt,
+    OccurredAt,
+    Session,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,6 +154,8 @@ impl Field {
             "namespace" => Field::Namespace,
             "created_at" => Field::CreatedAt,
             "updated_at" => Field::UpdatedAt,
+            "occurred_at" => Field::OccurredAt,
+            "session" => Field::Session,
             _ => match name.strip_prefix("metadata.") {
                 Some(path) => {
                     let parts: Vec<String> = path.split('.').map(str::to_string).collect();
@@ -163,7 +168,7 @@ impl Field {
                 }
                 None => {
                     return Err(Error::InvalidFilter(format!(
-                        "unknown field {name:?}: use metadata.<key>, tags, kind, namespace, created_at or updated_at"
+                        "unknown field {name:?}: use metadata.<key>, tags, kind, namespace, session, created_at, updated_at or occurred_at"
                     )))
                 }
             },
@@ -178,11 +183,16 @@ impl Field {
             Field::Namespace => "namespace".into(),
             Field::CreatedAt => "created_at".into(),
             Field::UpdatedAt => "updated_at".into(),
+            Field::OccurredAt => "occurred_at".into(),
+            Field::Session => "session".into(),
         }
     }
 
     fn is_time(&self) -> bool {
-        matches!(self, Field::CreatedAt | Field::UpdatedAt)
+        matches!(
+            self,
+            Field::CreatedAt | Field::UpdatedAt | Field::OccurredAt
+        )
     }
 }
 
@@ -335,7 +345,7 @@ fn check_eq(field: &Field, v: &Value) -> Result<Op> {
             ))),
             _ => Ok(Op::Eq(v.clone())),
         },
-        Field::Tags | Field::Namespace => match v {
+        Field::Tags | Field::Namespace | Field::Session => match v {
             Value::String(_) => Ok(Op::Eq(v.clone())),
             _ => Err(Error::InvalidFilter(format!(
                 "{} takes strings, got {}",
@@ -349,13 +359,15 @@ fn check_eq(field: &Field, v: &Value) -> Result<Op> {
                 "kind must be one of fact, message, document_chunk, summary; got {v}"
             ))),
         },
-        Field::CreatedAt | Field::UpdatedAt => match v.as_str().and_then(parse_time) {
-            Some(_) => Ok(Op::Eq(v.clone())),
-            None => Err(Error::InvalidFilter(format!(
-                "{} takes an RFC 3339 time, got {v}",
-                field.name()
-            ))),
-        },
+        Field::CreatedAt | Field::UpdatedAt | Field::OccurredAt => {
+            match v.as_str().and_then(parse_time) {
+                Some(_) => Ok(Op::Eq(v.clone())),
+                None => Err(Error::InvalidFilter(format!(
+                    "{} takes an RFC 3339 time, got {v}",
+                    field.name()
+                ))),
+            }
+        }
     }
 }
 
@@ -370,7 +382,9 @@ fn parse_bound(field: &Field, op: &str, v: &Value) -> Result<Bound> {
             "{op} on {} takes an RFC 3339 time, got a number",
             f.name()
         ))),
-        (Some(b), Field::Metadata(_) | Field::CreatedAt | Field::UpdatedAt) => Ok(b),
+        (Some(b), Field::Metadata(_) | Field::CreatedAt | Field::UpdatedAt | Field::OccurredAt) => {
+            Ok(b)
+        }
         (Some(_), f) => Err(Error::InvalidFilter(format!(
             "{op} is not supported on {}",
             f.name()
@@ -407,6 +421,8 @@ fn field_values<'a>(field: &Field, a: &'a DocAttrs) -> Vec<FieldValue<'a>> {
         Field::Namespace => vec![FieldValue::Str(&a.namespace)],
         Field::CreatedAt => vec![FieldValue::Time(a.created_at)],
         Field::UpdatedAt => vec![FieldValue::Time(a.updated_at)],
+        Field::OccurredAt => vec![FieldValue::Time(a.occurred_at)],
+        Field::Session => a.session.iter().map(|s| FieldValue::Str(&s.id)).collect(),
         Field::Metadata(path) => {
             let mut cur = a.metadata.get(&path[0]);
             for p in &path[1..] {
@@ -485,6 +501,8 @@ mod tests {
             created_at: "2026-03-01T10:00:00Z".parse().unwrap(),
             updated_at: "2026-03-02T10:00:00Z".parse().unwrap(),
             expires_at: None,
+            occurred_at: "2023-05-08T13:56:00Z".parse().unwrap(),
+            session: None,
         }
     }
 
@@ -533,6 +551,24 @@ mod tests {
             json!({"created_at": {"$gt": "2026-03-01T10:00:00Z"}}),
             &d
         ));
+        assert!(m(
+            json!({"occurred_at": {"$gte": "2023-05-01T00:00:00Z", "$lt": "2023-06-01T00:00:00Z"}}),
+            &d
+        ));
+        assert!(!m(
+            json!({"occurred_at": {"$gt": "2023-05-08T13:56:00Z"}}),
+            &d
+        ));
+        assert!(m(json!({"session": {"$exists": false}}), &d));
+        let mut msg = d.clone();
+        msg.session = Some(crate::types::SessionRef {
+            id: "s1".into(),
+            position: 3,
+            speaker: None,
+        });
+        assert!(m(json!({"session": "s1"}), &msg));
+        assert!(!m(json!({"session": "s2"}), &msg));
+        assert!(!m(json!({"session": "s1"}), &d));
         assert!(m(json!({"metadata.missing": {"$exists": false}}), &d));
         assert!(m(json!({"metadata.missing": {"$ne": 1}}), &d));
         assert!(!m(json!({"metadata.missing": {"$lt": 1}}), &d));

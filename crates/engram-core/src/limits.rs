@@ -62,6 +62,28 @@ pub fn expiry_after(now: DateTime<Utc>, field: &str, ttl_seconds: u64) -> Result
         .ok_or_else(|| Error::out_of_range(format!("{field} is too large")))
 }
 
+/// An event time (`occurred_at`) a client sent: from year 1 to
+/// [`MAX_TIME_RFC3339`], what both stores hold.
+pub fn check_time(field: &str, t: DateTime<Utc>) -> Result<()> {
+    let min = Utc
+        .with_ymd_and_hms(1, 1, 1, 0, 0, 0)
+        .single()
+        .expect("a valid date");
+    if t < min || t > max_time() {
+        return Err(Error::out_of_range(format!(
+            "{field} must be between 0001-01-01T00:00:00Z and {MAX_TIME_RFC3339}"
+        )));
+    }
+    Ok(())
+}
+
+/// Highest message position (what both stores hold as a signed integer).
+pub const MAX_POSITION: u64 = i64::MAX as u64;
+
+/// Longest session id, speaker name.
+pub const MAX_SESSION_ID_BYTES: usize = 256;
+pub const MAX_SPEAKER_BYTES: usize = 256;
+
 /// An expiry a client sent: after `now`, not after [`MAX_TIME_RFC3339`].
 pub fn check_expiry(now: DateTime<Utc>, t: DateTime<Utc>) -> Result<()> {
     if t <= now {

@@ -357,6 +357,8 @@ mod tests {
             kind: Kind::default(),
             metadata: Default::default(),
             tags: vec![],
+            occurred_at: chrono::Utc::now(),
+            session: None,
             created_at: chrono::Utc::now(),
             scores: Fused {
                 key: 1,

@@ -362,6 +362,7 @@ fn to_target(c: Change) -> Change {
             Some(t) => ChangeOp::Upsert(Arc::new(IndexDoc {
                 key: d.key,
                 text: d.text.clone(),
+                context: d.context.clone(),
                 vector: t.clone(),
                 target_vector: None,
                 attrs: d.attrs.clone(),
@@ -414,7 +415,7 @@ impl EmbedWorker {
         if items.is_empty() {
             return Ok(1);
         }
-        let texts: Vec<String> = items.iter().map(|i| i.text.clone()).collect();
+        let texts: Vec<String> = items.iter().map(|i| i.embedding_text()).collect();
         let started = Instant::now();
         let vectors = target
             .embed(&texts)

@@ -27,6 +27,10 @@ pub struct MemoryInput {
     /// Caller-chosen idempotency key, unique per namespace.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// When what the memory records happened (default: now). Filter on it
+    /// (`occurred_at` ranges), sort lists by it, prefer recent events in search.
+    #[serde(default)]
+    pub occurred_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -164,8 +168,18 @@ pub struct SearchRequest {
     pub k: Option<usize>,
     #[serde(default)]
     pub mode: SearchMode,
+    /// Relative weights of the two signals in hybrid mode (default: vector
+    /// 0.3, keyword 0.7).
     #[serde(default)]
     pub weights: Option<Weights>,
+    /// How hybrid mode combines them: `convex` (default: z-scored scores,
+    /// weighted) or `rrf` (reciprocal-rank fusion).
+    #[serde(default)]
+    pub fusion: Option<crate::fusion::Method>,
+    /// In hybrid mode, prefer conversation messages said by the one speaker
+    /// the query names (default: true).
+    #[serde(default)]
+    pub prefer_speaker: Option<bool>,
     /// Exact vector search instead of the ANN index (slower; for evaluation).
     #[serde(default)]
     pub exact: bool,
@@ -180,6 +194,9 @@ pub struct SearchHit {
     pub kind: Kind,
     pub metadata: Map<String, Value>,
     pub tags: Vec<String>,
+    pub occurred_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<crate::types::SessionRef>,
     pub created_at: DateTime<Utc>,
     pub scores: Fused,
 }

@@ -174,6 +174,16 @@ pub trait Store: Send + Sync + 'static {
 
     async fn namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>>;
 
+    /// Live messages (any state) of a session, as `range` says. Rows that
+    /// cannot be decoded come back in place as [`Corrupt`](crate::Corrupt).
+    async fn session_messages(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        session: &str,
+        range: &SessionRange,
+    ) -> Result<Vec<Decoded<Memory>>>;
+
     async fn namespace_exists(&self, tenant: &str, namespace: &str) -> Result<bool>;
 
     /// Claim up to `limit` runnable jobs (queued and due, or running with an

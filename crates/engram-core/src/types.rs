@@ -93,6 +93,31 @@ pub struct Provenance {
     pub reference: Option<String>,
 }
 
+/// Where a conversation message sits: its session and its position in it.
+/// Sessions live in a namespace; positions order the session's messages
+/// (strictly increasing, gaps allowed) and are unique among its live
+/// messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SessionRef {
+    /// The session's id, chosen by the client.
+    pub id: String,
+    pub position: u64,
+    /// Who said it (a name, or a role such as `user` / `assistant`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speaker: Option<String>,
+}
+
+/// Which live messages of a session to read: positions strictly between
+/// `after` and `before`, in position order (or its reverse), at most `limit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRange {
+    pub after: Option<u64>,
+    pub before: Option<u64>,
+    pub limit: usize,
+    pub descending: bool,
+}
+
 /// A stored memory, as the store returns it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Memory {
@@ -115,6 +140,12 @@ pub struct Memory {
     pub embedding_model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_version: Option<String>,
+    /// When what the memory records happened (the event time); defaults to
+    /// `created_at`.
+    pub occurred_at: DateTime<Utc>,
+    /// The conversation session and position of a `message`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionRef>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -139,6 +170,8 @@ impl Memory {
             created_at: self.created_at,
             updated_at: self.updated_at,
             expires_at: self.expires_at,
+            occurred_at: self.occurred_at,
+            session: self.session.clone(),
         }
     }
 
@@ -164,6 +197,9 @@ pub struct NewMemory {
     pub client_id: Option<String>,
     pub checksum: String,
     pub created_at: DateTime<Utc>,
+    /// The event time (`created_at` unless the caller gave one).
+    pub occurred_at: DateTime<Utc>,
+    pub session: Option<SessionRef>,
     pub expires_at: Option<DateTime<Utc>>,
     pub pii: Vec<String>,
 }
@@ -205,6 +241,8 @@ pub struct DocAttrs {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub occurred_at: DateTime<Utc>,
+    pub session: Option<SessionRef>,
 }
 
 /// One entry of the store's change feed: the latest state of a memory whose
@@ -309,6 +347,10 @@ pub struct QuarantineEntry {
 pub struct IndexDoc {
     pub key: Key,
     pub text: String,
+    /// What the keyword index searches beside the text, with a lower weight:
+    /// a message's neighbouring turns (see `crate::context`). Filled in by
+    /// the engine; stores leave it empty.
+    pub context: String,
     pub vector: Vec<f32>,
     /// While re-embedding: the memory's vector from the target model, if it
     /// has one for its current text (what the shadow index is built from).
@@ -376,6 +418,8 @@ pub struct ClaimedJob {
     pub key: Key,
     pub memory_id: Uuid,
     pub text: String,
+    /// A message's speaker (part of what is embedded).
+    pub speaker: Option<String>,
     pub checksum: String,
     pub attempts: u32,
     /// Checksum and model version of the vector already stored, if any,
@@ -384,6 +428,13 @@ pub struct ClaimedJob {
     pub embedding_version: Option<String>,
     /// W3C `traceparent` of the request that enqueued the job, if traced.
     pub traceparent: Option<String>,
+}
+
+impl ClaimedJob {
+    /// What the embedder gets (see [`crate::context::embedding_text`]).
+    pub fn embedding_text(&self) -> String {
+        crate::context::embedding_text(&self.text, self.speaker.as_deref())
+    }
 }
 
 /// A finished embedding to write back.
@@ -426,6 +477,15 @@ pub struct ReembedItem {
     pub key: Key,
     pub checksum: String,
     pub text: String,
+    /// A message's speaker (part of what is embedded).
+    pub speaker: Option<String>,
+}
+
+impl ReembedItem {
+    /// What the embedder gets (see [`crate::context::embedding_text`]).
+    pub fn embedding_text(&self) -> String {
+        crate::context::embedding_text(&self.text, self.speaker.as_deref())
+    }
 }
 
 /// A target-model vector for a memory's text (by checksum).

@@ -88,6 +88,8 @@ fn build(
         created_at: now,
         updated_at: now,
         expires_at: None,
+        occurred_at: now,
+        session: None,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -106,6 +108,7 @@ fn build(
                     op: ChangeOp::Upsert(Arc::new(IndexDoc {
                         key,
                         text: String::new(),
+                        context: String::new(),
                         vector: gen(rng),
                         target_vector: None,
                         attrs: attrs.clone(),

@@ -1,14 +1,19 @@
 //! tantivy BM25 keyword index.
 //!
-//! Schema: `key` (u64, indexed + fast + stored) and `text` (not stored,
-//! `en_stem` tokenizer: split on non-alphanumerics, lowercase, English
-//! stemming; term frequencies and field norms for BM25).
+//! Schema: `key` (u64, indexed + fast + stored), `text` and `context` (not
+//! stored, `en_stem` tokenizer: split on non-alphanumerics, lowercase,
+//! English stemming; term frequencies and field norms for BM25). `context` is
+//! what the engine puts beside a memory's text (a message's neighbouring
+//! turns, see `engram_core::context`); a query term scores in both fields, the
+//! context's BM25 weighted by [`engram_core::context::KEYWORD_CONTEXT_WEIGHT`]
+//! (BM25F-style, each field with its own length normalisation).
 //!
 //! Every `apply` commits, with the last change's seq as the commit payload,
 //! so the persisted position is durable at every batch and is read back from
 //! the index metas on open.
 
 use async_trait::async_trait;
+use engram_core::context::KEYWORD_CONTEXT_WEIGHT;
 use engram_core::{Change, ChangeOp, DerivedIndex, Key, KeywordIndex, Scope};
 use parking_lot::Mutex;
 use std::cmp::Ordering as CmpOrdering;
@@ -18,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tantivy::directory::MmapDirectory;
-use tantivy::query::{BooleanQuery, EnableScoring, Occur, Query, TermQuery};
+use tantivy::query::{BooleanQuery, BoostQuery, EnableScoring, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED,
 };
@@ -32,6 +37,7 @@ use crate::{offload, run_blocking, IndexError};
 const NAME: &str = "tantivy";
 const KEY_FIELD: &str = "key";
 const TEXT_FIELD: &str = "text";
+const CONTEXT_FIELD: &str = "context";
 const TOKENIZER: &str = "en_stem";
 /// Total indexing memory budget of the writer (split between its threads;
 /// tantivy wants at least 15 MB per thread).
@@ -49,6 +55,9 @@ struct Inner {
     dir: PathBuf,
     key: Field,
     text: Field,
+    context: Field,
+    /// The representation recipe the index is built with (commit payload).
+    recipe: String,
     analyzer: TextAnalyzer,
     reader: IndexReader,
     writer: Mutex<IndexWriter<TantivyDocument>>,
@@ -66,16 +75,17 @@ enum OpenError {
 
 impl TantivyIndex {
     /// Open the index in `dir`, creating it if missing. An index that cannot
-    /// be opened (corrupt, other schema) is wiped and recreated empty with
-    /// persisted seq 0.
-    pub fn open(dir: &Path) -> Result<Self, IndexError> {
+    /// be opened (corrupt, other schema, built with another `recipe`: see
+    /// [`engram_core::context::Recipe::id`]) is wiped and recreated empty
+    /// with persisted seq 0.
+    pub fn open(dir: &Path, recipe: &str) -> Result<Self, IndexError> {
         fs::create_dir_all(dir).map_err(|source| IndexError::Io {
             index: NAME,
             path: dir.to_path_buf(),
             op: "creating the index directory",
             source,
         })?;
-        match Inner::open(dir) {
+        match Inner::open(dir, recipe) {
             Ok(inner) => Ok(TantivyIndex {
                 inner: Arc::new(inner),
             }),
@@ -97,7 +107,7 @@ impl TantivyIndex {
                 };
                 fs::remove_dir_all(dir).map_err(io("wiping the index directory"))?;
                 fs::create_dir_all(dir).map_err(io("creating the index directory"))?;
-                match Inner::open(dir) {
+                match Inner::open(dir, recipe) {
                     Ok(inner) => Ok(TantivyIndex {
                         inner: Arc::new(inner),
                     }),
@@ -118,7 +128,7 @@ impl TantivyIndex {
     }
 }
 
-fn schema() -> (Schema, Field, Field) {
+fn schema() -> (Schema, Field, Field, Field) {
     let mut builder = Schema::builder();
     let key = builder.add_u64_field(KEY_FIELD, INDEXED | FAST | STORED);
     // Frequencies (BM25) without positions: no phrase queries are ever run.
@@ -128,13 +138,17 @@ fn schema() -> (Schema, Field, Field) {
         .set_fieldnorms(true);
     let text = builder.add_text_field(
         TEXT_FIELD,
+        TextOptions::default().set_indexing_options(indexing.clone()),
+    );
+    let context = builder.add_text_field(
+        CONTEXT_FIELD,
         TextOptions::default().set_indexing_options(indexing),
     );
-    (builder.build(), key, text)
+    (builder.build(), key, text, context)
 }
 
 impl Inner {
-    fn open(dir: &Path) -> Result<Inner, OpenError> {
+    fn open(dir: &Path, recipe: &str) -> Result<Inner, OpenError> {
         let err = |op: &'static str| {
             move |source: TantivyError| IndexError::Tantivy {
                 index: NAME,
@@ -144,7 +158,7 @@ impl Inner {
             }
         };
         let unusable = |op: &'static str| move |e: TantivyError| OpenError::Unusable(err(op)(e));
-        let (schema, key, text) = schema();
+        let (schema, key, text, context) = schema();
         let directory = MmapDirectory::open(dir).map_err(|e| {
             OpenError::Fatal(IndexError::Tantivy {
                 index: NAME,
@@ -158,13 +172,15 @@ impl Inner {
         let metas = index
             .load_metas()
             .map_err(unusable("reading the index metas"))?;
+        // The payload is "<seq> recipe=<n>": an index built with another
+        // recipe of the indexed text is rebuilt from the feed.
         let persisted_seq = match metas.payload.as_deref() {
             None => 0,
-            Some(p) => p.trim().parse::<u64>().map_err(|e| {
+            Some(p) => parse_payload(p, recipe).map_err(|message| {
                 OpenError::Unusable(IndexError::Invalid {
                     index: NAME,
                     path: dir.to_path_buf(),
-                    message: format!("commit payload {p:?} is not a seq: {e}"),
+                    message,
                 })
             })?,
         };
@@ -200,6 +216,8 @@ impl Inner {
             dir: dir.to_path_buf(),
             key,
             text,
+            context,
+            recipe: recipe.to_string(),
             analyzer,
             reader,
             writer: Mutex::new(writer),
@@ -226,7 +244,7 @@ impl Inner {
     ) -> Result<(), IndexError> {
         let result = (|| {
             let mut prepared = writer.prepare_commit()?;
-            prepared.set_payload(&seq.to_string());
+            prepared.set_payload(&payload(seq, &self.recipe));
             prepared.commit()?;
             Ok(())
         })();
@@ -259,6 +277,7 @@ impl Inner {
                 let added = writer.add_document(doc!(
                     self.key => c.key,
                     self.text => d.text.as_str(),
+                    self.context => d.context.as_str(),
                 ));
                 if let Err(e) = added {
                     let _ = writer.rollback();
@@ -292,7 +311,8 @@ impl Inner {
             return Ok(Vec::new());
         }
         // Tokenise with the field's own analyzer (no query syntax: any user
-        // text is a bag of terms), one SHOULD clause per distinct term.
+        // text is a bag of terms), one SHOULD clause per distinct term and
+        // field, the context's weighted down.
         let mut analyzer = self.analyzer.clone();
         let mut stream = analyzer.token_stream(query);
         let mut seen = HashSet::new();
@@ -303,6 +323,14 @@ impl Inner {
                 clauses.push((
                     Occur::Should,
                     Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+                ));
+                let term = Term::from_field_text(self.context, &token.text);
+                clauses.push((
+                    Occur::Should,
+                    Box::new(BoostQuery::new(
+                        Box::new(TermQuery::new(term, IndexRecordOption::WithFreqs)),
+                        KEYWORD_CONTEXT_WEIGHT,
+                    )),
                 ));
             }
         }
@@ -356,6 +384,24 @@ impl Inner {
         hits.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         Ok(hits)
     }
+}
+
+/// The commit payload: the persisted seq and the recipe of the indexed text.
+fn payload(seq: u64, recipe: &str) -> String {
+    format!("{seq} recipe={recipe}")
+}
+
+fn parse_payload(p: &str, recipe: &str) -> Result<u64, String> {
+    let (seq, built) = p.trim().split_once(" recipe=").unwrap_or((p.trim(), "0"));
+    let seq = seq
+        .parse::<u64>()
+        .map_err(|e| format!("commit payload {p:?} is not a seq: {e}"))?;
+    if built != recipe {
+        return Err(format!(
+            "built with keyword recipe {built:?}, this node indexes with recipe {recipe:?}"
+        ));
+    }
+    Ok(seq)
 }
 
 /// A hit in the top-k heap, ordered so that the heap's top is the worst hit

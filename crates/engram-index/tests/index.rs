@@ -28,6 +28,8 @@ fn attrs(tenant: &str, namespace: &str) -> Arc<DocAttrs> {
         created_at: now,
         updated_at: now,
         expires_at: None,
+        occurred_at: now,
+        session: None,
     })
 }
 
@@ -55,11 +57,21 @@ impl Feed {
             op: ChangeOp::Upsert(Arc::new(IndexDoc {
                 key,
                 text: text.to_string(),
+                context: String::new(),
                 vector,
                 target_vector: None,
                 attrs: a,
             })),
         }
+    }
+
+    /// An upsert with a context beside the text (a conversation message).
+    fn upsert_with_context(&mut self, key: Key, text: &str, context: &str) -> Change {
+        let mut c = self.upsert(key, TENANT, text, vec![]);
+        if let ChangeOp::Upsert(d) = &mut c.op {
+            Arc::make_mut(d).context = context.to_string();
+        }
+        c
     }
 
     fn remove(&mut self, key: Key) -> Change {
@@ -696,7 +708,7 @@ async fn vector_hnsw_recall_at_10() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyword_upsert_search_remove() {
     let dir = tempfile::tempdir().unwrap();
-    let idx = TantivyIndex::open(dir.path()).unwrap();
+    let idx = TantivyIndex::open(dir.path(), "test").unwrap();
     let mut feed = Feed::new();
     let changes = vec![
         feed.upsert(1, TENANT, "The cat sat on the mat", vec![]),
@@ -737,7 +749,7 @@ async fn keyword_upsert_search_remove() {
 #[tokio::test]
 async fn keyword_reupsert_replaces() {
     let dir = tempfile::tempdir().unwrap();
-    let idx = TantivyIndex::open(dir.path()).unwrap();
+    let idx = TantivyIndex::open(dir.path(), "test").unwrap();
     let mut feed = Feed::new();
     let a = feed.upsert(7, TENANT, "apples and pears", vec![]);
     idx.apply(&[a]).await.unwrap();
@@ -764,7 +776,7 @@ async fn keyword_reupsert_replaces() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyword_stemming_and_bm25_ranking() {
     let dir = tempfile::tempdir().unwrap();
-    let idx = TantivyIndex::open(dir.path()).unwrap();
+    let idx = TantivyIndex::open(dir.path(), "test").unwrap();
     let mut feed = Feed::new();
     let changes = vec![
         feed.upsert(1, TENANT, "She runs every morning", vec![]),
@@ -806,7 +818,7 @@ async fn keyword_stemming_and_bm25_ranking() {
 #[tokio::test]
 async fn keyword_special_characters_never_fail() {
     let dir = tempfile::tempdir().unwrap();
-    let idx = TantivyIndex::open(dir.path()).unwrap();
+    let idx = TantivyIndex::open(dir.path(), "test").unwrap();
     let mut feed = Feed::new();
     let c = feed.upsert(
         1,
@@ -853,7 +865,7 @@ async fn keyword_special_characters_never_fail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyword_scope_is_applied_inside_search() {
     let dir = tempfile::tempdir().unwrap();
-    let idx = TantivyIndex::open(dir.path()).unwrap();
+    let idx = TantivyIndex::open(dir.path(), "test").unwrap();
     let mut feed = Feed::new();
     // 1000 docs share the word "memory"; only every 50th is visible. The
     // invisible ones score higher (shorter texts), so a post-filter of the
@@ -892,7 +904,7 @@ async fn keyword_persist_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let mut feed = Feed::new();
     {
-        let idx = TantivyIndex::open(dir.path()).unwrap();
+        let idx = TantivyIndex::open(dir.path(), "test").unwrap();
         assert_eq!(idx.persisted_seq(), 0);
         let changes = vec![
             feed.upsert(1, TENANT, "persistent memories survive restarts", vec![]),
@@ -903,12 +915,12 @@ async fn keyword_persist_and_reopen() {
         // No persist: every apply is a durable commit.
     }
     {
-        let idx = TantivyIndex::open(dir.path()).unwrap();
+        let idx = TantivyIndex::open(dir.path(), "test").unwrap();
         assert_eq!((idx.len(), idx.persisted_seq()), (2, 2));
         idx.persist(10).await.unwrap();
         assert_eq!(idx.persisted_seq(), 10);
     }
-    let idx = TantivyIndex::open(dir.path()).unwrap();
+    let idx = TantivyIndex::open(dir.path(), "test").unwrap();
     assert_eq!(idx.persisted_seq(), 10);
     assert_eq!(idx.len(), 2);
     let hits = KeywordIndex::search(&idx, "restart", 10, &feed.scope(TENANT))
@@ -918,16 +930,63 @@ async fn keyword_persist_and_reopen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyword_context_is_searched_below_the_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut feed = Feed::new();
+    let idx = TantivyIndex::open(dir.path(), "test").unwrap();
+    let changes = vec![
+        feed.upsert_with_context(1, "Ann: her name is Pixel", "Ann: I adopted a dog"),
+        feed.upsert_with_context(2, "Bo: my dog sleeps all day", "Ann: her name is Pixel"),
+        feed.upsert_with_context(3, "Bo: see you", ""),
+    ];
+    idx.apply(&changes).await.unwrap();
+    // "Pixel" is in 1's text and 2's context: the text ranks first.
+    let hits = KeywordIndex::search(&idx, "pixel", 10, &feed.scope(TENANT))
+        .await
+        .unwrap();
+    assert_eq!(keys(&hits), vec![1, 2]);
+    assert!(hits[0].1 > hits[1].1, "{hits:?}");
+    // A word found only in the context still finds the message.
+    let hits = KeywordIndex::search(&idx, "adopted", 10, &feed.scope(TENANT))
+        .await
+        .unwrap();
+    assert_eq!(keys(&hits), vec![1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyword_index_of_another_recipe_is_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut feed = Feed::new();
+    {
+        let idx = TantivyIndex::open(dir.path(), "1w2").unwrap();
+        let c = feed.upsert(1, TENANT, "hello world", vec![]);
+        idx.apply(&[c]).await.unwrap();
+        assert_eq!((idx.len(), idx.persisted_seq()), (1, 1));
+    }
+    {
+        let idx = TantivyIndex::open(dir.path(), "1w2").unwrap();
+        assert_eq!(
+            (idx.len(), idx.persisted_seq()),
+            (1, 1),
+            "same recipe: kept"
+        );
+    }
+    // Another recipe: empty at seq 0, so the engine replays the feed.
+    let idx = TantivyIndex::open(dir.path(), "1w3").unwrap();
+    assert_eq!((idx.len(), idx.persisted_seq()), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyword_corrupt_index_is_recreated() {
     let dir = tempfile::tempdir().unwrap();
     let mut feed = Feed::new();
     {
-        let idx = TantivyIndex::open(dir.path()).unwrap();
+        let idx = TantivyIndex::open(dir.path(), "test").unwrap();
         let c = feed.upsert(1, TENANT, "hello world", vec![]);
         idx.apply(&[c]).await.unwrap();
     }
     std::fs::write(dir.path().join("meta.json"), b"garbage (:*?").unwrap();
-    let idx = TantivyIndex::open(dir.path()).unwrap();
+    let idx = TantivyIndex::open(dir.path(), "test").unwrap();
     assert_eq!((idx.len(), idx.persisted_seq()), (0, 0));
     let c = feed.upsert(2, TENANT, "hello again", vec![]);
     idx.apply(&[c]).await.unwrap();
@@ -945,11 +1004,11 @@ async fn keyword_corrupt_index_is_recreated() {
             std::fs::remove_file(path).unwrap();
         }
     }
-    let idx = TantivyIndex::open(dir.path()).unwrap();
+    let idx = TantivyIndex::open(dir.path(), "test").unwrap();
     assert_eq!((idx.len(), idx.persisted_seq()), (0, 0));
 
     // A second open while the first holds the writer is an error, not a wipe.
-    let err = TantivyIndex::open(dir.path())
+    let err = TantivyIndex::open(dir.path(), "test")
         .err()
         .expect("writer lock is held");
     assert!(err.to_string().contains("tantivy"), "{err}");
@@ -959,7 +1018,7 @@ async fn keyword_corrupt_index_is_recreated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyword_clear() {
     let dir = tempfile::tempdir().unwrap();
-    let idx = TantivyIndex::open(dir.path()).unwrap();
+    let idx = TantivyIndex::open(dir.path(), "test").unwrap();
     let mut feed = Feed::new();
     let changes = vec![
         feed.upsert(1, TENANT, "one fish", vec![]),
@@ -973,7 +1032,7 @@ async fn keyword_clear() {
         .unwrap()
         .is_empty());
     drop(idx);
-    let idx = TantivyIndex::open(dir.path()).unwrap();
+    let idx = TantivyIndex::open(dir.path(), "test").unwrap();
     assert_eq!((idx.len(), idx.persisted_seq()), (0, 0));
     let c = feed.upsert(3, TENANT, "red fish", vec![]);
     idx.apply(&[c]).await.unwrap();

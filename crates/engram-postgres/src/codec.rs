@@ -5,7 +5,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use engram_core::{
     ClaimedJob, Corrupt, Decoded, DocAttrs, Inserted, Job, JobState, Kind, Memory, NamespaceInfo,
-    State,
+    SessionRef, State,
 };
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -21,7 +21,7 @@ macro_rules! memory_cols {
     () => {
         "key, id, tenant, namespace, kind, state, checksum, client_id, seq, created_at, \
          updated_at, expires_at, deleted_at, legal_hold, embedding_model, embedding_version, \
-         tags, pii, provenance, metadata, text"
+         tags, pii, provenance, metadata, text, occurred_at, session, position, speaker"
     };
 }
 pub(crate) use memory_cols;
@@ -29,7 +29,8 @@ pub(crate) use memory_cols;
 /// Columns of [`DocAttrs`] plus the key.
 macro_rules! attr_cols {
     () => {
-        "key, tenant, namespace, kind, tags, metadata, created_at, updated_at, expires_at"
+        "key, tenant, namespace, kind, tags, metadata, created_at, updated_at, expires_at, \
+         occurred_at, session, position, speaker"
     };
 }
 pub(crate) use attr_cols;
@@ -48,7 +49,7 @@ pub(crate) use job_cols;
 macro_rules! claimed_cols {
     () => {
         "j.id AS job_id, j.memory_key, j.attempts, j.traceparent, m.id AS memory_id, m.tenant, \
-         m.text, \
+         m.text, m.speaker, \
          m.checksum, \
          m.embedded_checksum, m.embedding_version, m.deleted_at IS NOT NULL AS deleted"
     };
@@ -169,6 +170,22 @@ fn attempts(row: &PgRow) -> Result<u32> {
         .map_err(|_| PgError::corrupt("jobs.attempts out of range"))
 }
 
+/// The session of a row selected with [`memory_cols`] or [`attr_cols`].
+fn session(row: &PgRow) -> Result<Option<SessionRef>> {
+    Ok(match get::<Option<String>>(row, "session")? {
+        None => None,
+        Some(id) => Some(SessionRef {
+            id,
+            position: unsigned(
+                get::<Option<i64>>(row, "position")?
+                    .ok_or_else(|| PgError::corrupt("position: missing on a message"))?,
+                "position",
+            )?,
+            speaker: get(row, "speaker")?,
+        }),
+    })
+}
+
 /// A full memory from a row selected with [`memory_cols`].
 pub(crate) fn memory(row: &PgRow) -> Result<Memory> {
     let provenance: Option<Value> = get(row, "provenance")?;
@@ -190,6 +207,8 @@ pub(crate) fn memory(row: &PgRow) -> Result<Memory> {
         state: state(&get::<String>(row, "state")?)?,
         embedding_model: get(row, "embedding_model")?,
         embedding_version: get(row, "embedding_version")?,
+        occurred_at: get(row, "occurred_at")?,
+        session: session(row)?,
         created_at: get(row, "created_at")?,
         updated_at: get(row, "updated_at")?,
         expires_at: get(row, "expires_at")?,
@@ -213,6 +232,8 @@ pub(crate) fn attrs(row: &PgRow) -> Result<(u64, DocAttrs)> {
             created_at: get(row, "created_at")?,
             updated_at: get(row, "updated_at")?,
             expires_at: get(row, "expires_at")?,
+            occurred_at: get(row, "occurred_at")?,
+            session: session(row)?,
         },
     ))
 }
@@ -250,6 +271,7 @@ pub(crate) fn claimed(row: &PgRow) -> Result<ClaimedJob> {
         key: unsigned(get(row, "memory_key")?, "memory_key")?,
         memory_id: get(row, "memory_id")?,
         text: get(row, "text")?,
+        speaker: get(row, "speaker")?,
         checksum: get(row, "checksum")?,
         attempts: attempts(row)?,
         embedded_checksum: get(row, "embedded_checksum")?,

@@ -141,6 +141,9 @@ fn unique_violation(e: &sqlx::Error) -> Option<String> {
             "a live memory with the same client id already exists in this namespace".to_string()
         }
         Some(ID_INDEX) => "a memory with this id already exists".to_string(),
+        Some("memories_live_session_position") => {
+            "another live message of this session has this position".to_string()
+        }
         Some("api_keys_pkey") => "an API key with this id already exists".to_string(),
         _ => format!("conflict: {}", db.message()),
     })

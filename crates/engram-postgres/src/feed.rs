@@ -82,6 +82,7 @@ fn op(key: Key, row: &sqlx::postgres::PgRow) -> Result<ChangeOp> {
     Ok(ChangeOp::Upsert(Arc::new(IndexDoc {
         key,
         text: text.unwrap_or_default(),
+        context: String::new(),
         vector: vector.unwrap_or_default(),
         target_vector: row.try_get("target_vector")?,
         attrs: Arc::new(attrs),

@@ -167,7 +167,7 @@ fn text_ok(s: &str) -> bool {
 /// is the one-element case).
 fn push_in(qb: &mut Qb<'_>, field: &Field, vs: &[Value]) {
     match field {
-        Field::Tags | Field::Kind | Field::Namespace => {
+        Field::Tags | Field::Kind | Field::Namespace | Field::Session => {
             let strs: Vec<String> = vs
                 .iter()
                 .filter_map(Value::as_str)
@@ -180,10 +180,15 @@ fn push_in(qb: &mut Qb<'_>, field: &Field, vs: &[Value]) {
             match field {
                 Field::Tags => qb.push("(tags && ").push_bind(strs).push("::text[])"),
                 Field::Kind => qb.push("(kind = ANY(").push_bind(strs).push("))"),
+                // NULL (not a message) equals nothing, and `$ne` must match it.
+                Field::Session => qb
+                    .push("COALESCE(session = ANY(")
+                    .push_bind(strs)
+                    .push("), FALSE)"),
                 _ => qb.push("(namespace = ANY(").push_bind(strs).push("))"),
             };
         }
-        Field::CreatedAt | Field::UpdatedAt => {
+        Field::CreatedAt | Field::UpdatedAt | Field::OccurredAt => {
             // Stored times have microsecond precision: an operand with finer
             // digits (or a leap second) equals none of them.
             let times: Vec<DateTime<Utc>> = vs
@@ -270,7 +275,14 @@ fn push_exists(qb: &mut Qb<'_>, field: &Field) {
         Field::Tags => {
             qb.push("(cardinality(tags) > 0)");
         }
-        Field::Kind | Field::Namespace | Field::CreatedAt | Field::UpdatedAt => push_bool(qb, true),
+        Field::Kind
+        | Field::Namespace
+        | Field::CreatedAt
+        | Field::UpdatedAt
+        | Field::OccurredAt => push_bool(qb, true),
+        Field::Session => {
+            qb.push("(session IS NOT NULL)");
+        }
         Field::Metadata(path) => {
             if !path.iter().all(|p| text_ok(p)) {
                 return push_bool(qb, false);
@@ -289,7 +301,7 @@ fn push_exists(qb: &mut Qb<'_>, field: &Field) {
 
 fn push_cmp(qb: &mut Qb<'_>, field: &Field, c: CmpOp, bound: &Bound) {
     match (field, bound) {
-        (Field::CreatedAt | Field::UpdatedAt, Bound::Time(t)) => {
+        (Field::CreatedAt | Field::UpdatedAt | Field::OccurredAt, Bound::Time(t)) => {
             let (us, rem) = split_micros(*t);
             let Some(floor) = micros_to_time(us) else {
                 // Earlier than every storable time: every value is greater.
@@ -355,6 +367,7 @@ fn cmp_sql(c: CmpOp) -> &'static str {
 fn time_column(field: &Field) -> &'static str {
     match field {
         Field::UpdatedAt => "updated_at",
+        Field::OccurredAt => "occurred_at",
         _ => "created_at",
     }
 }

@@ -636,7 +636,7 @@ async fn purge_rows(tx: &mut WriteTx, keys: &[i64], now: DateTime<Utc>) -> Resul
          RETURNING m.key, m.id, m.tenant, m.namespace, m.kind, m.state, m.checksum, \
          m.client_id, m.seq, m.created_at, m.updated_at, m.expires_at, m.deleted_at, \
          m.legal_hold, m.embedding_model, m.embedding_version, m.tags, m.pii, m.provenance, \
-         m.metadata, m.text",
+         m.metadata, m.text, m.occurred_at, m.session, m.position, m.speaker",
     )
     .bind(now)
     .bind(keys)

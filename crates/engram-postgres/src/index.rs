@@ -31,7 +31,10 @@
 //! of the SQL, so `k` hits come back whenever `k` admitted memories exist.
 
 use async_trait::async_trait;
-use engram_core::{Change, DerivedIndex, Error, Key, KeywordIndex, Result, Scope, VectorIndex};
+use engram_core::context::KEYWORD_CONTEXT_WEIGHT;
+use engram_core::{
+    Change, ChangeOp, DerivedIndex, Error, Key, KeywordIndex, Result, Scope, VectorIndex,
+};
 use sqlx::postgres::PgRow;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -644,7 +647,8 @@ impl Default for PgKeywordOptions {
 }
 
 /// Keyword search with PostgreSQL full-text search over `memories.tsv`
-/// (`to_tsvector('english', text)`, GIN-indexed).
+/// (`to_tsvector('english', ...)` of a message's speaker and the text with
+/// weight A, and of the context the engine writes with weight B; GIN-indexed).
 ///
 /// The query is analysed with the same `english` configuration. Ranking is
 /// PostgreSQL's cover density `ts_rank_cd` of the OR of all its lexemes, not
@@ -821,7 +825,12 @@ fn build_keyword<'a>(
     // is an index condition on the GIN index.
     .push(
         "::text[])), string_agg(lit, ' & '))::tsquery AS match_q FROM l) \
-         SELECT key, ts_rank_cd(tsv, (SELECT rank_q FROM q)) AS score FROM memories \
+         SELECT key, ts_rank_cd(",
+    )
+    // Weights of D, C, B (a message's context) and A (its speaker and text).
+    .push_bind(vec![0.1f32, 0.2, KEYWORD_CONTEXT_WEIGHT, 1.0])
+    .push(
+        "::float4[], tsv, (SELECT rank_q FROM q)) AS score FROM memories \
          WHERE tsv @@ (SELECT match_q FROM q) AND ",
     )
     .push(SEARCHABLE)
@@ -842,7 +851,31 @@ impl DerivedIndex for PgKeywordIndex {
     }
 
     async fn apply(&self, changes: &[Change]) -> Result<()> {
-        // The tsvector is a generated column of the memory row.
+        // The tsvector is a generated column of the memory row; what the
+        // engine adds beside the text (a message's context) is written to
+        // the row's `context` column, which the tsvector covers with weight B.
+        let mut keys = Vec::new();
+        let mut contexts = Vec::new();
+        for c in changes {
+            if let ChangeOp::Upsert(d) = &c.op {
+                if d.attrs.session.is_some() {
+                    keys.push(i64::try_from(c.key).unwrap_or(i64::MAX));
+                    contexts.push(d.context.replace('\0', " "));
+                }
+            }
+        }
+        if !keys.is_empty() {
+            sqlx::query(
+                "UPDATE memories m SET context = u.ctx \
+                 FROM unnest($1::bigint[], $2::text[]) AS u(key, ctx) \
+                 WHERE m.key = u.key AND m.context IS DISTINCT FROM u.ctx",
+            )
+            .bind(&keys)
+            .bind(&contexts)
+            .execute(&self.inner.common.pool)
+            .await
+            .map_err(db_err)?;
+        }
         if let Some(last) = changes.last() {
             self.inner.common.advance(last.seq);
         }

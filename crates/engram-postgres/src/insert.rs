@@ -49,15 +49,17 @@ const EXISTING_BY_CLIENT_ID: &str = "SELECT p.idx, m.key, m.id, m.state, m.seq \
 /// is a little ahead of ours: `$15` is our now).
 const INSERT_MEMORIES: &str = "WITH ins AS (INSERT INTO memories (id, tenant, namespace, kind, \
      state, checksum, client_id, seq, created_at, updated_at, expires_at, legal_hold, tags, pii, \
-     provenance, metadata, text) \
+     provenance, metadata, text, occurred_at, session, position, speaker) \
      SELECT u.id, u.tenant, u.ns, u.kind, 'pending', u.checksum, u.client_id, u.seq, \
      u.created_at, u.created_at, u.expires_at, false, \
-     ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.pii, u.provenance, u.metadata, u.text \
+     ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.pii, u.provenance, u.metadata, u.text, \
+     u.occurred_at, u.session, u.position, u.speaker \
      FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
      $7::bigint[], $8::timestamptz[], $9::timestamptz[], $10::jsonb[], $11::jsonb[], \
-     $12::jsonb[], $13::jsonb[], $14::text[]) \
+     $12::jsonb[], $13::jsonb[], $14::text[], $17::timestamptz[], $18::text[], $19::bigint[], \
+     $20::text[]) \
      AS u(id, tenant, ns, kind, checksum, client_id, seq, created_at, expires_at, tags, pii, \
-     provenance, metadata, text) \
+     provenance, metadata, text, occurred_at, session, position, speaker) \
      ORDER BY u.seq RETURNING key, seq, tenant, created_at), \
      jobs AS (INSERT INTO jobs (tenant, kind, memory_key, state, attempts, next_run_at, \
      created_at, traceparent) \
@@ -326,6 +328,10 @@ struct Columns<'a> {
     provenance: Vec<Option<Value>>,
     metadata: Vec<Value>,
     text: Vec<&'a str>,
+    occurred_at: Vec<DateTime<Utc>>,
+    session: Vec<Option<&'a str>>,
+    position: Vec<Option<i64>>,
+    speaker: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -351,6 +357,10 @@ impl<'a> Columns<'a> {
             provenance: Vec::with_capacity(n),
             metadata: Vec::with_capacity(n),
             text: Vec::with_capacity(n),
+            occurred_at: Vec::with_capacity(n),
+            session: Vec::with_capacity(n),
+            position: Vec::with_capacity(n),
+            speaker: Vec::with_capacity(n),
         };
         for (f, (&i, seq)) in fresh.iter().zip(first_seq..).enumerate() {
             let m = &items[i];
@@ -371,6 +381,15 @@ impl<'a> Columns<'a> {
             });
             c.metadata.push(Value::Object(m.metadata.clone()));
             c.text.push(&m.text);
+            c.occurred_at.push(ts(m.occurred_at));
+            c.session.push(m.session.as_ref().map(|s| s.id.as_str()));
+            c.position.push(
+                m.session
+                    .as_ref()
+                    .map(|s| i64::try_from(s.position).unwrap_or(i64::MAX)),
+            );
+            c.speaker
+                .push(m.session.as_ref().and_then(|s| s.speaker.as_deref()));
         }
         Ok(c)
     }
@@ -398,6 +417,10 @@ impl<'a> Columns<'a> {
             .bind(&self.text)
             .bind(now)
             .bind(traceparent)
+            .bind(&self.occurred_at)
+            .bind(&self.session)
+            .bind(&self.position)
+            .bind(&self.speaker)
             .fetch_all(tx.conn())
             .await?)
     }

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use engram_core::{
-    AuditAction, AuditCtx, Decoded, Key, Memory, MemoryPatch, NamespaceInfo, State, StoreStats,
+    AuditAction, AuditCtx, Decoded, Key, Memory, MemoryPatch, NamespaceInfo, SessionRange, State,
+    StoreStats,
 };
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
@@ -50,6 +51,44 @@ impl PgStore {
         .bind(tenant)
         .fetch_all(&self.pool)
         .await?;
+        rows.iter()
+            .map(|r| codec::decoded(r, "key", codec::memory))
+            .collect()
+    }
+
+    pub(crate) async fn messages(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        session: &str,
+        range: &SessionRange,
+    ) -> Result<Vec<Decoded<Memory>>> {
+        let sql = if range.descending {
+            concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE tenant = $1 AND namespace = $2 AND session = $3 \
+                 AND deleted_at IS NULL AND position > $4 AND position < $5 \
+                 ORDER BY position DESC LIMIT $6"
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE tenant = $1 AND namespace = $2 AND session = $3 \
+                 AND deleted_at IS NULL AND position > $4 AND position < $5 \
+                 ORDER BY position LIMIT $6"
+            )
+        };
+        let rows = sqlx::query(sql)
+            .bind(tenant)
+            .bind(namespace)
+            .bind(session)
+            .bind(range.after.map_or(-1, codec::int))
+            .bind(range.before.map_or(i64::MAX, codec::int))
+            .bind(i64::try_from(range.limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| codec::decoded(r, "key", codec::memory))
             .collect()
@@ -348,7 +387,8 @@ pub(crate) async fn soft_delete_rows(
          RETURNING ",
         "m.key, m.id, m.tenant, m.namespace, m.kind, m.state, m.checksum, m.client_id, m.seq, \
          m.created_at, m.updated_at, m.expires_at, m.deleted_at, m.legal_hold, \
-         m.embedding_model, m.embedding_version, m.tags, m.pii, m.provenance, m.metadata, m.text"
+         m.embedding_model, m.embedding_version, m.tags, m.pii, m.provenance, m.metadata, m.text, \
+         m.occurred_at, m.session, m.position, m.speaker"
     ))
     .bind(now)
     .bind(keys)

@@ -210,7 +210,13 @@ async fn node(
         vectors: Arc::new(
             UsearchIndex::open(&dir.join("v"), 384, VectorOptions::default()).unwrap(),
         ),
-        keywords: Arc::new(TantivyIndex::open(&dir.join("k")).unwrap()),
+        keywords: Arc::new(
+            TantivyIndex::open(
+                &dir.join("k"),
+                &engram_core::context::Recipe::default().id(),
+            )
+            .unwrap(),
+        ),
         embedder: model,
         cache: cache.clone(),
         llm: None,
@@ -234,6 +240,8 @@ fn search(query: &str) -> SearchRequest {
         k: Some(5),
         mode: SearchMode::Hybrid,
         weights: None,
+        fusion: None,
+        prefer_speaker: None,
         exact: false,
     }
 }

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 mod routes;
+mod sessions;
 pub mod views;
 
 use axum::Router;

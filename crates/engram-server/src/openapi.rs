@@ -39,6 +39,7 @@ use crate::AppState;
     components(schemas(ErrorBody, CreateOne, CreateBatch, AskEvent)),
     tags(
         (name = "memories", description = "Write, read, change and delete memories"),
+        (name = "sessions", description = "Conversations: append messages to a session, read it in order, delete it"),
         (name = "search", description = "Search, ask (RAG), embeddings"),
         (name = "namespaces", description = "Namespaces and their settings"),
         (name = "keys", description = "API keys (admins)"),
@@ -114,6 +115,8 @@ pub struct CreateOne {
     provenance: Option<Provenance>,
     /// Caller-chosen idempotency key, unique per namespace.
     client_id: Option<String>,
+    /// When what the memory records happened (default: now).
+    occurred_at: Option<chrono::DateTime<chrono::Utc>>,
     expires_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Seconds from now until the memory expires (at most 100 years); or give `expires_at`.
     #[schema(minimum = 1, maximum = 3153600000_u64)]
@@ -414,7 +417,7 @@ mod tests {
         let doc: Value = serde_json::from_str(&document()).unwrap();
         let paths = doc["paths"].as_object().unwrap();
         let ops: usize = paths.values().map(|i| i.as_object().unwrap().len()).sum();
-        assert_eq!(ops, 26, "{:?}", paths.keys());
+        assert_eq!(ops, 29, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 for status in statuses().keys() {

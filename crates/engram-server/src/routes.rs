@@ -91,6 +91,8 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(retry_job))
         .routes(routes!(stats))
         .routes(routes!(quarantine))
+        .routes(routes!(crate::sessions::append, crate::sessions::read))
+        .routes(routes!(crate::sessions::delete))
 }
 
 pub fn router(mut state: AppState) -> Router {

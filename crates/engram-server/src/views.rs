@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use engram_core::requests::Page;
 use engram_core::{
     ApiKey, CreatedApiKey, EngineStats, Job, JobState, Kind, Memory, ModelInfo, Permission,
-    Provenance, QuarantineEntry, QuarantineSource, Role, State,
+    Provenance, QuarantineEntry, QuarantineSource, Role, SessionRef, State,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -38,6 +38,12 @@ pub struct MemoryView {
     pub embedding_model: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub embedding_version: Option<String>,
+    /// When what the memory records happened (its event time; defaults to
+    /// `created_at`).
+    pub occurred_at: DateTime<Utc>,
+    /// A message's session, position and speaker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionRef>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,6 +68,8 @@ impl From<Memory> for MemoryView {
             state: m.state,
             embedding_model: m.embedding_model,
             embedding_version: m.embedding_version,
+            occurred_at: m.occurred_at,
+            session: m.session,
             created_at: m.created_at,
             updated_at: m.updated_at,
             expires_at: m.expires_at,

@@ -140,7 +140,13 @@ async fn app_opts(o: Opts) -> App {
         queue: Arc::new(StoreQueue::new(store.clone(), cfg.job_lease, cfg.retry)),
         store,
         vectors: Arc::new(UsearchIndex::open(&dir.path().join("v"), 384, opts).unwrap()),
-        keywords: Arc::new(TantivyIndex::open(&dir.path().join("k")).unwrap()),
+        keywords: Arc::new(
+            TantivyIndex::open(
+                &dir.path().join("k"),
+                &engram_core::context::Recipe::default().id(),
+            )
+            .unwrap(),
+        ),
         embedder: embedder.clone(),
         cache: Arc::new(MemoryCache::new(cfg.query_cache_entries)),
         llm: o.llm.clone(),
@@ -405,9 +411,19 @@ async fn hybrid_search_ranks_by_meaning_and_words_with_breakdown() {
     let s0 = &hits[0]["scores"];
     assert_eq!(s0["vector_rank"], 1);
     assert_eq!(s0["keyword_rank"], 1);
-    let want = 1.0 / 61.0 + 1.0 / 61.0;
-    assert!((s0["fused"].as_f64().unwrap() - want).abs() < 1e-5, "{s0}");
+    assert!(
+        s0["fused"].as_f64().unwrap() > hits[1]["scores"]["fused"].as_f64().unwrap(),
+        "{hits:?}"
+    );
     assert!(hits.len() <= 3);
+    // Reciprocal-rank fusion on request: fused = w/(60 + rank) per signal
+    // (default weights 0.3 and 0.7).
+    let hits = app
+        .search(json!({"query": "Alice tea morning", "k": 3, "fusion": "rrf"}))
+        .await;
+    let s0 = &hits[0]["scores"];
+    let want = 0.3 / 61.0 + 0.7 / 61.0;
+    assert!((s0["fused"].as_f64().unwrap() - want).abs() < 1e-5, "{s0}");
 
     // Filter inside the search: k hits come back when k match.
     let hits = app
@@ -825,3 +841,5 @@ mod probe;
 mod quarantine;
 #[path = "api/reembed.rs"]
 mod reembed;
+#[path = "api/sessions.rs"]
+mod sessions;

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use engram_core::{
     ClaimedJob, Corrupt, Decoded, DocAttrs, Inserted, Job, JobState, Kind, Memory, NamespaceInfo,
-    State,
+    SessionRef, State,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
@@ -21,7 +21,7 @@ macro_rules! memory_cols {
     () => {
         "key, id, tenant, namespace, kind, state, checksum, client_id, seq, created_at, \
          updated_at, expires_at, deleted_at, legal_hold, embedding_model, embedding_version, \
-         tags, pii, provenance, metadata, text"
+         tags, pii, provenance, metadata, text, occurred_at, session, position, speaker"
     };
 }
 pub(crate) use memory_cols;
@@ -29,7 +29,8 @@ pub(crate) use memory_cols;
 /// Columns of [`DocAttrs`] plus the key.
 macro_rules! attr_cols {
     () => {
-        "key, tenant, namespace, kind, tags, metadata, created_at, updated_at, expires_at"
+        "key, tenant, namespace, kind, tags, metadata, created_at, updated_at, expires_at, \
+         occurred_at, session, position, speaker"
     };
 }
 pub(crate) use attr_cols;
@@ -141,9 +142,34 @@ where
     Ok(row.try_get(col)?)
 }
 
+/// The event time (rows written before schema 8 have none: their creation
+/// time) and the session of a row selected with [`memory_cols`] or
+/// [`attr_cols`].
+fn event(
+    row: &SqliteRow,
+    created_at: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, Option<SessionRef>)> {
+    let occurred_at = opt_time(get(row, "occurred_at")?, "occurred_at")?.unwrap_or(created_at);
+    let session = match get::<Option<String>>(row, "session")? {
+        None => None,
+        Some(id) => Some(SessionRef {
+            id,
+            position: unsigned(
+                get::<Option<i64>>(row, "position")?
+                    .ok_or_else(|| SqliteError::corrupt("position: missing on a message"))?,
+                "position",
+            )?,
+            speaker: get(row, "speaker")?,
+        }),
+    };
+    Ok((occurred_at, session))
+}
+
 /// A full memory from a row selected with [`memory_cols`].
 pub(crate) fn memory(row: &SqliteRow) -> Result<Memory> {
     let provenance: Option<String> = get(row, "provenance")?;
+    let created_at = time(get(row, "created_at")?, "created_at")?;
+    let (occurred_at, session) = event(row, created_at)?;
     Ok(Memory {
         id: uuid(&get::<String>(row, "id")?, "id")?,
         key: unsigned(get(row, "key")?, "key")?,
@@ -161,7 +187,9 @@ pub(crate) fn memory(row: &SqliteRow) -> Result<Memory> {
         state: state(&get::<String>(row, "state")?)?,
         embedding_model: get(row, "embedding_model")?,
         embedding_version: get(row, "embedding_version")?,
-        created_at: time(get(row, "created_at")?, "created_at")?,
+        occurred_at,
+        session,
+        created_at,
         updated_at: time(get(row, "updated_at")?, "updated_at")?,
         expires_at: opt_time(get(row, "expires_at")?, "expires_at")?,
         deleted_at: opt_time(get(row, "deleted_at")?, "deleted_at")?,
@@ -209,6 +237,8 @@ pub(crate) fn decoded<T>(
 
 /// Key and filter attributes from a row selected with [`attr_cols`].
 pub(crate) fn attrs(row: &SqliteRow) -> Result<(u64, DocAttrs)> {
+    let created_at = time(get(row, "created_at")?, "created_at")?;
+    let (occurred_at, session) = event(row, created_at)?;
     Ok((
         unsigned(get(row, "key")?, "key")?,
         DocAttrs {
@@ -217,9 +247,11 @@ pub(crate) fn attrs(row: &SqliteRow) -> Result<(u64, DocAttrs)> {
             kind: kind(&get::<String>(row, "kind")?)?,
             tags: from_json!(&get::<String>(row, "tags")?, "tags")?,
             metadata: from_json!(&get::<String>(row, "metadata")?, "metadata")?,
-            created_at: time(get(row, "created_at")?, "created_at")?,
+            created_at,
             updated_at: time(get(row, "updated_at")?, "updated_at")?,
             expires_at: opt_time(get(row, "expires_at")?, "expires_at")?,
+            occurred_at,
+            session,
         },
     ))
 }
@@ -258,6 +290,7 @@ pub(crate) fn claimed(row: &SqliteRow) -> Result<ClaimedJob> {
         key: unsigned(get(row, "memory_key")?, "memory_key")?,
         memory_id: uuid(&get::<String>(row, "memory_id")?, "memory_id")?,
         text: get(row, "text")?,
+        speaker: get(row, "speaker")?,
         checksum: get(row, "checksum")?,
         attempts: u32::try_from(get::<i64>(row, "attempts")?)
             .map_err(|_| SqliteError::corrupt("jobs.attempts out of range"))?,

@@ -99,6 +99,8 @@ fn unique_violation(e: &sqlx::Error) -> Option<String> {
         "a live memory with the same text already exists in this namespace".to_string()
     } else if msg.contains("memories.client_id") {
         "a live memory with the same client id already exists in this namespace".to_string()
+    } else if msg.contains("memories.session") {
+        "another live message of this session has this position".to_string()
     } else if msg.contains("memories.id") {
         "a memory with this id already exists".to_string()
     } else {

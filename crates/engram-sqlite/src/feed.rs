@@ -73,6 +73,7 @@ fn op(key: Key, row: &sqlx::sqlite::SqliteRow) -> Result<ChangeOp> {
     Ok(ChangeOp::Upsert(Arc::new(IndexDoc {
         key,
         text: text.unwrap_or_default(),
+        context: String::new(),
         vector: codec::blob_to_vector(vector.as_deref().unwrap_or_default())?,
         target_vector: target.as_deref().map(codec::blob_to_vector).transpose()?,
         attrs: Arc::new(attrs),

@@ -28,12 +28,13 @@ const EXISTING_BY_CLIENT_ID: &str = "SELECT j.value ->> 0 AS idx, m.key, m.id, m
 const INSERT_MEMORIES: &str =
     "INSERT INTO memories (id, tenant, namespace, kind, state, checksum, \
      client_id, seq, created_at, updated_at, expires_at, legal_hold, tags, pii, provenance, \
-     metadata, text) \
+     metadata, text, occurred_at, session, position, speaker) \
      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, 'pending', value ->> 4, \
      value ->> 5, value ->> 6, value ->> 7, value ->> 7, \
      coalesce(value ->> 8, (SELECT value ->> 7 + n.default_ttl_secs * 1000000 FROM namespaces n \
      WHERE n.tenant = value ->> 1 AND n.name = value ->> 2)), 0, value ->> 9, \
-     value ->> 10, value ->> 11, value ->> 12, value ->> 13 \
+     value ->> 10, value ->> 11, value ->> 12, value ->> 13, value ->> 14, value ->> 15, \
+     value ->> 16, value ->> 17 \
      FROM json_each(?) ORDER BY key RETURNING key, seq";
 
 /// An embedding job for every memory inserted with a seq in `[?2, ?3]`,
@@ -230,8 +231,8 @@ async fn existing(
 }
 
 /// `[id, tenant, namespace, kind, checksum, client_id, seq, created_at,
-/// expires_at, tags, pii, provenance, metadata, text]`, the JSON columns as
-/// strings holding their JSON text.
+/// expires_at, tags, pii, provenance, metadata, text, occurred_at, session,
+/// position, speaker]`, the JSON columns as strings holding their JSON text.
 fn row_json(m: &NewMemory, seq: i64) -> Result<Value> {
     let provenance = match &m.provenance {
         Some(p) => Some(to_json!(p, "provenance")?),
@@ -252,5 +253,9 @@ fn row_json(m: &NewMemory, seq: i64) -> Result<Value> {
         provenance,
         to_json!(&m.metadata, "metadata")?,
         m.text,
+        micros(m.occurred_at),
+        m.session.as_ref().map(|s| &s.id),
+        m.session.as_ref().map(|s| codec::int(s.position)),
+        m.session.as_ref().and_then(|s| s.speaker.as_ref()),
     ]))
 }

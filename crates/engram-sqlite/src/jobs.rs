@@ -412,7 +412,7 @@ impl SqliteStore {
 macro_rules! claim_cols {
     () => {
         "SELECT j.id AS job_id, j.memory_key, j.attempts, j.traceparent, m.id AS memory_id, \
-         m.tenant, m.text, \
+         m.tenant, m.text, m.speaker, \
          m.checksum, m.embedded_checksum, m.embedding_version, \
          m.deleted_at IS NOT NULL AS deleted \
          FROM jobs j JOIN memories m ON m.key = j.memory_key"

@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use engram_core::{
-    AuditAction, AuditCtx, Decoded, Key, Memory, MemoryPatch, NamespaceInfo, State, StoreStats,
+    AuditAction, AuditCtx, Decoded, Key, Memory, MemoryPatch, NamespaceInfo, SessionRange, State,
+    StoreStats,
 };
 use serde_json::json;
 use sqlx::Row;
@@ -48,6 +49,44 @@ impl SqliteStore {
         .bind(tenant)
         .fetch_all(&self.reader)
         .await?;
+        rows.iter()
+            .map(|r| codec::decoded(r, "key", codec::memory))
+            .collect()
+    }
+
+    pub(crate) async fn messages(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        session: &str,
+        range: &SessionRange,
+    ) -> Result<Vec<Decoded<Memory>>> {
+        let sql = if range.descending {
+            concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE tenant = ? AND namespace = ? AND session = ? \
+                 AND deleted_at IS NULL AND position > ? AND position < ? \
+                 ORDER BY position DESC LIMIT ?"
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE tenant = ? AND namespace = ? AND session = ? \
+                 AND deleted_at IS NULL AND position > ? AND position < ? \
+                 ORDER BY position LIMIT ?"
+            )
+        };
+        let rows = sqlx::query(sql)
+            .bind(tenant)
+            .bind(namespace)
+            .bind(session)
+            .bind(range.after.map_or(-1, codec::int))
+            .bind(range.before.map_or(i64::MAX, codec::int))
+            .bind(codec::limit(range.limit))
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter()
             .map(|r| codec::decoded(r, "key", codec::memory))
             .collect()

@@ -92,7 +92,7 @@ impl SqliteStore {
             return Ok(Vec::new());
         };
         let rows = sqlx::query(&format!(
-            "SELECT key, id, tenant, checksum, text FROM memories WHERE key > ?2 AND {HAS_ACTIVE} \
+            "SELECT key, id, tenant, checksum, text, speaker FROM memories WHERE key > ?2 AND {HAS_ACTIVE} \
              AND NOT ({HAS_TARGET}) ORDER BY key LIMIT ?3"
         ))
         .bind(&target.version)
@@ -107,6 +107,7 @@ impl SqliteStore {
                         key: codec::unsigned(row.try_get("key")?, "key")?,
                         checksum: row.try_get("checksum")?,
                         text: row.try_get("text")?,
+                        speaker: row.try_get("speaker")?,
                     })
                 })
             })

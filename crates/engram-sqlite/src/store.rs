@@ -6,7 +6,7 @@ use engram_core::{
     ApiKey, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Change, ClaimedJob, Decoded, DocAttrs,
     Embedded, Inserted, Job, JobFailure, JobState, Key, Memory, MemoryPatch, ModelInfo, ModelState,
     NamespaceInfo, NewMemory, QuarantineEntry, ReembedItem, ReembedProgress, Result, RetryPolicy,
-    Store, StoreStats, TargetVector,
+    SessionRange, Store, StoreStats, TargetVector,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -155,6 +155,16 @@ impl Store for SqliteStore {
 
     async fn namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>> {
         Ok(self.list_namespaces(tenant).await?)
+    }
+
+    async fn session_messages(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        session: &str,
+        range: &SessionRange,
+    ) -> Result<Vec<Decoded<Memory>>> {
+        Ok(self.messages(tenant, namespace, session, range).await?)
     }
 
     async fn namespace_exists(&self, tenant: &str, namespace: &str) -> Result<bool> {

@@ -46,6 +46,7 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         result_cache_ttl: Duration::from_secs(cfg.redis.result_ttl_secs),
         index_stall_after: Duration::from_secs(cfg.readiness.index_stall_secs),
         max_quarantined: cfg.readiness.max_quarantined,
+        context: recipe(cfg),
         rag: RagConfig {
             default_k: cfg.llm.default_k,
             max_context_bytes: cfg.llm.max_context_bytes,
@@ -59,6 +60,12 @@ fn engine_config(cfg: &Config) -> EngineConfig {
                 .unwrap_or_else(|| RagConfig::default().system_prompt),
         },
         ..EngineConfig::default()
+    }
+}
+
+fn recipe(cfg: &Config) -> engram_core::context::Recipe {
+    engram_core::context::Recipe {
+        window: cfg.search.context_window,
     }
 }
 
@@ -293,8 +300,11 @@ async fn open_indexes(
             .context("opening the full-text index")?;
         return Ok((vectors, Arc::new(keywords)));
     }
-    let keywords = TantivyIndex::open(&cfg.data_dir.join("index").join("keywords"))
-        .context("opening the keyword index")?;
+    let keywords = TantivyIndex::open(
+        &cfg.data_dir.join("index").join("keywords"),
+        &recipe(cfg).id(),
+    )
+    .context("opening the keyword index")?;
     Ok((vectors, Arc::new(keywords)))
 }
 

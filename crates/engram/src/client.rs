@@ -257,6 +257,83 @@ pub async fn import(
     Ok(())
 }
 
+/// Append a transcript (JSONL, one message per line) to a session. Lines
+/// without a position take their line number (blank lines skipped), so a
+/// re-run returns the stored messages instead of adding them again.
+pub async fn import_session(
+    c: &Conn,
+    file: &Path,
+    namespace: &str,
+    session: &str,
+    batch: usize,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut messages: Vec<Value> = Vec::new();
+    let (mut created, mut duplicates) = (0u64, 0u64);
+    // The session id is one path segment, percent-encoded.
+    let mut url = reqwest::Url::parse(&c.url).context("the server URL")?;
+    url.path_segments_mut()
+        .map_err(|_| anyhow::anyhow!("the server URL cannot take a path"))?
+        .pop_if_empty()
+        .extend(["v1", "sessions", session, "messages"]);
+    let send = |messages: Vec<Value>| {
+        let req = c
+            .http
+            .post(url.clone())
+            .query(&[("wait", wait)])
+            .json(&json!({"namespace": namespace, "messages": messages}));
+        async move {
+            let out = call(req).await?;
+            let mut counts = (0u64, 0u64);
+            for m in out["messages"].as_array().into_iter().flatten() {
+                if m["status"] == "created" {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
+            }
+            anyhow::Ok(counts)
+        }
+    };
+    let mut position = 0u64;
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut v: Value = serde_json::from_str(&line)
+            .with_context(|| format!("{}:{}: not valid JSON", file.display(), i + 1))?;
+        let Some(o) = v.as_object_mut() else {
+            bail!(
+                "{}:{}: a message must be a JSON object",
+                file.display(),
+                i + 1
+            );
+        };
+        match o.get("position").and_then(Value::as_u64) {
+            Some(p) => position = p,
+            None => {
+                o.insert("position".into(), json!(position));
+            }
+        }
+        position += 1;
+        messages.push(v);
+        if messages.len() >= batch {
+            let (c, d) = send(std::mem::take(&mut messages)).await?;
+            created += c;
+            duplicates += d;
+        }
+    }
+    if !messages.is_empty() {
+        let (c, d) = send(messages).await?;
+        created += c;
+        duplicates += d;
+    }
+    eprintln!("appended {created} messages to session {session:?} (+{duplicates} already there)");
+    Ok(())
+}
+
 pub async fn export(
     c: &Conn,
     namespace: Option<String>,

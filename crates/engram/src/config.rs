@@ -74,6 +74,25 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// When `/readyz` (and `engram probe`) report the node as failing.
     pub readiness: ReadinessConfig,
+    pub search: SearchConfig,
+}
+
+/// How memories are indexed and searched.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Live messages on each side of a conversation message that its keyword
+    /// representation carries (0 to 8). Changing it rebuilds the keyword
+    /// index from the store when the node starts.
+    pub context_window: usize,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig {
+            context_window: engram_core::context::Recipe::default().window,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -590,6 +609,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             pii: PiiConfig::default(),
             readiness: ReadinessConfig::default(),
+            search: SearchConfig::default(),
             retention: RetentionConfig::default(),
         }
     }
@@ -682,6 +702,12 @@ impl Config {
         }
         if self.request_timeout_secs == 0 {
             bail!("request_timeout_secs must be positive");
+        }
+        if self.search.context_window > engram_core::context::MAX_WINDOW {
+            bail!(
+                "search.context_window must be at most {}",
+                engram_core::context::MAX_WINDOW
+            );
         }
         if self.readiness.index_stall_secs == 0 {
             bail!("readiness.index_stall_secs must be positive");

@@ -213,13 +213,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Import memories from JSONL (one memory object per line; a line may carry its own "namespace").
+    /// Import memories from JSONL (one memory object per line; a line may carry its own
+    /// "namespace"), or with --session a conversation transcript (one message per line:
+    /// {"speaker" or "role", "text", "occurred_at"?, "metadata"?}; a line without a
+    /// "position" takes its line number, so importing the file again adds nothing).
     Import {
         #[command(flatten)]
         remote: Remote,
         file: PathBuf,
         #[arg(long, short)]
         namespace: String,
+        /// Append the lines as messages of this conversation session.
+        #[arg(long)]
+        session: Option<String>,
         #[arg(long, default_value_t = 128)]
         batch: usize,
         /// Wait until everything is searchable.
@@ -491,6 +497,17 @@ async fn main() -> anyhow::Result<()> {
             remote,
             file,
             namespace,
+            session: Some(session),
+            batch,
+            wait,
+        } => {
+            client::import_session(&remote.conn()?, &file, &namespace, &session, batch, wait).await
+        }
+        Cmd::Import {
+            remote,
+            file,
+            namespace,
+            session: None,
             batch,
             wait,
         } => client::import(&remote.conn()?, &file, &namespace, batch, wait).await,

@@ -191,13 +191,52 @@ fn add_import_search_export_and_rebuild() {
     assert_eq!(bundle["events"].as_array().unwrap().len(), 4);
     assert_eq!(bundle["records"].as_array().unwrap().len(), 3);
     assert_eq!(bundle["head"]["hash"], report["head"]);
+
+    // A transcript becomes a session; importing it again adds nothing.
+    let transcript = dir.path().join("chat.jsonl");
+    std::fs::write(
+        &transcript,
+        concat!(
+            r#"{"speaker": "Ann", "text": "I adopted a dog last week", "occurred_at": "2023-05-08T13:56:00Z"}"#, "\n",
+            r#"{"role": "Bo", "text": "What is its name?"}"#, "\n",
+            "\n",
+            r#"{"speaker": "Ann", "text": "Her name is Pixel"}"#, "\n",
+        ),
+    )
+    .unwrap();
+    let import = || {
+        let out = engram(&[
+            "import",
+            "--url",
+            &url,
+            "-n",
+            "chat",
+            "--session",
+            "walk 1",
+            "--wait",
+            transcript.to_str().unwrap(),
+        ]);
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let msg = import();
+    assert!(
+        msg.contains("appended 3 messages to session \"walk 1\" (+0 already there)"),
+        "{msg}"
+    );
+    let msg = import();
+    assert!(
+        msg.contains("appended 0 messages to session \"walk 1\" (+3 already there)"),
+        "{msg}"
+    );
+    let hits = search_ids(&url, "What is the name of Ann's dog?", "keyword");
+    assert_eq!(hits[0], "Her name is Pixel", "{hits:?}");
     stop(child);
 
     // Lose both derived indexes; rebuild re-derives them from the store.
     std::fs::remove_dir_all(data.join("index")).unwrap();
     let out = engram(&["rebuild", "--data-dir", data.to_str().unwrap()]);
     let msg = String::from_utf8_lossy(&out.stderr);
-    assert!(msg.contains("3 vectors, 3 keyword documents"), "{msg}");
+    assert!(msg.contains("6 vectors, 6 keyword documents"), "{msg}");
     // A log that is not a terminal gets no colour escape sequences.
     assert!(msg.contains("INFO"), "{msg}");
     assert!(

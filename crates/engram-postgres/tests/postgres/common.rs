@@ -140,7 +140,8 @@ impl TestDb {
 
             let mut qb = QueryBuilder::<Postgres>::new(
                 "INSERT INTO memories (id, tenant, namespace, kind, state, checksum, seq, \
-                 created_at, updated_at, expires_at, deleted_at, tags, metadata, text, embedding) ",
+                 created_at, updated_at, expires_at, deleted_at, tags, metadata, text, embedding, \
+                 occurred_at) ",
             );
             let first_seq = self.next_seq + 1;
             self.next_seq += chunk.len() as i64;
@@ -161,7 +162,8 @@ impl TestDb {
                     .push_bind(Json(Value::Object(d.attrs.metadata.clone())))
                     .push_bind(d.text.clone())
                     .push_bind(d.embedding.clone())
-                    .push_unseparated("::real[]::vector");
+                    .push_unseparated("::real[]::vector")
+                    .push_bind(d.attrs.occurred_at);
             });
             qb.push(" RETURNING key");
             let rows = qb
@@ -183,8 +185,8 @@ impl TestDb {
     /// (metadata decoded from jsonb by serde_json), by key.
     pub async fn read_attrs(&self) -> Vec<(Key, DocAttrs)> {
         let rows = sqlx::query(
-            "SELECT key, tenant, namespace, kind, tags, metadata, created_at, updated_at, expires_at \
-             FROM memories ORDER BY key",
+            "SELECT key, tenant, namespace, kind, tags, metadata, created_at, updated_at, expires_at, \
+             occurred_at FROM memories ORDER BY key",
         )
         .fetch_all(&self.pool)
         .await
@@ -205,6 +207,8 @@ impl TestDb {
                         created_at: r.get("created_at"),
                         updated_at: r.get("updated_at"),
                         expires_at: r.get("expires_at"),
+                        occurred_at: r.get("occurred_at"),
+                        session: None,
                     },
                 )
             })
@@ -236,6 +240,8 @@ impl Doc {
                 created_at: t,
                 updated_at: t,
                 expires_at: None,
+                occurred_at: t,
+                session: None,
             },
             text: text.into(),
             state: "ready",

@@ -151,6 +151,8 @@ async fn callers_seeing_different_namespaces_do_not_share_rankings() {
         k: Some(5),
         mode: engram_core::requests::SearchMode::Hybrid,
         weights: None,
+        fusion: None,
+        prefer_speaker: None,
         exact: false,
     };
     for _ in 0..2 {

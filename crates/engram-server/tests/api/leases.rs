@@ -50,7 +50,13 @@ async fn a_slow_batch_keeps_its_lease_and_is_embedded_once() {
         vectors: Arc::new(
             UsearchIndex::open(&dir.path().join("v"), 384, VectorOptions::default()).unwrap(),
         ),
-        keywords: Arc::new(TantivyIndex::open(&dir.path().join("k")).unwrap()),
+        keywords: Arc::new(
+            TantivyIndex::open(
+                &dir.path().join("k"),
+                &engram_core::context::Recipe::default().id(),
+            )
+            .unwrap(),
+        ),
         embedder: embedder.clone(),
         cache: Arc::new(MemoryCache::new(16)),
         llm: None,

@@ -93,7 +93,13 @@ fn backends(
         queue: Arc::new(StoreQueue::new(store.clone(), cfg.job_lease, cfg.retry)),
         store,
         vectors: vectors_at(dir, vectors),
-        keywords: Arc::new(TantivyIndex::open(&dir.join("k")).unwrap()),
+        keywords: Arc::new(
+            TantivyIndex::open(
+                &dir.join("k"),
+                &engram_core::context::Recipe::default().id(),
+            )
+            .unwrap(),
+        ),
         embedder,
         cache: Arc::new(MemoryCache::new(1024)),
         llm: None,

@@ -1,0 +1,313 @@
+//! Conversation sessions through the API: append, retry, conflicts, reading
+//! in order, contextual search, event-time filters, deletion.
+
+use super::*;
+
+async fn append(app: &App, session: &str, body: Value) -> (StatusCode, Value) {
+    app.call(
+        "POST",
+        &format!("/v1/sessions/{session}/messages?wait=true"),
+        Some(body),
+    )
+    .await
+}
+
+fn positions(v: &Value) -> Vec<u64> {
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["position"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_append_in_order_retry_idempotently_and_refuse_conflicts() {
+    let app = app().await;
+    let (s, v) = append(
+        &app,
+        "chat-1",
+        json!({"namespace": "conv", "messages": [
+            {"speaker": "Ann", "text": "I adopted a dog last week", "occurred_at": "2023-05-08T13:56:00Z"},
+            {"role": "Bo", "text": "What is its name?"},
+            {"speaker": "Ann", "text": "Her name is Pixel", "metadata": {"mood": "happy"}}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(positions(&v), vec![0, 1, 2]);
+    assert!(v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["status"] == "created" && m["state"] == "ready"));
+    let second = v["messages"][1]["id"].clone();
+
+    // Appending continues the order; the same words again are a new message.
+    let (s, v) = append(
+        &app,
+        "chat-1",
+        json!({"namespace": "conv", "messages": [{"speaker": "Bo", "text": "What is its name?"}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(positions(&v), vec![3]);
+    assert_ne!(v["messages"][0]["id"], second);
+
+    // A retry with positions returns the stored message.
+    let (s, v) = append(
+        &app,
+        "chat-1",
+        json!({"namespace": "conv", "messages": [{"position": 1, "speaker": "Bo", "text": "What is its name?"}]}),
+    )
+    .await;
+    assert!(s.is_success(), "{v}");
+    assert_eq!(v["messages"][0]["status"], "duplicate");
+    assert_eq!(v["messages"][0]["id"], second);
+
+    // Another message at a taken position, positions that do not increase,
+    // bad ids, speakers and times: clear 4xx, nothing stored.
+    let (s, v) = append(
+        &app,
+        "chat-1",
+        json!({"namespace": "conv", "messages": [{"position": 1, "speaker": "Bo", "text": "something else"}]}),
+    )
+    .await;
+    assert_error(s, &v, StatusCode::CONFLICT, "position_conflict");
+    let (s, v) = append(
+        &app,
+        "chat-1",
+        json!({"namespace": "conv", "messages": [{"position": 9, "text": "a"}, {"position": 9, "text": "b"}]}),
+    )
+    .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_position");
+    let (s, v) = append(
+        &app,
+        "chat-1",
+        json!({"namespace": "conv", "messages": [{"position": 9223372036854775808_u64, "text": "a"}]}),
+    )
+    .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_position");
+    let (s, v) = append(
+        &app,
+        "chat%0A1",
+        json!({"namespace": "conv", "messages": [{"text": "a"}]}),
+    )
+    .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_session");
+    let (s, v) = append(
+        &app,
+        "chat-1",
+        json!({"namespace": "conv", "messages": [{"speaker": "x".repeat(300), "text": "a"}]}),
+    )
+    .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_session");
+    let (s, v) = append(
+        &app,
+        "chat-1",
+        json!({"namespace": "conv", "messages": [{"text": "a", "occurred_at": "0000-06-01T00:00:00Z"}]}),
+    )
+    .await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "out_of_range");
+    let (s, v) = append(&app, "chat-1", json!({"namespace": "conv", "messages": []})).await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, "invalid_request");
+    let (s, v) = append(
+        &app,
+        "chat-1",
+        json!({"namespace": "conv", "messages": [{"text": "a", "position": -1}]}),
+    )
+    .await;
+    assert_error(s, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+
+    // Read back in order, page by page.
+    let (s, v) = app
+        .call(
+            "GET",
+            "/v1/sessions/chat-1/messages?namespace=conv&limit=3",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let texts: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            "I adopted a dog last week",
+            "What is its name?",
+            "Her name is Pixel"
+        ]
+    );
+    let first = &v["messages"][0];
+    assert_eq!(first["kind"], "message");
+    assert_eq!(first["session"]["id"], "chat-1");
+    assert_eq!(first["session"]["position"], 0);
+    assert_eq!(first["session"]["speaker"], "Ann");
+    assert_eq!(first["occurred_at"], "2023-05-08T13:56:00Z");
+    assert_eq!(v["messages"][2]["metadata"]["mood"], "happy");
+    assert_eq!(v["next_after"], 2);
+    let (s, v) = app
+        .call(
+            "GET",
+            "/v1/sessions/chat-1/messages?namespace=conv&after=2",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        positions(
+            &json!({"messages": v["messages"].as_array().unwrap().iter().map(|m| json!({"position": m["session"]["position"]})).collect::<Vec<_>>()})
+        ),
+        vec![3]
+    );
+    assert!(v.get("next_after").is_none(), "{v}");
+    let (s, v) = app
+        .call("GET", "/v1/sessions/nope/messages?namespace=conv", None)
+        .await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "session_not_found");
+    let (s, v) = app
+        .call("GET", "/v1/sessions/chat-1/messages?namespace=other", None)
+        .await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "session_not_found");
+
+    // Delete the session: its messages leave reads and searches.
+    let (s, v) = app
+        .call("DELETE", "/v1/sessions/chat-1?namespace=conv", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v, json!({"deleted": 4, "held": 0}));
+    let (s, v) = app
+        .call("GET", "/v1/sessions/chat-1/messages?namespace=conv", None)
+        .await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "session_not_found");
+    let (s, v) = app
+        .call("DELETE", "/v1/sessions/chat-1?namespace=conv", None)
+        .await;
+    assert_error(s, &v, StatusCode::NOT_FOUND, "session_not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_searched_with_their_context_and_event_time() {
+    let app = app().await;
+    let (s, v) = append(
+        &app,
+        "walk",
+        json!({"namespace": "conv", "messages": [
+            {"speaker": "Ann", "text": "I adopted a dog last week", "occurred_at": "2023-05-08T13:56:00Z"},
+            {"speaker": "Bo", "text": "Lovely! What is its name?", "occurred_at": "2023-05-08T13:57:00Z"},
+            {"speaker": "Ann", "text": "Her name is Pixel", "occurred_at": "2023-05-08T13:58:00Z"}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    app.add("conv", "The office coffee machine is broken", json!({}))
+        .await;
+
+    // "Pixel" says nothing of a dog: the neighbouring turn does. The text
+    // returned is the message itself.
+    let hits = app
+        .search(json!({"query": "What is the name of Ann's dog?", "mode": "keyword", "namespaces": ["conv"]}))
+        .await;
+    assert_eq!(hits[0]["text"], "Her name is Pixel", "{hits:?}");
+    assert_eq!(hits[0]["session"]["position"], 2);
+    // The session date is part of the context too.
+    let hits = app
+        .search(json!({"query": "May 2023", "mode": "keyword", "namespaces": ["conv"]}))
+        .await;
+    assert_eq!(hits.len(), 3, "{hits:?}");
+    // Hybrid (the default) has it in the top two (beside the turn that
+    // names the dog, which the embedding prefers).
+    let hits = app
+        .search(json!({"query": "What is the name of Ann's dog?", "namespaces": ["conv"]}))
+        .await;
+    let top2: Vec<&str> = hits
+        .iter()
+        .take(2)
+        .map(|h| h["text"].as_str().unwrap())
+        .collect();
+    assert!(top2.contains(&"Her name is Pixel"), "{hits:?}");
+
+    // A message that arrives later becomes its neighbours' context.
+    let hits = app
+        .search(json!({"query": "squeaky toy", "mode": "keyword", "namespaces": ["conv"]}))
+        .await;
+    assert!(hits.is_empty(), "{hits:?}");
+    let (s, v) = append(
+        &app,
+        "walk",
+        json!({"namespace": "conv", "messages": [{"speaker": "Bo", "text": "I will bring a squeaky toy"}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let hits = app
+        .search(json!({"query": "squeaky toy", "mode": "keyword", "namespaces": ["conv"]}))
+        .await;
+    let texts: Vec<&str> = hits.iter().map(|h| h["text"].as_str().unwrap()).collect();
+    assert_eq!(texts[0], "I will bring a squeaky toy", "{texts:?}");
+    assert!(texts.contains(&"Her name is Pixel"), "{texts:?}");
+
+    // Event time: filter and ranges; created_at is untouched.
+    let hits = app
+        .search(json!({"query": "dog name", "namespaces": ["conv"],
+            "filter": {"occurred_at": {"$lt": "2023-05-08T13:57:30Z"}}}))
+        .await;
+    let texts: Vec<&str> = hits.iter().map(|h| h["text"].as_str().unwrap()).collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(hits
+        .iter()
+        .all(|h| h["created_at"].as_str().unwrap() > "2024"));
+    let hits = app
+        .search(json!({"query": "coffee", "namespaces": ["conv"],
+            "filter": {"session": {"$exists": false}}}))
+        .await;
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    assert_eq!(hits[0]["text"], "The office coffee machine is broken");
+    let hits = app
+        .search(json!({"query": "dog", "namespaces": ["conv"], "filter": {"session": "walk"}}))
+        .await;
+    assert_eq!(hits.len(), 4, "{hits:?}");
+
+    // Deleting a message re-indexes its neighbours without it.
+    let pixel = app
+        .search(json!({"query": "Pixel", "mode": "keyword", "namespaces": ["conv"]}))
+        .await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _) = app
+        .call("DELETE", &format!("/v1/memories/{pixel}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // The indexer applies the removal in the background.
+    let mut hits = Vec::new();
+    for _ in 0..100 {
+        hits = app
+            .search(json!({"query": "Pixel", "mode": "keyword", "namespaces": ["conv"]}))
+            .await;
+        if hits.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        hits.is_empty(),
+        "the neighbours keep the deleted turn: {hits:?}"
+    );
+
+    // Memories other than messages take an event time too.
+    let id = app
+        .add(
+            "conv",
+            "The team moved to Berlin",
+            json!({"occurred_at": "2019-02-01T00:00:00Z"}),
+        )
+        .await;
+    let (s, v) = app.call("GET", &format!("/v1/memories/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["occurred_at"], "2019-02-01T00:00:00Z");
+    assert!(v.get("session").is_none(), "{v}");
+}
