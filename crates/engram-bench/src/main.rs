@@ -518,10 +518,11 @@ fn evidence_ids(ev: &Value) -> HashSet<String> {
     out
 }
 
-/// A LoCoMo session date ("1:56 pm on 8 May, 2023") as RFC 3339, when it parses.
+/// A LoCoMo session date ("1:56 pm on 8 May, 2023") as RFC 3339, when it
+/// parses (every dev session date does; the test below).
 fn session_time(s: &str) -> Option<String> {
-    let t =
-        chrono::NaiveDateTime::parse_from_str(&s.to_uppercase(), "%I:%M %p on %d %B, %Y").ok()?;
+    let s = s.replace(" am ", " AM ").replace(" pm ", " PM ");
+    let t = chrono::NaiveDateTime::parse_from_str(&s, "%I:%M %p on %d %B, %Y").ok()?;
     Some(t.and_utc().to_rfc3339())
 }
 
@@ -708,6 +709,16 @@ async fn locomo(
     }
     println!();
     for mode in modes {
+        if let Some(r) = res.get(mode.as_str()).and_then(|c| c.get(&0)) {
+            println!(
+                "{mode}: evidence fraction@10 {:.4}, any@10 {:.4}",
+                r.fraction[&10] / r.questions as f64,
+                r.any[&10] / r.questions as f64
+            );
+        }
+    }
+    println!();
+    for mode in modes {
         if let Some(ms) = lat.remove(mode.as_str()) {
             println!(
                 "search latency, {mode} k=25, concurrency 1, client side: {}",
@@ -716,4 +727,41 @@ async fn locomo(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locomo_session_dates_parse() {
+        assert_eq!(
+            session_time("1:56 pm on 8 May, 2023").as_deref(),
+            Some("2023-05-08T13:56:00+00:00")
+        );
+        assert_eq!(
+            session_time("10:37 am on 27 June, 2023").as_deref(),
+            Some("2023-06-27T10:37:00+00:00")
+        );
+        assert_eq!(session_time("yesterday"), None);
+    }
+
+    #[test]
+    fn every_dev_session_date_parses() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/locomo-dev.json"
+        );
+        let bytes = std::fs::read(path)
+            .unwrap_or_else(|e| panic!("{path} (../shared beside the repository): {e}"));
+        let data: Value = serde_json::from_slice(&bytes).unwrap();
+        for conv in data.as_array().unwrap() {
+            for (k, v) in conv["conversation"].as_object().unwrap() {
+                if k.ends_with("_date_time") {
+                    let d = v.as_str().unwrap();
+                    assert!(session_time(d).is_some(), "{k}: {d:?}");
+                }
+            }
+        }
+    }
 }

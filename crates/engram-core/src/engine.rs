@@ -456,7 +456,12 @@ impl Engine {
         let mut patch = MemoryPatch::default();
         if let Some(t) = u.text {
             let t = self.validate_text(&t)?;
-            let sum = text::checksum(&current.namespace, &t);
+            // A message keeps its place in its session: its checksum covers
+            // session, position and speaker too (see `crate::sessions`).
+            let sum = match &current.session {
+                Some(s) => crate::sessions::message_checksum(&current.namespace, s, &t),
+                None => text::checksum(&current.namespace, &t),
+            };
             if sum != current.checksum {
                 let kept = u.pii.clone().unwrap_or_else(|| current.pii.clone());
                 patch.pii = Some(self.pii_flags(&t, kept, &current.pii)?);

@@ -170,17 +170,18 @@ impl Engine {
             .await?
             .into_iter()
             .next();
-        let mut next = match last {
-            Some(Ok(m)) => m.session.map_or(0, |s| s.position.saturating_add(1)),
-            // The last row cannot be read: its position can still be
-            // skipped past by the caller giving positions.
-            Some(Err(c)) => {
-                return Err(Error::Corrupt(format!(
-                    "the session's last message (key {}) cannot be read: {}",
+        // The last row cannot be read: messages that give their position can
+        // still be appended, the others cannot be placed.
+        let (mut next, unreadable) = match last {
+            Some(Ok(m)) => (m.session.map_or(0, |s| s.position.saturating_add(1)), None),
+            Some(Err(c)) => (
+                0,
+                Some(format!(
+                    "the session's last message (key {}) cannot be read; give positions: {}",
                     c.key, c.error
-                )))
-            }
-            None => 0,
+                )),
+            ),
+            None => (0, None),
         };
         let now = Utc::now();
         let mut news = Vec::with_capacity(req.messages.len());
@@ -203,7 +204,10 @@ impl Engine {
                     }
                     pos
                 }
-                None => next,
+                None => match &unreadable {
+                    Some(msg) => return Err(Error::Corrupt(msg.clone())),
+                    None => next,
+                },
             };
             if position > limits::MAX_POSITION {
                 return Err(item(Error::bad(

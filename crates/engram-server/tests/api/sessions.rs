@@ -311,3 +311,37 @@ async fn messages_are_searched_with_their_context_and_event_time() {
     assert_eq!(v["occurred_at"], "2019-02-01T00:00:00Z");
     assert!(v.get("session").is_none(), "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_message_stays_in_its_session() {
+    let app = app().await;
+    app.add("conv", "See you tomorrow", json!({})).await;
+    let (s, v) = append(
+        &app,
+        "s",
+        json!({"namespace": "conv", "messages": [
+            {"speaker": "Ann", "text": "See you tmrw"},
+            {"speaker": "Bo", "text": "Bye"}
+        ]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["messages"][0]["id"].as_str().unwrap().to_string();
+    // The new text equals a fact's: not a duplicate of it, the message keeps
+    // its session and position.
+    let (s, v) = app
+        .call(
+            "PATCH",
+            &format!("/v1/memories/{id}?wait=true"),
+            Some(json!({"text": "See you tomorrow"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["session"]["position"], 0);
+    let (s, v) = app
+        .call("GET", "/v1/sessions/s/messages?namespace=conv", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["messages"][0]["text"], "See you tomorrow");
+    assert_eq!(v["messages"].as_array().unwrap().len(), 2);
+}
