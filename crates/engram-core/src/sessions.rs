@@ -160,12 +160,7 @@ impl Engine {
                 &p.tenant,
                 namespace,
                 session,
-                &SessionRange {
-                    after: None,
-                    before: None,
-                    limit: 1,
-                    descending: true,
-                },
+                &SessionRange::backward(None, 1),
             )
             .await?
             .into_iter()
@@ -290,12 +285,11 @@ impl Engine {
                 &p.tenant,
                 namespace,
                 session,
-                &SessionRange {
-                    after: first.position.checked_sub(1),
-                    before: last.position.checked_add(1),
-                    limit: news.len(),
-                    descending: false,
-                },
+                &SessionRange::forward(
+                    first.position.checked_sub(1),
+                    last.position.checked_add(1),
+                    news.len(),
+                ),
             )
             .await?;
         let by_position: HashMap<u64, &str> = stored
@@ -353,12 +347,7 @@ impl Engine {
                 &p.tenant,
                 namespace,
                 session,
-                &SessionRange {
-                    after,
-                    before: None,
-                    limit: limit + 1,
-                    descending: false,
-                },
+                &SessionRange::forward(after, None, limit + 1),
             )
             .await?;
         let (mut rows, corrupt) = quarantine::split(rows, QuarantineSource::Read);
@@ -412,12 +401,7 @@ impl Engine {
                     &p.tenant,
                     namespace,
                     session,
-                    &SessionRange {
-                        after,
-                        before: None,
-                        limit: 500,
-                        descending: false,
-                    },
+                    &SessionRange::forward(after, None, 500),
                 )
                 .await?;
             let Some(last) = rows.last() else { break };
@@ -593,25 +577,13 @@ impl Engine {
         };
         let mut turns: Vec<Memory> = Vec::new();
         if reach > 0 {
-            let mut before = read(SessionRange {
-                after: None,
-                before: Some(lo),
-                limit: reach,
-                descending: true,
-            })
-            .await?;
+            let mut before = read(SessionRange::backward(Some(lo), reach)).await?;
             before.reverse();
             turns.extend(before.into_iter().flatten());
         }
         let mut after = lo.checked_sub(1);
         loop {
-            let page = read(SessionRange {
-                after,
-                before: hi.checked_add(1),
-                limit: MAX_STRETCH,
-                descending: false,
-            })
-            .await?;
+            let page = read(SessionRange::forward(after, hi.checked_add(1), MAX_STRETCH)).await?;
             let n = page.len();
             let last = page
                 .iter()
@@ -626,13 +598,7 @@ impl Engine {
             }
         }
         if reach > 0 {
-            let next = read(SessionRange {
-                after: Some(hi),
-                before: None,
-                limit: reach,
-                descending: false,
-            })
-            .await?;
+            let next = read(SessionRange::forward(Some(hi), None, reach)).await?;
             turns.extend(next.into_iter().flatten());
         }
         Ok(turns)

@@ -118,6 +118,28 @@ pub struct SessionRange {
     pub descending: bool,
 }
 
+impl SessionRange {
+    /// At most `limit` messages after `after` and before `before`, in order.
+    pub fn forward(after: Option<u64>, before: Option<u64>, limit: usize) -> Self {
+        SessionRange {
+            after,
+            before,
+            limit,
+            descending: false,
+        }
+    }
+
+    /// The last `limit` messages before `before`, latest first.
+    pub fn backward(before: Option<u64>, limit: usize) -> Self {
+        SessionRange {
+            after: None,
+            before,
+            limit,
+            descending: true,
+        }
+    }
+}
+
 /// A stored memory, as the store returns it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Memory {
