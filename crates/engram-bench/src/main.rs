@@ -579,6 +579,9 @@ struct Recall {
     questions: usize,
     fraction: BTreeMap<usize, f64>,
     any: BTreeMap<usize, f64>,
+    /// Distinct turns returned by the top k hits (more than k when hits
+    /// bring neighbours).
+    turns: BTreeMap<usize, f64>,
 }
 
 const KS: [usize; 4] = [1, 5, 10, 25];
@@ -639,20 +642,28 @@ async fn locomo(
                 lat.entry(mode)
                     .or_default()
                     .push(t.elapsed().as_secs_f64() * 1e3);
-                let got: Vec<String> = r["hits"]
+                // Each hit's turn, then the neighbours it brings (with
+                // `expand`): the top k is what the first k hits return.
+                let got: Vec<Vec<String>> = r["hits"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter_map(|h| h["metadata"]["dia_id"].as_str().map(str::to_string))
+                    .map(|h| {
+                        std::iter::once(h)
+                            .chain(h["neighbors"].as_array().into_iter().flatten())
+                            .filter_map(|m| m["metadata"]["dia_id"].as_str().map(str::to_string))
+                            .collect()
+                    })
                     .collect();
                 for c in [0, cat] {
                     let e = res.entry(mode).or_default().entry(c).or_default();
                     e.questions += 1;
                     for k in KS {
-                        let top: HashSet<&String> = got.iter().take(k).collect();
+                        let top: HashSet<&String> = got.iter().take(k).flatten().collect();
                         let found = evidence.iter().filter(|e| top.contains(e)).count();
                         *e.fraction.entry(k).or_default() += found as f64 / evidence.len() as f64;
                         *e.any.entry(k).or_default() += (found > 0) as u8 as f64;
+                        *e.turns.entry(k).or_default() += top.len() as f64;
                     }
                 }
             }
@@ -711,9 +722,10 @@ async fn locomo(
     for mode in modes {
         if let Some(r) = res.get(mode.as_str()).and_then(|c| c.get(&0)) {
             println!(
-                "{mode}: evidence fraction@10 {:.4}, any@10 {:.4}",
+                "{mode}: evidence fraction@10 {:.4}, any@10 {:.4}, distinct turns returned@10 {:.1}",
                 r.fraction[&10] / r.questions as f64,
-                r.any[&10] / r.questions as f64
+                r.any[&10] / r.questions as f64,
+                r.turns[&10] / r.questions as f64
             );
         }
     }

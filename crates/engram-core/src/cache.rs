@@ -220,8 +220,16 @@ pub fn decode_vector(bytes: &[u8], dims: usize) -> Option<Vec<f32>> {
 }
 
 /// One cached hit: key, vector score, keyword score, vector rank, keyword
-/// rank, fused score.
-type CachedHit = (Key, Option<f32>, Option<f32>, Option<u32>, Option<u32>, f32);
+/// rank, recency preference, fused score.
+type CachedHit = (
+    Key,
+    Option<f32>,
+    Option<f32>,
+    Option<u32>,
+    Option<u32>,
+    Option<f32>,
+    f32,
+);
 
 #[derive(Serialize, Deserialize)]
 struct CachedRanking {
@@ -230,7 +238,7 @@ struct CachedRanking {
     hits: Vec<CachedHit>,
 }
 
-const RANKING_FORMAT: u32 = 1;
+const RANKING_FORMAT: u32 = 2;
 
 /// A fused ranking (keys and scores only) as cache bytes.
 pub fn encode_ranking(hits: &[Fused]) -> Vec<u8> {
@@ -245,6 +253,7 @@ pub fn encode_ranking(hits: &[Fused]) -> Vec<u8> {
                     f.keyword,
                     f.vector_rank,
                     f.keyword_rank,
+                    f.recency,
                     f.fused,
                 )
             })
@@ -263,12 +272,13 @@ pub fn decode_ranking(bytes: &[u8]) -> Option<Vec<Fused>> {
         r.hits
             .into_iter()
             .map(
-                |(key, vector, keyword, vector_rank, keyword_rank, fused)| Fused {
+                |(key, vector, keyword, vector_rank, keyword_rank, recency, fused)| Fused {
                     key,
                     vector,
                     keyword,
                     vector_rank,
                     keyword_rank,
+                    recency,
                     fused,
                 },
             )
@@ -381,6 +391,7 @@ mod tests {
                 keyword: None,
                 vector_rank: Some(1),
                 keyword_rank: None,
+                recency: None,
                 fused: 1.0 / 61.0,
             },
             Fused {
@@ -389,15 +400,16 @@ mod tests {
                 keyword: Some(12.5),
                 vector_rank: None,
                 keyword_rank: Some(3),
+                recency: Some(0.25),
                 fused: 0.1,
             },
         ];
         assert_eq!(decode_ranking(&encode_ranking(&hits)), Some(hits));
-        assert_eq!(decode_ranking(b"{\"v\":2,\"hits\":[]}"), None);
+        assert_eq!(decode_ranking(b"{\"v\":1,\"hits\":[]}"), None);
         assert_eq!(decode_ranking(b"garbage"), None);
         // Keys carry no memory content.
         let bytes = encode_ranking(&[]);
-        assert_eq!(bytes, b"{\"v\":1,\"hits\":[]}");
+        assert_eq!(bytes, b"{\"v\":2,\"hits\":[]}");
     }
 
     #[test]

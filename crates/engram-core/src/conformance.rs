@@ -57,6 +57,7 @@ pub async fn run_all(store: Arc<dyn Store>) {
     update_memory(s).await;
     soft_delete_memory(s).await;
     scan_pagination(s).await;
+    scan_by_event_time(s).await;
     namespaces_listing(s).await;
     seq_and_changes(s).await;
     job_claim_complete_and_lease(s).await;
@@ -66,6 +67,8 @@ pub async fn run_all(store: Arc<dyn Store>) {
     stats_counts(s).await;
     audit_chain_of_writes(s).await;
     legal_hold_blocks_changes(s).await;
+    legal_hold_in_a_patch(s).await;
+    soft_delete_many_in_one_go(s).await;
     purge_erases_content(s).await;
     restore_soft_deleted(s).await;
     api_keys_roundtrip(s).await;
@@ -802,6 +805,7 @@ pub async fn update_memory(store: &dyn Store) {
         tags: Some(vec!["sky".into()]),
         expires_at: Some(Some(expiry)),
         pii: Some(vec!["none".into()]),
+        legal_hold: None,
     };
     let u = store
         .update(&t, m1.id, patch, at, &audit())
@@ -1083,6 +1087,90 @@ pub async fn scan_pagination(store: &dyn Store) {
         .expect("scan")
         .healthy();
     assert_eq!(tail.iter().map(|m| m.key).collect::<Vec<_>>(), want[21..]);
+}
+
+/// Event-time order: by `occurred_at`, ties by key, both ways, page by
+/// page from a (time, key) position; soft-deleted memories left out.
+pub async fn scan_by_event_time(store: &dyn Store) {
+    let t = tenant("scan-time");
+    let base = now();
+    // Days 3, 1, 2, 1, 0, 2, 3, 1 for eight memories in two namespaces:
+    // equal times are ordered by key.
+    let days = [3, 1, 2, 1, 0, 2, 3, 1];
+    let items: Vec<NewMemory> = days
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            let mut m = new_memory(
+                &t,
+                if i % 2 == 0 { "a" } else { "b" },
+                &format!("event {i}"),
+            );
+            m.occurred_at = base - TimeDelta::days(10 - d);
+            m
+        })
+        .collect();
+    let ins = store.insert(items.clone(), &audit()).await.expect("insert");
+    store
+        .soft_delete(&t, ins[6].id, now(), &audit())
+        .await
+        .expect("soft_delete")
+        .expect("live");
+    let mut want: Vec<(DateTime<Utc>, Key)> = items
+        .iter()
+        .zip(&ins)
+        .enumerate()
+        .filter(|(i, _)| *i != 6)
+        .map(|(_, (m, i))| (m.occurred_at, i.key))
+        .collect();
+    want.sort();
+
+    let tr: &str = &t;
+    let scan_all = |namespaces: Vec<String>, descending: bool, page: usize| async move {
+        let mut out: Vec<(DateTime<Utc>, Key)> = Vec::new();
+        let mut after = None;
+        loop {
+            let batch = store
+                .scan_by_time(tr, &namespaces, after, descending, page)
+                .await
+                .expect("scan_by_time")
+                .healthy();
+            assert!(batch.len() <= page, "scan_by_time respects the limit");
+            let Some(last) = batch.last() else { break };
+            after = Some((last.occurred_at, last.key));
+            out.extend(batch.iter().map(|m| (m.occurred_at, m.key)));
+        }
+        out
+    };
+    for page in [1, 3, 100] {
+        assert_eq!(scan_all(Vec::new(), false, page).await, want, "page {page}");
+        let mut rev = want.clone();
+        rev.reverse();
+        assert_eq!(scan_all(Vec::new(), true, page).await, rev, "page {page}");
+    }
+    let a = scan_all(vec!["a".into()], false, 2).await;
+    let want_a: Vec<(DateTime<Utc>, Key)> = want
+        .iter()
+        .filter(|(_, k)| {
+            let i = ins.iter().position(|x| x.key == *k).unwrap();
+            i % 2 == 0
+        })
+        .copied()
+        .collect();
+    assert_eq!(a, want_a);
+    assert!(scan_all(vec!["nope".into()], false, 10).await.is_empty());
+    assert!(store
+        .scan_by_time(&t, &[], None, false, 0)
+        .await
+        .expect("scan_by_time")
+        .healthy()
+        .is_empty());
+    // Another tenant's memories never show.
+    assert!(store
+        .scan_by_time(&tenant("scan-time-other"), &[], None, false, 100)
+        .await
+        .expect("scan_by_time")
+        .is_empty());
 }
 
 /// Namespaces are created on first use and list their live memory counts.
@@ -1991,6 +2079,173 @@ pub async fn legal_hold_blocks_changes(store: &dyn Store) {
     assert_eq!(ev[3].target, free.id.to_string());
 }
 
+/// A patch with a hold change is one transaction: release, change and
+/// placement commit together with their audit events in that order, and a
+/// patch refused after its release leaves the hold and the chain untouched.
+pub async fn legal_hold_in_a_patch(store: &dyn Store) {
+    let t = tenant("hold-patch");
+    let a = insert_one(store, new_memory(&t, "ns", "first evidence")).await;
+    insert_one(store, new_memory(&t, "ns", "second evidence")).await;
+    let tags = |v: &str| MemoryPatch {
+        tags: Some(vec![v.into()]),
+        ..Default::default()
+    };
+
+    // Content and a placement: both, the hold after the change.
+    let m = store
+        .update(
+            &t,
+            a.id,
+            MemoryPatch {
+                legal_hold: Some(true),
+                ..tags("one")
+            },
+            now(),
+            &audit(),
+        )
+        .await
+        .unwrap()
+        .expect("live");
+    assert!(m.legal_hold);
+    assert_eq!(m.tags, vec!["one".to_string()]);
+    let seq = m.seq;
+
+    // A release with a text that another memory has: a conflict, and the
+    // release rolls back with it.
+    let before = events(store, &t).await.len();
+    let conflict = MemoryPatch {
+        text: Some(("second evidence".into(), checksum("ns", "second evidence"))),
+        legal_hold: Some(false),
+        ..Default::default()
+    };
+    let err = store
+        .update(&t, a.id, conflict, now(), &audit())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err:?}");
+    let m = get(store, &t, a.id).await;
+    assert!(m.legal_hold, "the release rolled back");
+    assert_eq!(events(store, &t).await.len(), before, "no audit event left");
+
+    // A placement alone keeps the seq; a change under a hold is refused.
+    assert!(matches!(
+        store.update(&t, a.id, tags("two"), now(), &audit()).await,
+        Err(Error::LegalHold(_))
+    ));
+    // A release and a change: both, the release first.
+    let m = store
+        .update(
+            &t,
+            a.id,
+            MemoryPatch {
+                legal_hold: Some(false),
+                ..tags("three")
+            },
+            now(),
+            &audit(),
+        )
+        .await
+        .unwrap()
+        .expect("live");
+    assert!(!m.legal_hold);
+    assert_eq!(m.tags, vec!["three".to_string()]);
+    assert!(m.seq > seq);
+    let seq = m.seq;
+    let m = store
+        .update(
+            &t,
+            a.id,
+            MemoryPatch {
+                legal_hold: Some(true),
+                ..Default::default()
+            },
+            now(),
+            &audit(),
+        )
+        .await
+        .unwrap()
+        .expect("live");
+    assert!(m.legal_hold);
+    assert_eq!(m.seq, seq, "a hold alone is not a content change");
+    assert_eq!(
+        actions(&events(store, &t).await),
+        [
+            "create",
+            "create",
+            "update",
+            "legal_hold",
+            "legal_release",
+            "update",
+            "legal_hold"
+        ]
+    );
+}
+
+/// Several deletes in one transaction: held memories stay (and are named),
+/// unknown, deleted and repeated ids are ignored, one audit event per delete.
+pub async fn soft_delete_many_in_one_go(store: &dyn Store) {
+    let t = tenant("delete-many");
+    let ins = store
+        .insert(
+            (0..4)
+                .map(|i| new_memory(&t, "ns", &format!("turn {i}")))
+                .collect(),
+            &audit(),
+        )
+        .await
+        .expect("insert");
+    let ids: Vec<Uuid> = ins.iter().map(|i| i.id).collect();
+    store
+        .set_legal_hold(&t, ids[1], true, now(), &audit())
+        .await
+        .unwrap()
+        .expect("live");
+    store
+        .soft_delete(&t, ids[3], now(), &audit())
+        .await
+        .unwrap()
+        .expect("live");
+    let before = events(store, &t).await.len();
+    let max_seq = ins.iter().map(|i| i.seq).max().unwrap();
+    let done = store
+        .soft_delete_many(
+            &t,
+            &[ids[0], ids[1], ids[2], ids[3], ids[0], Uuid::new_v4()],
+            now(),
+            &audit(),
+        )
+        .await
+        .expect("soft_delete_many");
+    let mut deleted: Vec<Uuid> = done.deleted.iter().map(|m| m.id).collect();
+    deleted.sort();
+    let mut want = vec![ids[0], ids[2]];
+    want.sort();
+    assert_eq!(deleted, want);
+    assert!(done
+        .deleted
+        .iter()
+        .all(|m| m.deleted_at.is_some() && m.seq > max_seq));
+    assert_eq!(
+        done.held.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
+    assert!(get(store, &t, ids[1]).await.deleted_at.is_none());
+    let ev = events(store, &t).await;
+    assert_eq!(actions(&ev[before..]), ["delete", "delete"]);
+    // Another tenant's ids are not found.
+    let other = store
+        .soft_delete_many(&tenant("delete-many-other"), &[ids[1]], now(), &audit())
+        .await
+        .expect("soft_delete_many");
+    assert!(other.deleted.is_empty() && other.held.is_empty());
+    assert!(store
+        .soft_delete_many(&t, &[], now(), &audit())
+        .await
+        .expect("empty")
+        .deleted
+        .is_empty());
+}
+
 /// A purge erases the content, keeps a deleted tombstone that the change feed
 /// reports as a removal, and happens at most once; `purge_deleted` takes only
 /// deletions older than its cut-off.
@@ -2400,6 +2655,20 @@ pub async fn corrupt_row_comes_back_in_place(
     assert_eq!(page.len(), 2);
     assert!(matches!(&page[0], Err(c) if want(c)), "{page:?}");
     assert_eq!(page[1].as_ref().unwrap().id, good.id);
+    // In event-time order too, with the event time read on its own so that
+    // a list can continue past the row.
+    for descending in [false, true] {
+        let page = store
+            .scan_by_time(t, &[], None, descending, 10)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 2, "{page:?}");
+        assert!(
+            page.iter()
+                .any(|r| matches!(r, Err(c) if want(c) && c.occurred_at.is_some())),
+            "{page:?}"
+        );
+    }
     let hits = store.get_by_keys(t, &[bad.key, good.key]).await.unwrap();
     assert_eq!(hits.iter().filter(|r| r.is_err()).count(), 1, "{hits:?}");
     let feed = changes_for(store, 0, &[bad.key].into_iter().collect()).await;

@@ -447,13 +447,15 @@ impl Engine {
             // Holds are a legal decision, not an editing right.
             p.authorize(Action::Admin)?;
         }
-        let mut current = self.visible(p, id).await?;
+        let current = self.visible(p, id).await?;
         let audit = AuditCtx::of(p);
         let now = Utc::now();
-        if u.legal_hold == Some(false) && current.legal_hold {
-            current = self.set_hold(p, id, false).await?;
-        }
-        let mut patch = MemoryPatch::default();
+        // Everything is checked before the one store call that applies the
+        // whole patch (hold included) in one transaction.
+        let mut patch = MemoryPatch {
+            legal_hold: u.legal_hold,
+            ..MemoryPatch::default()
+        };
         if let Some(t) = u.text {
             let t = self.validate_text(&t)?;
             // A message keeps its place in its session: its checksum covers
@@ -488,16 +490,8 @@ impl Engine {
             patch.expires_at = Some(e);
         }
         let reembed = patch.text.is_some();
-        let changes = patch.text.is_some()
-            || patch.kind.is_some()
-            || patch.metadata.is_some()
-            || patch.tags.is_some()
-            || patch.expires_at.is_some()
-            || patch.pii.is_some();
-        if !changes {
-            if u.legal_hold == Some(true) && !current.legal_hold {
-                current = self.set_hold(p, id, true).await?;
-            }
+        let changes = patch.changes_content();
+        if !changes && u.legal_hold.is_none_or(|h| h == current.legal_hold) {
             return Ok(redact_memory(p, current));
         }
         let m = self
@@ -505,20 +499,18 @@ impl Engine {
             .update(&p.tenant, id, patch, now, &audit)
             .await?
             .ok_or_else(|| Error::MemoryNotFound(id.to_string()))?;
-        // Make the new state visible to searches now rather than when the
-        // indexer gets there: new filter attributes, or hidden until re-embedded.
-        let visible = (m.state == State::Ready).then(|| Arc::new(m.attrs()));
-        self.attrs.apply_versioned(m.key, m.seq, visible);
-        self.bump_generation(&p.tenant).await;
-        if reembed {
-            self.queue.enqueued().await?;
+        if changes {
+            // Make the new state visible to searches now rather than when the
+            // indexer gets there: new filter attributes, or hidden until
+            // re-embedded.
+            let visible = (m.state == State::Ready).then(|| Arc::new(m.attrs()));
+            self.attrs.apply_versioned(m.key, m.seq, visible);
+            self.bump_generation(&p.tenant).await;
+            if reembed {
+                self.queue.enqueued().await?;
+            }
+            self.indexer_wake.notify_one();
         }
-        self.indexer_wake.notify_one();
-        let m = if u.legal_hold == Some(true) {
-            self.set_hold(p, id, true).await?
-        } else {
-            m
-        };
         Ok(redact_memory(p, m))
     }
 
@@ -544,19 +536,29 @@ impl Engine {
             self.store.soft_delete(&p.tenant, id, now, &audit).await?
         }
         .ok_or_else(|| Error::MemoryNotFound(id.to_string()))?;
-        if m.session.is_some() {
-            // The indexer re-indexes a deleted message's neighbours; it
-            // finds its session here, the attributes being gone already.
-            let mut d = self.departed.lock().expect("departed lock");
-            if d.len() >= MAX_DEPARTED {
-                d.clear();
-            }
-            d.insert(m.key, Arc::new(m.attrs()));
-        }
-        self.attrs.apply_versioned(m.key, m.seq, None);
-        self.bump_generation(&p.tenant).await;
-        self.indexer_wake.notify_one();
+        self.forget(&p.tenant, std::slice::from_ref(&m)).await;
         Ok(())
+    }
+
+    /// After memories were deleted: gone from searches at once (rather than
+    /// when the indexer gets there), cached rankings obsolete.
+    pub(crate) async fn forget(&self, tenant: &str, gone: &[Memory]) {
+        for m in gone {
+            if m.session.is_some() {
+                // The indexer re-indexes a deleted message's neighbours; it
+                // finds its session here, the attributes being gone already.
+                let mut d = self.departed.lock().expect("departed lock");
+                if d.len() >= MAX_DEPARTED {
+                    d.clear();
+                }
+                d.insert(m.key, Arc::new(m.attrs()));
+            }
+            self.attrs.apply_versioned(m.key, m.seq, None);
+        }
+        if !gone.is_empty() {
+            self.bump_generation(tenant).await;
+            self.indexer_wake.notify_one();
+        }
     }
 
     // ---- reads --------------------------------------------------------------
@@ -576,17 +578,13 @@ impl Engine {
         // The cursor is the id of the last memory of the previous page (an
         // opaque token to clients): its store key would reveal how many
         // memories every tenant writes.
-        let mut after = match &req.cursor {
+        // In event-time order the position is (event time, key).
+        let mut after: Option<(DateTime<Utc>, Key)> = match &req.cursor {
             Some(c) => {
                 let invalid = || Error::bad(Code::InvalidCursor, format!("invalid cursor {c:?}"));
                 let id = Uuid::parse_str(c).map_err(|_| invalid())?;
-                Some(
-                    self.store
-                        .get(&p.tenant, id)
-                        .await?
-                        .ok_or_else(invalid)?
-                        .key,
-                )
+                let m = self.store.get(&p.tenant, id).await?.ok_or_else(invalid)?;
+                Some((m.occurred_at, m.key))
             }
             None => None,
         };
@@ -596,23 +594,41 @@ impl Engine {
         // whenever enough matches exist.
         let page_size = (limit * 2).clamp(100, 2000);
         loop {
-            let page = self
-                .store
-                .scan(&p.tenant, &namespaces, after, page_size)
-                .await?;
+            let page = match req.sort {
+                ListSort::Inserted => {
+                    self.store
+                        .scan(&p.tenant, &namespaces, after.map(|a| a.1), page_size)
+                        .await?
+                }
+                ListSort::OccurredAt | ListSort::OccurredAtDesc => {
+                    let descending = req.sort == ListSort::OccurredAtDesc;
+                    self.store
+                        .scan_by_time(&p.tenant, &namespaces, after, descending, page_size)
+                        .await?
+                }
+            };
             let exhausted = page.len() < page_size;
             for m in page {
                 let m = match m {
                     Ok(m) => m,
                     Err(c) => {
-                        // Left out; the list goes on past it.
-                        after = Some(c.key);
                         self.quarantine(vec![quarantine::entry(&c, QuarantineSource::Read, None)])
                             .await?;
+                        // Left out; the list goes on past it. Both stores
+                        // refuse event times they cannot read back, so a
+                        // corrupt row's still decodes; if not, its place in
+                        // event-time order is unknown and the list stops.
+                        match c.occurred_at {
+                            Some(t) => after = Some((t, c.key)),
+                            None if req.sort == ListSort::Inserted => {
+                                after = Some((DateTime::<Utc>::MIN_UTC, c.key))
+                            }
+                            None => return Err(Error::Corrupt(c.error)),
+                        }
                         continue;
                     }
                 };
-                after = Some(m.key);
+                after = Some((m.occurred_at, m.key));
                 if m.is_expired(now) || filter.as_ref().is_some_and(|f| !f.matches(&m.attrs())) {
                     continue;
                 }
@@ -694,6 +710,15 @@ impl Engine {
         if let Some(m) = req.fusion {
             params.method = m;
         }
+        let recency = req.recency.map(recency_params).transpose()?;
+        if let Some(e) = req.expand {
+            if !(1..=limits::MAX_NEIGHBORS).contains(&e.neighbors) {
+                return Err(Error::out_of_range(format!(
+                    "expand.neighbors must be between 1 and {}",
+                    limits::MAX_NEIGHBORS
+                )));
+            }
+        }
         let scope = Scope::new(
             &p.tenant,
             &namespaces,
@@ -711,7 +736,7 @@ impl Engine {
             Some(top) => top,
             None => {
                 let top = self
-                    .rank(query, k, &req, &scope, params, candidates)
+                    .rank(query, k, &req, &scope, params, candidates, recency)
                     .await?;
                 if let Some(key) = &result_key {
                     let bytes = cache::encode_ranking(&top);
@@ -722,10 +747,11 @@ impl Engine {
                 top
             }
         };
-        self.hydrate(p, top, req.mode).await
+        self.hydrate(p, top, req.mode, req.expand).await
     }
 
     /// The fused top `k` of a search, from the indexes.
+    #[allow(clippy::too_many_arguments)]
     async fn rank(
         &self,
         query: &str,
@@ -734,17 +760,20 @@ impl Engine {
         scope: &Scope<'_>,
         params: FusionParams,
         candidates: usize,
+        recency: Option<fusion::Recency>,
     ) -> Result<Vec<fusion::Fused>> {
-        let fused = match req.mode {
+        // A single signal needs more than `k` only when something re-ranks it.
+        let single = if recency.is_some() { candidates } else { k };
+        let mut fused = match req.mode {
             SearchMode::Vector => {
-                let hits = self.vector_hits(query, k, req.exact, scope).await?;
+                let hits = self.vector_hits(query, single, req.exact, scope).await?;
                 fusion::single(&hits, true)
             }
             SearchMode::Keyword => fusion::single(
                 &self
                     .keywords
-                    .search(&crate::query::keyword_query(query), k, scope)
-                    .instrument(info_span!("index.keyword", k))
+                    .search(&crate::query::keyword_query(query), single, scope)
+                    .instrument(info_span!("index.keyword", k = single))
                     .await?,
                 false,
             ),
@@ -767,6 +796,11 @@ impl Engine {
                 fused
             }
         };
+        if let Some(r) = &recency {
+            fusion::prefer_recent(&mut fused, r, |key| {
+                self.attrs.get(key).map(|a| a.occurred_at)
+            });
+        }
         Ok(fused.into_iter().take(k).collect())
     }
 
@@ -867,6 +901,7 @@ impl Engine {
             "weights": [params.vector_weight, params.keyword_weight, params.rrf_k],
             "fusion": params.method,
             "prefer_speaker": req.prefer_speaker,
+            "recency": req.recency,
             "candidates": candidates,
             "model": [model.name, model.version],
         });
@@ -897,6 +932,7 @@ impl Engine {
         p: &Principal,
         top: Vec<fusion::Fused>,
         mode: SearchMode,
+        expand: Option<Expand>,
     ) -> Result<SearchResponse> {
         let keys: Vec<Key> = top.iter().map(|f| f.key).collect();
         let rows = self
@@ -908,7 +944,7 @@ impl Engine {
         self.quarantine(corrupt).await?;
         let mut by_key: HashMap<Key, Memory> = rows.into_iter().map(|m| (m.key, m)).collect();
         let now = Utc::now();
-        let hits: Vec<SearchHit> = top
+        let mut hits: Vec<SearchHit> = top
             .into_iter()
             .filter_map(|f| {
                 // A memory deleted (or expired) between the ranking and this
@@ -926,11 +962,21 @@ impl Engine {
                     session: m.session,
                     created_at: m.created_at,
                     scores: f,
+                    neighbors: None,
                 })
             })
             .collect();
-        self.audit_read(p, "search", hits.iter().map(|h| h.id).collect())
-            .await?;
+        let mut read: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
+        if let Some(e) = expand {
+            for h in &mut hits {
+                let n = self
+                    .neighbors(p, &h.namespace, h.session.as_ref(), e.neighbors)
+                    .await?;
+                read.extend(n.iter().map(|n| n.id));
+                h.neighbors = Some(n);
+            }
+        }
+        self.audit_read(p, "search", read).await?;
         Ok(SearchResponse { hits, mode })
     }
 
@@ -1040,9 +1086,7 @@ impl Engine {
                     k: Some(req.k.unwrap_or(rc.default_k)),
                     mode: req.mode,
                     weights: req.weights,
-                    fusion: None,
-                    prefer_speaker: None,
-                    exact: false,
+                    ..Default::default()
                 },
             )
             .await?;
@@ -1814,6 +1858,31 @@ fn embedded(j: ClaimedJob, v: Vec<f32>, model: &ModelInfo) -> Embedded {
 
 /// Tenant-wide views (jobs, stats, audit, keys) are for callers not limited
 /// to some namespaces.
+/// A request's recency preference, checked.
+fn recency_params(r: RecencyRequest) -> Result<fusion::Recency> {
+    if !(r.half_life_days.is_finite()
+        && r.half_life_days > 0.0
+        && r.half_life_days <= limits::MAX_HALF_LIFE_DAYS)
+    {
+        return Err(Error::out_of_range(format!(
+            "recency.half_life_days must be more than 0 and at most {}",
+            limits::MAX_HALF_LIFE_DAYS
+        )));
+    }
+    let weight = r.weight.unwrap_or(1.0);
+    if !(weight.is_finite() && (0.0..=limits::MAX_RECENCY_WEIGHT).contains(&weight)) {
+        return Err(Error::out_of_range(format!(
+            "recency.weight must be between 0 and {}",
+            limits::MAX_RECENCY_WEIGHT
+        )));
+    }
+    Ok(fusion::Recency {
+        origin: r.origin.unwrap_or_else(Utc::now),
+        half_life_seconds: r.half_life_days * 86_400.0,
+        weight,
+    })
+}
+
 pub(crate) fn require_unscoped(p: &Principal, what: &str) -> Result<()> {
     if p.unscoped() {
         Ok(())

@@ -31,6 +31,10 @@ pub struct Fused {
     pub vector_rank: Option<u32>,
     /// 1-based rank in the keyword list.
     pub keyword_rank: Option<u32>,
+    /// The recency preference added to the score (`recency` requests only):
+    /// `weight * 0.5^(age / half_life)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recency: Option<f32>,
     /// The fused score the hits are ordered by.
     pub fused: f32,
 }
@@ -113,6 +117,53 @@ pub fn prefer_named_speaker(
     hits.sort_by(|a, b| b.fused.total_cmp(&a.fused).then(a.key.cmp(&b.key)));
 }
 
+/// A preference for recent events: a hit whose event time (`occurred_at`) is
+/// `age` away from `origin` gains `weight * 0.5^(age / half_life)`. The
+/// origin defaults to now; like a decay function in Elasticsearch, events on
+/// either side of it decay, so an origin in the past means "around then".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Recency {
+    pub origin: chrono::DateTime<chrono::Utc>,
+    pub half_life_seconds: f64,
+    pub weight: f32,
+}
+
+impl Recency {
+    /// The preference for an event at `at`.
+    pub fn boost(&self, at: chrono::DateTime<chrono::Utc>) -> f32 {
+        let age = (self.origin - at).num_milliseconds().unsigned_abs() as f64 / 1000.0;
+        self.weight * 0.5f64.powf(age / self.half_life_seconds) as f32
+    }
+}
+
+/// Re-rank `hits` with a recency preference. The scores are standardised
+/// first (mean 0, standard deviation 1 over the candidates) so that the
+/// weight means the same in every mode: BM25, cosine, RRF and convex scores
+/// live on different scales. A hit whose event time is unknown gets none.
+pub fn prefer_recent(
+    hits: &mut [Fused],
+    r: &Recency,
+    occurred_at: impl Fn(Key) -> Option<chrono::DateTime<chrono::Utc>>,
+) {
+    if hits.is_empty() {
+        return;
+    }
+    let n = hits.len() as f32;
+    let mean = hits.iter().map(|h| h.fused).sum::<f32>() / n;
+    let sd = (hits.iter().map(|h| (h.fused - mean).powi(2)).sum::<f32>() / n).sqrt();
+    for h in hits.iter_mut() {
+        let z = if sd > f32::EPSILON {
+            (h.fused - mean) / sd
+        } else {
+            0.0
+        };
+        let boost = occurred_at(h.key).map_or(0.0, |t| r.boost(t));
+        h.recency = Some(boost);
+        h.fused = z + boost;
+    }
+    hits.sort_by(|a, b| b.fused.total_cmp(&a.fused).then(a.key.cmp(&b.key)));
+}
+
 /// Fuse the lists with `p.method`.
 pub fn fuse(vector: &[(Key, f32)], keyword: &[(Key, f32)], p: FusionParams) -> Vec<Fused> {
     match p.method {
@@ -177,6 +228,7 @@ pub fn convex(vector: &[(Key, f32)], keyword: &[(Key, f32)], p: FusionParams) ->
                 keyword: k.map(|x| x.0),
                 vector_rank: v.map(|x| x.1),
                 keyword_rank: k.map(|x| x.1),
+                recency: None,
                 fused: wv * v.map_or(floor_v, |x| x.2) + wk * k.map_or(floor_k, |x| x.2),
             }
         })
@@ -225,6 +277,7 @@ pub fn single(list: &[(Key, f32)], is_vector: bool) -> Vec<Fused> {
                 keyword: (!is_vector).then_some(score),
                 vector_rank: if is_vector { rank } else { None },
                 keyword_rank: if is_vector { None } else { rank },
+                recency: None,
                 fused: score,
             }
         })
@@ -238,6 +291,7 @@ fn empty(key: Key) -> Fused {
         keyword: None,
         vector_rank: None,
         keyword_rank: None,
+        recency: None,
         fused: 0.0,
     }
 }
@@ -245,6 +299,41 @@ fn empty(key: Key) -> Fused {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recency_halves_per_half_life_and_reorders_ties() {
+        use chrono::{Duration, TimeZone, Utc};
+        let origin = Utc.with_ymd_and_hms(2026, 1, 31, 0, 0, 0).unwrap();
+        let r = Recency {
+            origin,
+            half_life_seconds: 10.0 * 86_400.0,
+            weight: 1.0,
+        };
+        assert!((r.boost(origin) - 1.0).abs() < 1e-6);
+        assert!((r.boost(origin - Duration::days(10)) - 0.5).abs() < 1e-6);
+        assert!((r.boost(origin - Duration::days(20)) - 0.25).abs() < 1e-6);
+        // After the origin decays the same way.
+        assert!((r.boost(origin + Duration::days(10)) - 0.5).abs() < 1e-6);
+
+        // Equal relevance: the newer event wins; a much more relevant old
+        // one still beats a barely relevant new one.
+        let at = |k: Key| match k {
+            1 => Some(origin - Duration::days(100)),
+            2 => Some(origin - Duration::days(1)),
+            3 => Some(origin),
+            _ => None,
+        };
+        let mut hits = single(&[(1, 5.0), (2, 5.0), (3, 0.1), (4, 5.0)], false);
+        prefer_recent(&mut hits, &r, at);
+        let order: Vec<Key> = hits.iter().map(|h| h.key).collect();
+        assert_eq!(order, vec![2, 1, 4, 3]);
+        assert!(hits[0].recency.unwrap() > 0.9);
+        assert_eq!(hits[2].recency, Some(0.0));
+        // Scores already equal: recency alone orders them.
+        let mut flat = single(&[(1, 1.0), (3, 1.0)], true);
+        prefer_recent(&mut flat, &r, at);
+        assert_eq!(flat[0].key, 3);
+    }
     use proptest::prelude::*;
     use std::collections::HashSet;
 

@@ -43,15 +43,7 @@ impl Engine {
         Ok(p)
     }
 
-    // ---- legal hold, restore --------------------------------------------------
-
-    pub(crate) async fn set_hold(&self, p: &Principal, id: Uuid, hold: bool) -> Result<Memory> {
-        p.authorize(Action::Admin)?;
-        self.store
-            .set_legal_hold(&p.tenant, id, hold, Utc::now(), &AuditCtx::of(p))
-            .await?
-            .ok_or_else(|| Error::MemoryNotFound(id.to_string()))
-    }
+    // ---- restore (legal holds are part of `Engine::update`) -------------------
 
     /// Undo a soft delete (until the memory is purged).
     pub async fn restore(&self, p: &Principal, id: Uuid) -> Result<Memory> {

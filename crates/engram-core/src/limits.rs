@@ -82,6 +82,12 @@ pub const MAX_POSITION: u64 = i64::MAX as u64;
 
 /// Longest session id, speaker name.
 pub const MAX_SESSION_ID_BYTES: usize = 256;
+/// Neighbours a search may bring on each side of a message hit.
+pub const MAX_NEIGHBORS: usize = 10;
+/// The longest recency half-life (100 years), in days.
+pub const MAX_HALF_LIFE_DAYS: f64 = 36_500.0;
+/// The strongest recency preference, in standard deviations of the score.
+pub const MAX_RECENCY_WEIGHT: f32 = 10.0;
 pub const MAX_SPEAKER_BYTES: usize = 256;
 
 /// An expiry a client sent: after `now`, not after [`MAX_TIME_RFC3339`].

@@ -366,8 +366,10 @@ mod tests {
                 keyword: None,
                 vector_rank: None,
                 keyword_rank: None,
+                recency: None,
                 fused: 0.0,
             },
+            neighbors: None,
         }
     }
 

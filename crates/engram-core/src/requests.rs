@@ -152,7 +152,7 @@ pub struct Weights {
     pub keyword: f32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchRequest {
@@ -180,9 +180,60 @@ pub struct SearchRequest {
     /// the query names (default: true).
     #[serde(default)]
     pub prefer_speaker: Option<bool>,
+    /// Prefer recent events (by `occurred_at`); off by default.
+    #[serde(default)]
+    pub recency: Option<RecencyRequest>,
+    /// Bring each conversation-message hit's neighbouring turns along (in
+    /// `neighbors`); off by default.
+    #[serde(default)]
+    pub expand: Option<Expand>,
     /// Exact vector search instead of the ANN index (slower; for evaluation).
     #[serde(default)]
     pub exact: bool,
+}
+
+/// A recency preference: each candidate's score is standardised over the
+/// candidates, then gains `weight * 0.5^(age / half_life)`, where `age` is
+/// how far its event (`occurred_at`) is from `origin` (default: now; an
+/// origin in the past prefers events around then).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecencyRequest {
+    /// Days after which the preference halves (more than 0, at most 36,500).
+    #[cfg_attr(feature = "openapi", schema(exclusive_minimum = 0, maximum = 36500))]
+    pub half_life_days: f64,
+    /// How strong the preference is at age 0, in standard deviations of the
+    /// score (default 1; 0 to 10).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 10))]
+    pub weight: Option<f32>,
+    /// The time ages are measured from (default: now).
+    #[serde(default)]
+    pub origin: Option<DateTime<Utc>>,
+}
+
+/// Neighbour expansion of conversation-message hits.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Expand {
+    /// Live messages of the same session to return on each side of a
+    /// message hit (1 to 10).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10))]
+    pub neighbors: usize,
+}
+
+/// A message next to a hit in its session.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Neighbor {
+    pub id: Uuid,
+    pub text: String,
+    pub metadata: Map<String, Value>,
+    pub tags: Vec<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub session: crate::types::SessionRef,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -199,6 +250,10 @@ pub struct SearchHit {
     pub session: Option<crate::types::SessionRef>,
     pub created_at: DateTime<Utc>,
     pub scores: Fused,
+    /// With `expand`: the message's neighbours in its session, in position
+    /// order (the hit itself left out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub neighbors: Option<Vec<Neighbor>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -223,6 +278,21 @@ pub struct ListRequest {
     pub limit: Option<usize>,
     #[serde(default)]
     pub cursor: Option<String>,
+    /// Order of the list: `inserted` (default), `occurred_at` (oldest
+    /// event first) or `occurred_at_desc` (newest first).
+    #[serde(default)]
+    pub sort: ListSort,
+}
+
+/// The orders a list can come in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ListSort {
+    #[default]
+    Inserted,
+    OccurredAt,
+    OccurredAtDesc,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -29,6 +29,7 @@ use crate::engine::{redact_memory, validate_namespace, Engine};
 use crate::error::{Error, Result};
 use crate::limits;
 use crate::quarantine;
+use crate::requests::Neighbor;
 use crate::text;
 use crate::types::*;
 
@@ -380,6 +381,61 @@ impl Engine {
 
     /// Delete every live message of a session (soft, as `DELETE
     /// /v1/memories/{id}`); messages under legal hold stay.
+    /// The `n` live, unexpired messages on each side of a message hit in its
+    /// session, in position order, redacted for the caller. A memory that
+    /// is not a message has none. The hit's namespace is one the caller
+    /// may read (the search scoped it), and a neighbour shares it.
+    pub(crate) async fn neighbors(
+        &self,
+        p: &Principal,
+        namespace: &str,
+        session: Option<&SessionRef>,
+        n: usize,
+    ) -> Result<Vec<Neighbor>> {
+        let Some(s) = session else {
+            return Ok(Vec::new());
+        };
+        let before = self
+            .store
+            .session_messages(
+                &p.tenant,
+                namespace,
+                &s.id,
+                &SessionRange::backward(Some(s.position), n),
+            )
+            .await?;
+        let after = self
+            .store
+            .session_messages(
+                &p.tenant,
+                namespace,
+                &s.id,
+                &SessionRange::forward(Some(s.position), None, n),
+            )
+            .await?;
+        let (mut rows, corrupt) = quarantine::split(
+            before.into_iter().rev().chain(after).collect(),
+            QuarantineSource::Read,
+        );
+        self.quarantine(corrupt).await?;
+        let now = Utc::now();
+        rows.retain(|m| !m.is_expired(now));
+        Ok(rows
+            .into_iter()
+            .filter_map(|m| {
+                let m = redact_memory(p, m);
+                Some(Neighbor {
+                    id: m.id,
+                    session: m.session?,
+                    text: m.text,
+                    metadata: m.metadata,
+                    tags: m.tags,
+                    occurred_at: m.occurred_at,
+                })
+            })
+            .collect())
+    }
+
     pub async fn delete_session(
         &self,
         p: &Principal,
@@ -389,10 +445,10 @@ impl Engine {
         p.authorize_in(Action::Write, namespace)?;
         validate_namespace(namespace)?;
         check_name("session id", session, limits::MAX_SESSION_ID_BYTES)?;
-        let mut out = SessionDeleted {
-            deleted: 0,
-            held: 0,
-        };
+        // Read the session, then delete it in one transaction: all of it
+        // (but what a hold keeps) or nothing.
+        let now = Utc::now();
+        let mut ids = Vec::new();
         let mut after = None;
         loop {
             let rows = self
@@ -414,19 +470,24 @@ impl Engine {
                     )))
                 }
             });
-            for m in rows.into_iter().flatten() {
-                if m.legal_hold {
-                    out.held += 1;
-                    continue;
-                }
-                match self.delete(p, m.id, false).await {
-                    Ok(()) => out.deleted += 1,
-                    Err(Error::LegalHold(_)) => out.held += 1,
-                    Err(Error::MemoryNotFound(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            // Expired messages are already gone for readers; the sweeper
+            // records their expiry.
+            ids.extend(
+                rows.into_iter()
+                    .flatten()
+                    .filter(|m| !m.is_expired(now))
+                    .map(|m| m.id),
+            );
         }
+        let done = self
+            .store
+            .soft_delete_many(&p.tenant, &ids, now, &AuditCtx::of(p))
+            .await?;
+        self.forget(&p.tenant, &done.deleted).await;
+        let out = SessionDeleted {
+            deleted: done.deleted.len(),
+            held: done.held.len(),
+        };
         if out.deleted == 0 && out.held == 0 {
             return Err(self.no_session(session));
         }

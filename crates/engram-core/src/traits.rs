@@ -83,9 +83,12 @@ pub trait Store: Send + Sync + 'static {
     /// method returning [`Decoded`] rows), never as an error of the call.
     async fn get_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Decoded<Memory>>>;
 
-    /// Apply a patch to a live memory. A new text resets it to `pending` and
-    /// enqueues an embedding job in the same transaction. `None` if there is no
-    /// live memory with that id. A text whose checksum equals another live
+    /// Apply a patch to a live memory, all of it in one transaction with its
+    /// audit events: a hold release first, then the content change (refused
+    /// with `Held` while a hold stays; nothing of the patch is applied then),
+    /// then a hold placement. A new text resets it to `pending` and enqueues
+    /// an embedding job. A hold change alone keeps the seq. `None` if there is
+    /// no live memory with that id. A text whose checksum equals another live
     /// memory's in the namespace is a `Conflict`.
     async fn update(
         &self,
@@ -96,7 +99,8 @@ pub trait Store: Send + Sync + 'static {
         audit: &AuditCtx,
     ) -> Result<Option<Memory>>;
 
-    /// Soft-delete a live memory. `None` if there is none.
+    /// Soft-delete a live memory. `None` if there is none; `LegalHold` if a
+    /// hold keeps it.
     async fn soft_delete(
         &self,
         tenant: &str,
@@ -104,6 +108,17 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
         audit: &AuditCtx,
     ) -> Result<Option<Memory>>;
+
+    /// Soft-delete the live memories among `ids` in one transaction, with
+    /// their audit events; held ones are left alone and returned as such,
+    /// ids without a live memory ignored.
+    async fn soft_delete_many(
+        &self,
+        tenant: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<SoftDeleted>;
 
     /// Undo a soft delete (not a purge). `None` if there is no soft-deleted,
     /// unpurged memory with that id; `Conflict` if a live memory now has its
@@ -169,6 +184,18 @@ pub trait Store: Send + Sync + 'static {
         tenant: &str,
         namespaces: &[String],
         after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<Decoded<Memory>>>;
+
+    /// Live memories of a tenant in event-time order, ties broken by key
+    /// (`descending` reverses both), strictly past `after` = (event time,
+    /// key) in that order. An empty `namespaces` means all namespaces.
+    async fn scan_by_time(
+        &self,
+        tenant: &str,
+        namespaces: &[String],
+        after: Option<(DateTime<Utc>, Key)>,
+        descending: bool,
         limit: usize,
     ) -> Result<Vec<Decoded<Memory>>>;
 

@@ -226,6 +226,15 @@ pub struct NewMemory {
     pub pii: Vec<String>,
 }
 
+/// Outcome of soft-deleting several memories in one transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SoftDeleted {
+    /// The memories deleted, as they are now.
+    pub deleted: Vec<Memory>,
+    /// Live memories left alone because a legal hold keeps them.
+    pub held: Vec<Memory>,
+}
+
 /// Outcome of inserting one memory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Inserted {
@@ -250,6 +259,22 @@ pub struct MemoryPatch {
     /// `Some(None)` clears the expiry.
     pub expires_at: Option<Option<DateTime<Utc>>>,
     pub pii: Option<Vec<String>>,
+    /// Place (`true`) or release (`false`) the legal hold, in the same
+    /// transaction: a release comes before the content change (which a hold
+    /// would refuse), a placement after it.
+    pub legal_hold: Option<bool>,
+}
+
+impl MemoryPatch {
+    /// Whether the patch changes what the memory holds (anything but the hold).
+    pub fn changes_content(&self) -> bool {
+        self.text.is_some()
+            || self.kind.is_some()
+            || self.metadata.is_some()
+            || self.tags.is_some()
+            || self.expires_at.is_some()
+            || self.pii.is_some()
+    }
 }
 
 /// The filterable attributes of an indexed memory.
@@ -301,6 +326,9 @@ pub struct Corrupt {
     pub tenant: Option<String>,
     /// The job, when the row was a claimed job.
     pub job_id: Option<u64>,
+    /// The memory's event time, when it still decodes: a list in event-time
+    /// order continues past the row from there.
+    pub occurred_at: Option<DateTime<Utc>>,
     /// Why it cannot be decoded (column and problem, never the content).
     pub error: String,
 }

@@ -152,6 +152,7 @@ pub(crate) fn decoded<T>(
                     .try_get::<i64, _>("job_id")
                     .ok()
                     .and_then(|v| u64::try_from(v).ok()),
+                occurred_at: row.try_get::<DateTime<Utc>, _>("occurred_at").ok(),
                 error: e.to_string(),
             }))
         }

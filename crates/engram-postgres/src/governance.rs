@@ -114,6 +114,27 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Place or release `m`'s legal hold in this transaction (its audit
+    /// entry, [`hold_entry`], is the caller's to append). Not a content
+    /// change: the seq (and so the indexes) stay as they are.
+    pub(crate) async fn set_hold(
+        &mut self,
+        m: &Memory,
+        hold: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Memory> {
+        let row = sqlx::query(concat!(
+            "UPDATE memories SET legal_hold = $1, updated_at = $2 WHERE key = $3 RETURNING ",
+            memory_cols!()
+        ))
+        .bind(hold)
+        .bind(now)
+        .bind(codec::int(m.key))
+        .fetch_one(self.conn())
+        .await?;
+        codec::memory(&row)
+    }
+
     /// The live or deleted, unpurged memory `id` of `tenant`, its row locked
     /// for an update in this transaction.
     pub(crate) async fn memory_for_update(
@@ -140,6 +161,16 @@ pub(crate) fn held(m: &Memory, what: &str) -> PgError {
         "memory {} is under legal hold and cannot be {what} until the hold is released",
         m.id
     ))
+}
+
+/// The audit entry of placing (`hold`) or releasing a legal hold on `m`.
+pub(crate) fn hold_entry(m: &Memory, hold: bool) -> AuditEntry {
+    let action = if hold {
+        AuditAction::LegalHold
+    } else {
+        AuditAction::LegalRelease
+    };
+    entry(m, action, json!({"namespace": m.namespace}))
 }
 
 pub(crate) fn entry(m: &Memory, action: AuditAction, details: Value) -> AuditEntry {
@@ -460,28 +491,8 @@ impl PgStore {
         if m.legal_hold == hold {
             return Ok(Some(m));
         }
-        // Not a content change: the seq (and so the indexes) stay as they are.
-        let row = sqlx::query(concat!(
-            "UPDATE memories SET legal_hold = $1, updated_at = $2 WHERE key = $3 RETURNING ",
-            memory_cols!()
-        ))
-        .bind(hold)
-        .bind(now)
-        .bind(codec::int(m.key))
-        .fetch_one(tx.conn())
-        .await?;
-        let action = if hold {
-            AuditAction::LegalHold
-        } else {
-            AuditAction::LegalRelease
-        };
-        tx.audit(
-            vec![entry(&m, action, json!({"namespace": m.namespace}))],
-            ctx,
-            now,
-        )
-        .await?;
-        let updated = codec::memory(&row)?;
+        tx.audit(vec![hold_entry(&m, hold)], ctx, now).await?;
+        let updated = tx.set_hold(&m, hold, now).await?;
         tx.commit().await?;
         Ok(Some(updated))
     }

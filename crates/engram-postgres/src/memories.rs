@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use engram_core::{
-    AuditAction, AuditCtx, Decoded, Key, Memory, MemoryPatch, NamespaceInfo, SessionRange, State,
-    StoreStats,
+    AuditAction, AuditCtx, Decoded, Key, Memory, MemoryPatch, NamespaceInfo, SessionRange,
+    SoftDeleted, State, StoreStats,
 };
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
@@ -11,7 +11,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use crate::codec::{self, memory_cols, to_json, ts};
-use crate::governance::{entry, held};
+use crate::governance::{entry, held, hold_entry};
 use crate::{PgError, PgStore, Result, WriteTx};
 
 /// Enqueue an embedding job for a memory:
@@ -111,8 +111,29 @@ impl PgStore {
         else {
             return Ok(None);
         };
-        if m.legal_hold {
+        // One transaction for the whole patch: a hold released here and a
+        // change refused later roll back together (audit events too).
+        let content = patch.changes_content();
+        let release = patch.legal_hold == Some(false) && m.legal_hold;
+        let mut events = Vec::new();
+        if release {
+            events.push(hold_entry(&m, false));
+            m = tx.set_hold(&m, false, now).await?;
+        }
+        if content && m.legal_hold {
             return Err(held(&m, "changed"));
+        }
+        let place = patch.legal_hold == Some(true) && !m.legal_hold;
+        if !content {
+            if place {
+                events.push(hold_entry(&m, true));
+                m = tx.set_hold(&m, true, now).await?;
+            }
+            if !events.is_empty() {
+                tx.audit(events, ctx, now).await?;
+                tx.commit().await?;
+            }
+            return Ok(Some(m));
         }
         let key = codec::int(m.key);
         let mut fields = Vec::new();
@@ -178,24 +199,23 @@ impl PgStore {
                 .execute(tx.conn())
                 .await?;
         }
-        tx.audit(
-            vec![entry(
-                &m,
-                AuditAction::Update,
-                json!({"namespace": m.namespace, "fields": fields, "checksum": m.checksum}),
-            )],
-            ctx,
-            now,
-        )
-        .await?;
+        events.push(entry(
+            &m,
+            AuditAction::Update,
+            json!({"namespace": m.namespace, "fields": fields, "checksum": m.checksum}),
+        ));
+        if place {
+            events.push(hold_entry(&m, true));
+        }
+        tx.audit(events, ctx, now).await?;
         // Last: the seq, and the row that carries it. A text taken by a
         // memory committed since the check above violates the live checksum
         // index: a conflict as well.
         let seq = tx.next_seq().await?;
         let row = sqlx::query(concat!(
             "UPDATE memories SET text = $1, checksum = $2, state = $3, kind = $4, \
-             metadata = $5, tags = $6, expires_at = $7, pii = $8, updated_at = $9, seq = $10 \
-             WHERE key = $11 RETURNING ",
+             metadata = $5, tags = $6, expires_at = $7, pii = $8, updated_at = $9, seq = $10, \
+             legal_hold = $12 WHERE key = $11 RETURNING ",
             memory_cols!()
         ))
         .bind(&m.text)
@@ -209,6 +229,7 @@ impl PgStore {
         .bind(now)
         .bind(seq)
         .bind(key)
+        .bind(m.legal_hold || place)
         .fetch_one(tx.conn())
         .await?;
         let updated = codec::memory(&row)?;
@@ -223,33 +244,57 @@ impl PgStore {
         now: DateTime<Utc>,
         ctx: &AuditCtx,
     ) -> Result<Option<Memory>> {
+        let mut out = self.soft_delete_memories(tenant, &[id], now, ctx).await?;
+        if let Some(m) = out.held.first() {
+            return Err(held(m, "deleted"));
+        }
+        Ok(out.deleted.pop())
+    }
+
+    pub(crate) async fn soft_delete_memories(
+        &self,
+        tenant: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+        ctx: &AuditCtx,
+    ) -> Result<SoftDeleted> {
         let now = ts(now);
         let mut tx = self.begin_write().await?;
-        let Some(m) = tx
-            .memory_for_update(tenant, id)
-            .await?
-            .filter(|m| m.deleted_at.is_none())
-        else {
-            return Ok(None);
-        };
-        if m.legal_hold {
-            return Err(held(&m, "deleted"));
-        }
-        let key = codec::int(m.key);
-        tx.drop_jobs(&[key]).await?;
-        tx.audit(
-            vec![entry(
+        let mut out = SoftDeleted::default();
+        let mut events = Vec::new();
+        let mut keys = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for &id in ids {
+            if !seen.insert(id) {
+                continue;
+            }
+            let Some(m) = tx
+                .memory_for_update(tenant, id)
+                .await?
+                .filter(|m| m.deleted_at.is_none())
+            else {
+                continue;
+            };
+            if m.legal_hold {
+                out.held.push(m);
+                continue;
+            }
+            events.push(entry(
                 &m,
                 AuditAction::Delete,
                 json!({"namespace": m.namespace}),
-            )],
-            ctx,
-            now,
-        )
-        .await?;
-        let deleted = soft_delete_rows(&mut tx, &[key], now).await?.remove(0);
+            ));
+            keys.push(codec::int(m.key));
+        }
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        tx.drop_jobs(&keys).await?;
+        tx.audit(events, ctx, now).await?;
+        // Last: the seqs, and the rows that carry them.
+        out.deleted = soft_delete_rows(&mut tx, &keys, now).await?;
         tx.commit().await?;
-        Ok(Some(deleted))
+        Ok(out)
     }
 
     pub(crate) async fn scan_memories(
@@ -289,6 +334,49 @@ impl PgStore {
             .fetch_all(&self.pool)
             .await?
         };
+        rows.iter()
+            .map(|r| codec::decoded(r, "key", codec::memory))
+            .collect()
+    }
+
+    /// Live memories in event-time order (ties by key), strictly past
+    /// `after` in that order.
+    pub(crate) async fn scan_memories_by_time(
+        &self,
+        tenant: &str,
+        namespaces: &[String],
+        after: Option<(DateTime<Utc>, Key)>,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<Decoded<Memory>>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (cmp, dir) = if descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        // $1 tenant, $2 namespaces (empty: all), $3 / $4 the position, $5 limit.
+        let mut sql = format!(
+            "SELECT {} FROM memories WHERE tenant = $1 AND deleted_at IS NULL \
+             AND (cardinality($2::text[]) = 0 OR namespace = ANY($2))",
+            memory_cols!()
+        );
+        if after.is_some() {
+            sql.push_str(&format!(" AND (occurred_at, key) {cmp} ($3, $4)"));
+        } else {
+            sql.push_str(" AND $3::timestamptz IS NULL AND $4::bigint IS NULL");
+        }
+        sql.push_str(&format!(" ORDER BY occurred_at {dir}, key {dir} LIMIT $5"));
+        let rows = sqlx::query(&sql)
+            .bind(tenant)
+            .bind(namespaces)
+            .bind(after.map(|(t, _)| codec::ts(t)))
+            .bind(after.map(|(_, k)| codec::int(k)))
+            .bind(codec::limit(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| codec::decoded(r, "key", codec::memory))
             .collect()

@@ -6,7 +6,7 @@ use engram_core::{
     ApiKey, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Change, ClaimedJob, Decoded, DocAttrs,
     Embedded, Inserted, Job, JobFailure, JobState, Key, Memory, MemoryPatch, ModelInfo, ModelState,
     NamespaceInfo, NewMemory, QuarantineEntry, ReembedItem, ReembedProgress, Result, RetryPolicy,
-    SessionRange, Store, StoreStats, TargetVector,
+    SessionRange, SoftDeleted, Store, StoreStats, TargetVector,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -46,6 +46,16 @@ impl Store for PgStore {
         audit: &AuditCtx,
     ) -> Result<Option<Memory>> {
         Ok(self.soft_delete_memory(tenant, id, now, audit).await?)
+    }
+
+    async fn soft_delete_many(
+        &self,
+        tenant: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> Result<SoftDeleted> {
+        Ok(self.soft_delete_memories(tenant, ids, now, audit).await?)
     }
 
     async fn restore(
@@ -151,6 +161,19 @@ impl Store for PgStore {
         limit: usize,
     ) -> Result<Vec<Decoded<Memory>>> {
         Ok(self.scan_memories(tenant, namespaces, after, limit).await?)
+    }
+
+    async fn scan_by_time(
+        &self,
+        tenant: &str,
+        namespaces: &[String],
+        after: Option<(DateTime<Utc>, Key)>,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<Decoded<Memory>>> {
+        Ok(self
+            .scan_memories_by_time(tenant, namespaces, after, descending, limit)
+            .await?)
     }
 
     async fn namespaces(&self, tenant: &str) -> Result<Vec<NamespaceInfo>> {

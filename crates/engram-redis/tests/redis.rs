@@ -239,10 +239,7 @@ fn search(query: &str) -> SearchRequest {
         filter: None,
         k: Some(5),
         mode: SearchMode::Hybrid,
-        weights: None,
-        fusion: None,
-        prefer_speaker: None,
-        exact: false,
+        ..Default::default()
     }
 }
 

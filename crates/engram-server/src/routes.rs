@@ -6,7 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use engram_core::requests::{AuditBundle, SearchResponse};
 use engram_core::requests::{
-    ListRequest, MemoryInput, MemoryUpdate, NamespaceSettings, SearchRequest,
+    ListRequest, ListSort, MemoryInput, MemoryUpdate, NamespaceSettings, SearchRequest,
 };
 use engram_core::{
     Answer, AskRequest, AuditQuery, Code, Error, JobState, NamespaceInfo, NewApiKey, VerifyReport,
@@ -414,9 +414,11 @@ pub(crate) struct ListParams {
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// `inserted` (default), `occurred_at` or `occurred_at_desc`.
+    sort: Option<ListSort>,
 }
 
-/// List memories in insertion order, with a filter and cursor pagination.
+/// List memories in insertion or event-time order, with a filter and cursor pagination.
 #[utoipa::path(get, path = "/v1/memories", tag = "memories", params(ListParams),
     responses((status = 200, description = "A page", body = PageView)))]
 async fn list_get(
@@ -436,6 +438,7 @@ async fn list_get(
         filter,
         limit: q.limit,
         cursor: q.cursor,
+        sort: q.sort.unwrap_or_default(),
     };
     Ok(Json(PageView::from(s.engine.list(&p, req).await?)).into_response())
 }

@@ -229,6 +229,10 @@ pub(crate) fn decoded<T>(
                     .try_get::<i64, _>("job_id")
                     .ok()
                     .and_then(|v| u64::try_from(v).ok()),
+                occurred_at: row
+                    .try_get::<i64, _>("occurred_at")
+                    .ok()
+                    .and_then(|v| time(v, "occurred_at").ok()),
                 error: e.to_string(),
             }))
         }

@@ -91,6 +91,35 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Place or release `m`'s legal hold, in this transaction; the audit
+    /// entry is the caller's to append (after any others of the same call).
+    pub(crate) async fn set_hold(
+        &mut self,
+        m: &Memory,
+        hold: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(Memory, AuditEntry)> {
+        // Not a content change: the seq (and so the indexes) stay as they are.
+        let row = sqlx::query(concat!(
+            "UPDATE memories SET legal_hold = ?, updated_at = ? WHERE key = ? RETURNING ",
+            memory_cols!()
+        ))
+        .bind(i64::from(hold))
+        .bind(micros(now))
+        .bind(codec::int(m.key))
+        .fetch_one(self.conn())
+        .await?;
+        let action = if hold {
+            AuditAction::LegalHold
+        } else {
+            AuditAction::LegalRelease
+        };
+        Ok((
+            codec::memory(&row)?,
+            entry(m, action, json!({"namespace": m.namespace})),
+        ))
+    }
+
     /// The live or deleted memory `id` of `tenant`, for an update in this transaction.
     pub(crate) async fn memory_for_update(
         &mut self,
@@ -431,28 +460,8 @@ impl SqliteStore {
         if m.legal_hold == hold {
             return Ok(Some(m));
         }
-        // Not a content change: the seq (and so the indexes) stay as they are.
-        let row = sqlx::query(concat!(
-            "UPDATE memories SET legal_hold = ?, updated_at = ? WHERE key = ? RETURNING ",
-            memory_cols!()
-        ))
-        .bind(i64::from(hold))
-        .bind(micros(now))
-        .bind(codec::int(m.key))
-        .fetch_one(tx.conn())
-        .await?;
-        let action = if hold {
-            AuditAction::LegalHold
-        } else {
-            AuditAction::LegalRelease
-        };
-        tx.audit(
-            vec![entry(&m, action, json!({"namespace": m.namespace}))],
-            ctx,
-            now,
-        )
-        .await?;
-        let updated = codec::memory(&row)?;
+        let (updated, event) = tx.set_hold(&m, hold, now).await?;
+        tx.audit(vec![event], ctx, now).await?;
         tx.commit().await?;
         Ok(Some(updated))
     }

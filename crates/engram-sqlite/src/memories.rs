@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use engram_core::{
-    AuditAction, AuditCtx, Decoded, Key, Memory, MemoryPatch, NamespaceInfo, SessionRange, State,
-    StoreStats,
+    AuditAction, AuditCtx, AuditEntry, Decoded, Key, Memory, MemoryPatch, NamespaceInfo,
+    SessionRange, SoftDeleted, State, StoreStats,
 };
 use serde_json::json;
 use sqlx::Row;
@@ -114,109 +114,140 @@ impl SqliteStore {
             return Ok(None);
         };
         let mut m = codec::memory(&row)?;
-        if m.legal_hold {
-            return Err(held(&m, "changed"));
+        let patch_hold = patch.legal_hold;
+        // One transaction for the whole patch: a hold released here and a
+        // change refused later roll back together (audit events too).
+        let mut events = Vec::new();
+        if patch_hold == Some(false) && m.legal_hold {
+            let (released, event) = tx.set_hold(&m, false, now).await?;
+            m = released;
+            events.push(event);
         }
-        let key = codec::int(m.key);
-        let mut fields = Vec::new();
-
-        let mut reembed = false;
-        if let Some((text, checksum)) = patch.text {
-            if checksum != m.checksum {
-                let other: Option<String> = sqlx::query_scalar(
-                    "SELECT id FROM memories WHERE tenant = ? AND namespace = ? AND checksum = ? \
-                     AND deleted_at IS NULL AND key <> ?",
-                )
-                .bind(&m.tenant)
-                .bind(&m.namespace)
-                .bind(&checksum)
-                .bind(key)
-                .fetch_optional(tx.conn())
-                .await?;
-                if let Some(other) = other {
-                    return Err(SqliteError::Conflict(format!(
-                        "memory {other} in namespace {:?} already has this text",
-                        m.namespace
-                    )));
-                }
-                m.checksum = checksum;
-                m.state = State::Pending;
-                reembed = true;
+        if patch.changes_content() {
+            if m.legal_hold {
+                return Err(held(&m, "changed"));
             }
-            // Same checksum: only the un-normalised form changed; the embedding stays valid.
-            m.text = text;
-            fields.push("text");
+            let (updated, event) = update_row(&mut tx, m, patch, now, ctx).await?;
+            m = updated;
+            events.push(event);
         }
-        if let Some(kind) = patch.kind {
-            m.kind = kind;
-            fields.push("kind");
+        if patch_hold == Some(true) && !m.legal_hold {
+            let (placed, event) = tx.set_hold(&m, true, now).await?;
+            m = placed;
+            events.push(event);
         }
-        if let Some(metadata) = patch.metadata {
-            m.metadata = metadata;
-            fields.push("metadata");
+        if !events.is_empty() {
+            tx.audit(events, ctx, now).await?;
+            tx.commit().await?;
         }
-        if let Some(tags) = patch.tags {
-            m.tags = tags;
-            fields.push("tags");
-        }
-        if let Some(expires_at) = patch.expires_at {
-            m.expires_at = expires_at;
-            fields.push("expires_at");
-        }
-        if let Some(pii) = patch.pii {
-            m.pii = pii;
-            fields.push("pii");
-        }
+        Ok(Some(m))
+    }
+}
 
-        let seq = tx.next_seq().await?;
-        let row = sqlx::query(concat!(
-            "UPDATE memories SET text = ?, checksum = ?, state = ?, kind = ?, metadata = ?, \
-             tags = ?, expires_at = ?, pii = ?, updated_at = ?, seq = ? WHERE key = ? RETURNING ",
-            memory_cols!()
-        ))
-        .bind(&m.text)
-        .bind(&m.checksum)
-        .bind(m.state.as_str())
-        .bind(m.kind.as_str())
-        .bind(to_json!(&m.metadata, "metadata")?)
-        .bind(to_json!(&m.tags, "tags")?)
-        .bind(m.expires_at.map(micros))
-        .bind(to_json!(&m.pii, "pii")?)
-        .bind(micros(now))
-        .bind(seq)
-        .bind(key)
-        .fetch_one(tx.conn())
-        .await?;
-        let updated = codec::memory(&row)?;
+/// Apply the content fields of `patch` to `m`'s row: a new seq, and a fresh
+/// job when the text changed. Returns the row and its audit entry.
+async fn update_row(
+    tx: &mut WriteTx,
+    mut m: Memory,
+    patch: MemoryPatch,
+    now: DateTime<Utc>,
+    ctx: &AuditCtx,
+) -> Result<(Memory, AuditEntry)> {
+    let key = codec::int(m.key);
+    let mut fields = Vec::new();
 
-        if reembed {
-            // Replace whatever job the memory had with a fresh one for the new
-            // text. A fresh id (rather than resetting the old row) keeps a
-            // late completion or failure of the old job from touching it.
-            tx.drop_jobs(key).await?;
-            sqlx::query(INSERT_JOB)
-                .bind(&m.tenant)
-                .bind(key)
-                .bind(micros(now))
-                .bind(micros(now))
-                .bind(&ctx.traceparent)
-                .execute(tx.conn())
-                .await?;
+    let mut reembed = false;
+    if let Some((text, checksum)) = patch.text {
+        if checksum != m.checksum {
+            let other: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM memories WHERE tenant = ? AND namespace = ? AND checksum = ? \
+                 AND deleted_at IS NULL AND key <> ?",
+            )
+            .bind(&m.tenant)
+            .bind(&m.namespace)
+            .bind(&checksum)
+            .bind(key)
+            .fetch_optional(tx.conn())
+            .await?;
+            if let Some(other) = other {
+                return Err(SqliteError::Conflict(format!(
+                    "memory {other} in namespace {:?} already has this text",
+                    m.namespace
+                )));
+            }
+            m.checksum = checksum;
+            m.state = State::Pending;
+            reembed = true;
         }
-        tx.audit(
-            vec![entry(
-                &updated,
-                AuditAction::Update,
-                json!({"namespace": updated.namespace, "fields": fields, "checksum": updated.checksum}),
-            )],
-            ctx,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(updated))
+        // Same checksum: only the un-normalised form changed; the embedding stays valid.
+        m.text = text;
+        fields.push("text");
+    }
+    if let Some(kind) = patch.kind {
+        m.kind = kind;
+        fields.push("kind");
+    }
+    if let Some(metadata) = patch.metadata {
+        m.metadata = metadata;
+        fields.push("metadata");
+    }
+    if let Some(tags) = patch.tags {
+        m.tags = tags;
+        fields.push("tags");
+    }
+    if let Some(expires_at) = patch.expires_at {
+        m.expires_at = expires_at;
+        fields.push("expires_at");
+    }
+    if let Some(pii) = patch.pii {
+        m.pii = pii;
+        fields.push("pii");
     }
 
+    let seq = tx.next_seq().await?;
+    let row = sqlx::query(concat!(
+        "UPDATE memories SET text = ?, checksum = ?, state = ?, kind = ?, metadata = ?, \
+         tags = ?, expires_at = ?, pii = ?, updated_at = ?, seq = ? WHERE key = ? RETURNING ",
+        memory_cols!()
+    ))
+    .bind(&m.text)
+    .bind(&m.checksum)
+    .bind(m.state.as_str())
+    .bind(m.kind.as_str())
+    .bind(to_json!(&m.metadata, "metadata")?)
+    .bind(to_json!(&m.tags, "tags")?)
+    .bind(m.expires_at.map(micros))
+    .bind(to_json!(&m.pii, "pii")?)
+    .bind(micros(now))
+    .bind(seq)
+    .bind(key)
+    .fetch_one(tx.conn())
+    .await?;
+    let updated = codec::memory(&row)?;
+
+    if reembed {
+        // Replace whatever job the memory had with a fresh one for the new
+        // text. A fresh id (rather than resetting the old row) keeps a
+        // late completion or failure of the old job from touching it.
+        tx.drop_jobs(key).await?;
+        sqlx::query(INSERT_JOB)
+            .bind(&m.tenant)
+            .bind(key)
+            .bind(micros(now))
+            .bind(micros(now))
+            .bind(&ctx.traceparent)
+            .execute(tx.conn())
+            .await?;
+    }
+    let event = entry(
+        &updated,
+        AuditAction::Update,
+        json!({"namespace": updated.namespace, "fields": fields, "checksum": updated.checksum}),
+    );
+    Ok((updated, event))
+}
+
+impl SqliteStore {
     pub(crate) async fn soft_delete_memory(
         &self,
         tenant: &str,
@@ -224,30 +255,48 @@ impl SqliteStore {
         now: DateTime<Utc>,
         ctx: &AuditCtx,
     ) -> Result<Option<Memory>> {
-        let mut tx = self.begin_write().await?;
-        let Some(m) = tx
-            .memory_for_update(tenant, id)
-            .await?
-            .filter(|m| m.deleted_at.is_none())
-        else {
-            return Ok(None);
-        };
-        if m.legal_hold {
-            return Err(held(&m, "deleted"));
+        let mut out = self.soft_delete_memories(tenant, &[id], now, ctx).await?;
+        if let Some(m) = out.held.first() {
+            return Err(held(m, "deleted"));
         }
-        let deleted = soft_delete_row(&mut tx, codec::int(m.key), now).await?;
-        tx.audit(
-            vec![entry(
+        Ok(out.deleted.pop())
+    }
+
+    pub(crate) async fn soft_delete_memories(
+        &self,
+        tenant: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+        ctx: &AuditCtx,
+    ) -> Result<SoftDeleted> {
+        let mut tx = self.begin_write().await?;
+        let mut out = SoftDeleted::default();
+        let mut events = Vec::new();
+        for &id in ids {
+            let Some(m) = tx
+                .memory_for_update(tenant, id)
+                .await?
+                .filter(|m| m.deleted_at.is_none())
+            else {
+                continue;
+            };
+            if m.legal_hold {
+                out.held.push(m);
+                continue;
+            }
+            let deleted = soft_delete_row(&mut tx, codec::int(m.key), now).await?;
+            events.push(entry(
                 &deleted,
                 AuditAction::Delete,
                 json!({"namespace": deleted.namespace}),
-            )],
-            ctx,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(deleted))
+            ));
+            out.deleted.push(deleted);
+        }
+        if !events.is_empty() {
+            tx.audit(events, ctx, now).await?;
+            tx.commit().await?;
+        }
+        Ok(out)
     }
 
     pub(crate) async fn scan_memories(
@@ -285,6 +334,45 @@ impl SqliteStore {
             .fetch_all(&self.reader)
             .await?
         };
+        rows.iter()
+            .map(|r| codec::decoded(r, "key", codec::memory))
+            .collect()
+    }
+
+    /// Live memories in event-time order (ties by key), strictly past
+    /// `after` in that order.
+    pub(crate) async fn scan_memories_by_time(
+        &self,
+        tenant: &str,
+        namespaces: &[String],
+        after: Option<(DateTime<Utc>, Key)>,
+        descending: bool,
+        limit: usize,
+    ) -> Result<Vec<Decoded<Memory>>> {
+        let (cmp, dir) = if descending {
+            ("<", "DESC")
+        } else {
+            (">", "ASC")
+        };
+        let mut sql = format!(
+            "SELECT {} FROM memories WHERE tenant = ? AND deleted_at IS NULL",
+            memory_cols!()
+        );
+        if !namespaces.is_empty() {
+            sql.push_str(" AND namespace IN (SELECT value FROM json_each(?))");
+        }
+        if after.is_some() {
+            sql.push_str(&format!(" AND (occurred_at, key) {cmp} (?, ?)"));
+        }
+        sql.push_str(&format!(" ORDER BY occurred_at {dir}, key {dir} LIMIT ?"));
+        let mut q = sqlx::query(&sql).bind(tenant);
+        if !namespaces.is_empty() {
+            q = q.bind(to_json!(namespaces, "namespaces")?);
+        }
+        if let Some((t, key)) = after {
+            q = q.bind(codec::micros(t)).bind(codec::int(key));
+        }
+        let rows = q.bind(codec::limit(limit)).fetch_all(&self.reader).await?;
         rows.iter()
             .map(|r| codec::decoded(r, "key", codec::memory))
             .collect()

@@ -150,10 +150,7 @@ async fn callers_seeing_different_namespaces_do_not_share_rankings() {
         filter: None,
         k: Some(5),
         mode: engram_core::requests::SearchMode::Hybrid,
-        weights: None,
-        fusion: None,
-        prefer_speaker: None,
-        exact: false,
+        ..Default::default()
     };
     for _ in 0..2 {
         let all = app.engine.search(&admin, req()).await.unwrap().hits;

@@ -678,6 +678,30 @@ async fn legal_hold_ttl_sweep_and_hard_delete() {
         .await;
     assert_error(s, &v, StatusCode::FORBIDDEN, "forbidden");
 
+    // One PATCH is one transaction: a release with a change that is refused
+    // releases nothing and leaves no audit event.
+    let (_, before) = admin.call("GET", "/v1/audit?limit=1000", None).await;
+    for bad in [
+        json!({"legal_hold": false, "metadata": {"": 1}}),
+        json!({"legal_hold": false, "tags": [""]}),
+        json!({"legal_hold": false, "text": ""}),
+        json!({"legal_hold": false, "expires_at": "1999-01-01T00:00:00Z"}),
+    ] {
+        let (s, v) = admin
+            .call("PATCH", &format!("/v1/memories/{held}"), Some(bad.clone()))
+            .await;
+        assert!(s.is_client_error(), "{bad}: {s} {v}");
+        let (_, m) = admin
+            .call("GET", &format!("/v1/memories/{held}"), None)
+            .await;
+        assert_eq!(m["legal_hold"], true, "{bad} released the hold: {m}");
+    }
+    let (_, after) = admin.call("GET", "/v1/audit?limit=1000", None).await;
+    assert_eq!(before["events"], after["events"]);
+    let (s, v) = admin.call("GET", "/v1/audit/verify", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+
     // TTL: a namespace default and a per-memory TTL; the sweeper expires
     // unheld memories and leaves the held one.
     let (s, v) = admin

@@ -345,3 +345,225 @@ async fn an_edited_message_stays_in_its_session() {
     assert_eq!(v["messages"][0]["text"], "See you tomorrow");
     assert_eq!(v["messages"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_hit_brings_its_neighbours() {
+    let app = app().await;
+    let turns: Vec<Value> = [
+        "Morning! How was the weekend?",
+        "We went hiking near the lake",
+        "Did you see any wildlife?",
+        "A heron, standing very still in the reeds",
+        "Nice. I stayed home and baked bread",
+        "Sourdough again?",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, t)| json!({"speaker": if i % 2 == 0 { "Ann" } else { "Bo" }, "text": t}))
+    .collect();
+    let (s, v) = append(
+        &app,
+        "weekend",
+        json!({"namespace": "conv", "messages": turns}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let other = app
+        .add("conv", "The heron logo is on the mug", json!({}))
+        .await;
+
+    // Without `expand`, hits carry no neighbours.
+    let hits = app
+        .search(json!({"query": "heron", "mode": "keyword", "namespaces": ["conv"]}))
+        .await;
+    assert!(
+        hits.iter().all(|h| h.get("neighbors").is_none()),
+        "{hits:?}"
+    );
+
+    let hits = app
+        .search(
+            json!({"query": "heron reeds", "mode": "keyword", "namespaces": ["conv"],
+            "expand": {"neighbors": 2}}),
+        )
+        .await;
+    assert_eq!(hits[0]["session"]["position"], 3, "{hits:?}");
+    let around: Vec<(u64, &str)> = hits[0]["neighbors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["session"]["position"].as_u64().unwrap(),
+                n["text"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        around,
+        vec![
+            (1, "We went hiking near the lake"),
+            (2, "Did you see any wildlife?"),
+            (4, "Nice. I stayed home and baked bread"),
+            (5, "Sourdough again?"),
+        ]
+    );
+    // A memory outside any session has none.
+    let mug = hits.iter().find(|h| h["id"] == other.as_str()).unwrap();
+    assert_eq!(mug["neighbors"], json!([]));
+
+    // A deleted turn is skipped: the next live one takes its place.
+    let wildlife = around[1].1;
+    let id = app
+        .search(json!({"query": wildlife, "mode": "keyword", "namespaces": ["conv"]}))
+        .await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, _) = app
+        .call("DELETE", &format!("/v1/memories/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let hits = app
+        .search(
+            json!({"query": "heron reeds", "mode": "keyword", "namespaces": ["conv"],
+            "expand": {"neighbors": 1}}),
+        )
+        .await;
+    let around: Vec<u64> = hits[0]["neighbors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["session"]["position"].as_u64().unwrap())
+        .collect();
+    assert_eq!(around, vec![1, 4], "{hits:?}");
+
+    // Out of range: a clear 400.
+    for n in [0, 11] {
+        let (s, v) = app
+            .call(
+                "POST",
+                "/v1/search",
+                Some(json!({"query": "heron", "expand": {"neighbors": n}})),
+            )
+            .await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST, "out_of_range");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recency_prefers_recent_events_and_lists_sort_by_event_time() {
+    let app = app().await;
+    let old = app
+        .add(
+            "notes",
+            "The team standup is at 9:30",
+            json!({"occurred_at": "2024-01-10T09:00:00Z"}),
+        )
+        .await;
+    let new = app
+        .add(
+            "notes",
+            "The team standup is at 10:00",
+            json!({"occurred_at": "2024-06-01T09:00:00Z"}),
+        )
+        .await;
+    let mid = app
+        .add(
+            "notes",
+            "Lunch moved to the rooftop",
+            json!({"occurred_at": "2024-03-01T09:00:00Z"}),
+        )
+        .await;
+
+    // The two standup notes score alike; with a recency preference measured
+    // from mid-2024 the newer comes first, with its preference reported.
+    let hits = app
+        .search(
+            json!({"query": "when is the team standup", "namespaces": ["notes"], "k": 2,
+            "recency": {"half_life_days": 30, "origin": "2024-06-02T00:00:00Z"}}),
+        )
+        .await;
+    assert_eq!(hits[0]["id"], new.as_str(), "{hits:?}");
+    assert_eq!(hits[1]["id"], old.as_str(), "{hits:?}");
+    let r0 = hits[0]["scores"]["recency"].as_f64().unwrap();
+    let r1 = hits[1]["scores"]["recency"].as_f64().unwrap();
+    assert!(r0 > 0.9 && r1 < 0.05, "{hits:?}");
+    // Around an origin in early 2024, the older note is the one preferred,
+    // in every mode.
+    for mode in ["keyword", "vector", "hybrid"] {
+        let hits = app
+            .search(
+                json!({"query": "team standup", "namespaces": ["notes"], "k": 2, "mode": mode,
+                "recency": {"half_life_days": 1, "weight": 5, "origin": "2024-01-11T00:00:00Z"}}),
+            )
+            .await;
+        assert_eq!(hits.len(), 2, "{mode}: {hits:?}");
+        assert!(
+            hits[0]["id"] == old.as_str(),
+            "{mode}: the event a day before the origin wins at weight 5: {hits:?}"
+        );
+    }
+    let plain = app
+        .search(json!({"query": "team standup", "namespaces": ["notes"], "k": 2}))
+        .await;
+    assert!(plain.iter().all(|h| h["scores"].get("recency").is_none()));
+    for bad in [
+        json!({"half_life_days": 0}),
+        json!({"half_life_days": -1}),
+        json!({"half_life_days": 40000}),
+        json!({"half_life_days": 1, "weight": 11}),
+        json!({"half_life_days": 1, "weight": -1}),
+    ] {
+        let (s, v) = app
+            .call(
+                "POST",
+                "/v1/search",
+                Some(json!({"query": "standup", "recency": bad})),
+            )
+            .await;
+        assert_error(s, &v, StatusCode::BAD_REQUEST, "out_of_range");
+    }
+
+    // Lists by event time, both ways, page by page.
+    let ids = |v: &Value| -> Vec<String> {
+        v["memories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, v) = app
+        .call("GET", "/v1/memories?namespace=notes&sort=occurred_at", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(ids(&v), vec![old.clone(), mid.clone(), new.clone()]);
+    let (s, v) = app
+        .call(
+            "GET",
+            "/v1/memories?namespace=notes&sort=occurred_at_desc&limit=2",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(ids(&v), vec![new.clone(), mid.clone()]);
+    let cursor = v["next_cursor"].as_str().unwrap().to_string();
+    let (s, v) = app
+        .call(
+            "POST",
+            "/v1/memories/list",
+            Some(json!({"namespace": "notes", "sort": "occurred_at_desc", "limit": 2, "cursor": cursor})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(ids(&v), vec![old.clone()]);
+    assert!(v["next_cursor"].is_null(), "{v}");
+    // Insertion order is still the default.
+    let (_, v) = app.call("GET", "/v1/memories?namespace=notes", None).await;
+    assert_eq!(ids(&v), vec![old, new, mid]);
+    let (s, v) = app
+        .call("GET", "/v1/memories?namespace=notes&sort=newest", None)
+        .await;
+    assert!(s.is_client_error(), "{s} {v}");
+}
