@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use crate::{offload, run_blocking, sync_dir, tmp_path, write_atomic, IndexError};
+use crate::{offload, run_blocking, IndexError};
+use engram_fs::{tmp_path, write_atomic};
 
 const NAME: &str = "usearch";
 const VECTORS_FILE: &str = "vectors.usearch";
@@ -499,7 +500,7 @@ impl Inner {
             checksum: state.checksum,
         };
         let bytes = serde_json::to_vec_pretty(&meta).expect("meta serialises");
-        write_atomic(&self.dir, &self.dir.join(META_FILE), &bytes)
+        write_atomic(&self.dir.join(META_FILE), &bytes)
             .map_err(|e| self.err_io("writing vectors.meta.json", e))?;
         self.persisted_seq.store(seq, Ordering::Release);
         Ok(())
@@ -516,14 +517,10 @@ impl Inner {
         index
             .save(tmp_str)
             .map_err(|e| self.err_usearch("saving vectors.usearch", e))?;
-        let (file_bytes, checksum) = (|| {
-            let mut f = fs::File::open(&tmp)?;
-            f.sync_all()?;
-            checksum_reader(&mut f)
-        })()
-        .map_err(|e| self.err_io("syncing vectors.usearch", e))?;
-        fs::rename(&tmp, path).map_err(|e| self.err_io("renaming vectors.usearch", e))?;
-        sync_dir(&self.dir).map_err(|e| self.err_io("syncing the index directory", e))?;
+        let (file_bytes, checksum) = fs::File::open(&tmp)
+            .and_then(|mut f| checksum_reader(&mut f))
+            .map_err(|e| self.err_io("reading vectors.usearch back", e))?;
+        engram_fs::install(&tmp, path).map_err(|e| self.err_io("installing vectors.usearch", e))?;
         Ok(OnDisk {
             generation,
             count: index.size(),

@@ -43,7 +43,7 @@ fn engine_config(cfg: &Config) -> EngineConfig {
         pii_detect: cfg.pii.detect,
         audit_reads: cfg.audit.reads,
         purge_after: Duration::from_secs(cfg.retention.purge_after_secs),
-        result_cache_ttl: Duration::from_secs(cfg.redis.result_ttl_secs),
+        result_cache_ttl: Duration::from_secs(cfg.search.result_cache_ttl_secs),
         index_stall_after: Duration::from_secs(cfg.readiness.index_stall_secs),
         max_quarantined: cfg.readiness.max_quarantined,
         context: recipe(cfg),
@@ -573,9 +573,9 @@ pub async fn audit(
         crate::AuditCmd::Verify => admin.verify_audit(&p).await?,
         crate::AuditCmd::Export { out } => {
             let bundle = admin.audit_bundle(&p).await?;
-            let file = std::fs::File::create(&out)
-                .with_context(|| format!("creating {}", out.display()))?;
-            serde_json::to_writer_pretty(std::io::BufWriter::new(file), &bundle)?;
+            // Whole or not at all: a proof cut short by a crash is useless.
+            engram_fs::write_atomic(&out, &serde_json::to_vec_pretty(&bundle)?)
+                .with_context(|| format!("writing {}", out.display()))?;
             eprintln!(
                 "wrote {} events and {} record checksums to {}",
                 bundle.events.len(),

@@ -232,7 +232,8 @@ async fn install(cfg: &Config, m: &Manifest, staging: &Path, db: &Path) -> anyho
         std::fs::remove_dir_all(&index)
             .with_context(|| format!("removing stale indexes in {}", index.display()))?;
     }
-    std::fs::rename(&file, db)
+    // Durably: the database content, then its directory entry.
+    engram_fs::install(&file, db)
         .with_context(|| format!("moving the restored database to {}", db.display()))?;
     Ok(())
 }

@@ -85,12 +85,17 @@ pub struct SearchConfig {
     /// representation carries (0 to 8). Changing it rebuilds the keyword
     /// index from the store when the node starts.
     pub context_window: usize,
+    /// How long a search ranking (keys and scores, never contents) may be
+    /// served from the cache, in process or Redis (0: rankings are not
+    /// cached). Every write a search can see makes older rankings obsolete.
+    pub result_cache_ttl_secs: u64,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
         SearchConfig {
             context_window: engram_core::context::Recipe::default().window,
+            result_cache_ttl_secs: 30,
         }
     }
 }
@@ -444,8 +449,6 @@ pub struct RedisConfig {
     pub url: Option<String>,
     /// Every key starts with this, so several deployments can share a server.
     pub prefix: String,
-    /// How long a cached search ranking may be served (0: rankings are not cached).
-    pub result_ttl_secs: u64,
 }
 
 impl Default for RedisConfig {
@@ -453,7 +456,6 @@ impl Default for RedisConfig {
         RedisConfig {
             url: None,
             prefix: "engram:".into(),
-            result_ttl_secs: 30,
         }
     }
 }
@@ -463,7 +465,6 @@ impl std::fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &self.url.as_deref().map(redact_url))
             .field("prefix", &self.prefix)
-            .field("result_ttl_secs", &self.result_ttl_secs)
             .finish()
     }
 }
