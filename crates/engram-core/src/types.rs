@@ -266,6 +266,52 @@ pub struct MemoryPatch {
 }
 
 impl MemoryPatch {
+    /// Whether the patch gives `m` another text (another checksum): the
+    /// memory then goes back to `pending` and is re-embedded, and the store
+    /// must check that no other live memory of the namespace has that text.
+    pub fn changes_text(&self, m: &Memory) -> bool {
+        self.text
+            .as_ref()
+            .is_some_and(|(_, sum)| *sum != m.checksum)
+    }
+
+    /// Apply the content fields to `m` (the hold is the store's to apply in
+    /// its transaction); the names of the fields given, for the audit event.
+    pub fn apply_to(self, m: &mut Memory) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if let Some((text, checksum)) = self.text {
+            if checksum != m.checksum {
+                m.checksum = checksum;
+                m.state = State::Pending;
+            }
+            // Same checksum: only the un-normalised form changed; the
+            // embedding stays valid.
+            m.text = text;
+            fields.push("text");
+        }
+        if let Some(kind) = self.kind {
+            m.kind = kind;
+            fields.push("kind");
+        }
+        if let Some(metadata) = self.metadata {
+            m.metadata = metadata;
+            fields.push("metadata");
+        }
+        if let Some(tags) = self.tags {
+            m.tags = tags;
+            fields.push("tags");
+        }
+        if let Some(expires_at) = self.expires_at {
+            m.expires_at = expires_at;
+            fields.push("expires_at");
+        }
+        if let Some(pii) = self.pii {
+            m.pii = pii;
+            fields.push("pii");
+        }
+        fields
+    }
+
     /// Whether the patch changes what the memory holds (anything but the hold).
     pub fn changes_content(&self) -> bool {
         self.text.is_some()
@@ -766,4 +812,74 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
         pi += 1;
     }
     pi == p.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory() -> Memory {
+        let t = Utc::now();
+        Memory {
+            id: Uuid::new_v4(),
+            key: 1,
+            tenant: "t".into(),
+            namespace: "ns".into(),
+            text: "Old text".into(),
+            kind: Kind::default(),
+            metadata: Map::new(),
+            tags: vec![],
+            provenance: None,
+            client_id: None,
+            checksum: "sum-old".into(),
+            state: State::Ready,
+            embedding_model: None,
+            embedding_version: None,
+            occurred_at: t,
+            session: None,
+            created_at: t,
+            updated_at: t,
+            expires_at: None,
+            deleted_at: None,
+            legal_hold: false,
+            pii: vec![],
+            seq: 7,
+        }
+    }
+
+    #[test]
+    fn a_patch_applies_its_fields_and_resets_state_only_for_new_text() {
+        // Same checksum (another un-normalised form): the text changes, the
+        // embedding stays valid.
+        let mut m = memory();
+        let p = MemoryPatch {
+            text: Some(("old  text".into(), "sum-old".into())),
+            tags: Some(vec!["a".into()]),
+            ..Default::default()
+        };
+        assert!(!p.changes_text(&m));
+        assert!(p.changes_content());
+        assert_eq!(p.apply_to(&mut m), vec!["text", "tags"]);
+        assert_eq!((m.text.as_str(), m.state), ("old  text", State::Ready));
+        assert_eq!(m.tags, vec!["a".to_string()]);
+
+        // Another checksum: pending, to be re-embedded.
+        let p = MemoryPatch {
+            text: Some(("New text".into(), "sum-new".into())),
+            expires_at: Some(None),
+            ..Default::default()
+        };
+        assert!(p.changes_text(&m));
+        assert_eq!(p.apply_to(&mut m), vec!["text", "expires_at"]);
+        assert_eq!((m.checksum.as_str(), m.state), ("sum-new", State::Pending));
+
+        // A hold alone is not content.
+        let p = MemoryPatch {
+            legal_hold: Some(true),
+            ..Default::default()
+        };
+        assert!(!p.changes_content() && !p.changes_text(&m));
+        assert!(p.apply_to(&mut m).is_empty());
+        assert!(!m.legal_hold, "the store applies holds, not apply_to");
+    }
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use engram_core::{
     AuditAction, AuditCtx, Decoded, Key, Memory, MemoryPatch, NamespaceInfo, SessionRange,
-    SoftDeleted, State, StoreStats,
+    SoftDeleted, StoreStats,
 };
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
@@ -136,55 +136,27 @@ impl PgStore {
             return Ok(Some(m));
         }
         let key = codec::int(m.key);
-        let mut fields = Vec::new();
-
-        let mut reembed = false;
-        if let Some((text, checksum)) = patch.text {
-            if checksum != m.checksum {
-                let other: Option<Uuid> = sqlx::query_scalar(
-                    "SELECT id FROM memories WHERE tenant = $1 AND namespace = $2 \
-                     AND checksum = $3 AND deleted_at IS NULL AND key <> $4",
-                )
-                .bind(&m.tenant)
-                .bind(&m.namespace)
-                .bind(&checksum)
-                .bind(key)
-                .fetch_optional(tx.conn())
-                .await?;
-                if let Some(other) = other {
-                    return Err(PgError::Conflict(format!(
-                        "memory {other} in namespace {:?} already has this text",
-                        m.namespace
-                    )));
-                }
-                m.checksum = checksum;
-                m.state = State::Pending;
-                reembed = true;
+        let reembed = patch.changes_text(&m);
+        if let Some((_, checksum)) = patch.text.as_ref().filter(|_| reembed) {
+            let other: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM memories WHERE tenant = $1 AND namespace = $2 \
+                 AND checksum = $3 AND deleted_at IS NULL AND key <> $4",
+            )
+            .bind(&m.tenant)
+            .bind(&m.namespace)
+            .bind(checksum)
+            .bind(key)
+            .fetch_optional(tx.conn())
+            .await?;
+            if let Some(other) = other {
+                return Err(PgError::Conflict(format!(
+                    "memory {other} in namespace {:?} already has this text",
+                    m.namespace
+                )));
             }
-            // Same checksum: only the un-normalised form changed; the embedding stays valid.
-            m.text = text;
-            fields.push("text");
         }
-        if let Some(kind) = patch.kind {
-            m.kind = kind;
-            fields.push("kind");
-        }
-        if let Some(metadata) = patch.metadata {
-            m.metadata = metadata;
-            fields.push("metadata");
-        }
-        if let Some(tags) = patch.tags {
-            m.tags = tags;
-            fields.push("tags");
-        }
-        if let Some(expires_at) = patch.expires_at {
-            m.expires_at = expires_at.map(ts);
-            fields.push("expires_at");
-        }
-        if let Some(pii) = patch.pii {
-            m.pii = pii;
-            fields.push("pii");
-        }
+        let fields = patch.apply_to(&mut m);
+        m.expires_at = m.expires_at.map(ts);
 
         if reembed {
             // Replace whatever job the memory had with a fresh one for the new

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use engram_core::{
     AuditAction, AuditCtx, AuditEntry, Decoded, Key, Memory, MemoryPatch, NamespaceInfo,
-    SessionRange, SoftDeleted, State, StoreStats,
+    SessionRange, SoftDeleted, StoreStats,
 };
 use serde_json::json;
 use sqlx::Row;
@@ -154,55 +154,26 @@ async fn update_row(
     ctx: &AuditCtx,
 ) -> Result<(Memory, AuditEntry)> {
     let key = codec::int(m.key);
-    let mut fields = Vec::new();
-
-    let mut reembed = false;
-    if let Some((text, checksum)) = patch.text {
-        if checksum != m.checksum {
-            let other: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM memories WHERE tenant = ? AND namespace = ? AND checksum = ? \
-                 AND deleted_at IS NULL AND key <> ?",
-            )
-            .bind(&m.tenant)
-            .bind(&m.namespace)
-            .bind(&checksum)
-            .bind(key)
-            .fetch_optional(tx.conn())
-            .await?;
-            if let Some(other) = other {
-                return Err(SqliteError::Conflict(format!(
-                    "memory {other} in namespace {:?} already has this text",
-                    m.namespace
-                )));
-            }
-            m.checksum = checksum;
-            m.state = State::Pending;
-            reembed = true;
+    let reembed = patch.changes_text(&m);
+    if let Some((_, checksum)) = patch.text.as_ref().filter(|_| reembed) {
+        let other: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM memories WHERE tenant = ? AND namespace = ? AND checksum = ? \
+             AND deleted_at IS NULL AND key <> ?",
+        )
+        .bind(&m.tenant)
+        .bind(&m.namespace)
+        .bind(checksum)
+        .bind(key)
+        .fetch_optional(tx.conn())
+        .await?;
+        if let Some(other) = other {
+            return Err(SqliteError::Conflict(format!(
+                "memory {other} in namespace {:?} already has this text",
+                m.namespace
+            )));
         }
-        // Same checksum: only the un-normalised form changed; the embedding stays valid.
-        m.text = text;
-        fields.push("text");
     }
-    if let Some(kind) = patch.kind {
-        m.kind = kind;
-        fields.push("kind");
-    }
-    if let Some(metadata) = patch.metadata {
-        m.metadata = metadata;
-        fields.push("metadata");
-    }
-    if let Some(tags) = patch.tags {
-        m.tags = tags;
-        fields.push("tags");
-    }
-    if let Some(expires_at) = patch.expires_at {
-        m.expires_at = expires_at;
-        fields.push("expires_at");
-    }
-    if let Some(pii) = patch.pii {
-        m.pii = pii;
-        fields.push("pii");
-    }
+    let fields = patch.apply_to(&mut m);
 
     let seq = tx.next_seq().await?;
     let row = sqlx::query(concat!(
