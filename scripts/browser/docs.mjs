@@ -53,9 +53,13 @@ try {
   // Run POST /v1/search from the page.
   const op = page.locator("#operations-search-search");
   await op.locator(".opblock-summary").click();
-  const tryOut = op.locator(".try-out__btn");
-  if ((await tryOut.count()) > 0 && (await tryOut.innerText()).trim() === "Try it out") {
-    await tryOut.click();
+  // Swagger UI may open the operation already in try-out mode (then it shows
+  // "Cancel" and "Reset" buttons, both `.try-out__btn`), so look for the one
+  // labelled "Try it out" only, and wait for the panel to settle first.
+  await op.locator(".try-out__btn").first().waitFor({ timeout: 30000 });
+  const tryOut = op.locator(".try-out__btn", { hasText: "Try it out" });
+  if ((await tryOut.count()) > 0) {
+    await tryOut.first().click();
   }
   await op.locator("textarea.body-param__text").fill(JSON.stringify({ query: text, k: 3 }));
   await op.locator("button.execute").click();
