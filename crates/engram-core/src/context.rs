@@ -20,9 +20,14 @@
 //! Measured on the LoCoMo dev conversations (BENCHMARKS.md, "Retrieval"):
 //! the keyword mode's evidence fraction@10 0.619 → 0.732 with a window of 2.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-use crate::types::SessionRef;
+use crate::error::Result;
+use crate::traits::Embedder;
+use crate::types::{ModelInfo, SessionRef};
 
 /// Weight of a term's BM25 score in the context field relative to the text.
 pub const KEYWORD_CONTEXT_WEIGHT: f32 = 0.8;
@@ -86,16 +91,88 @@ pub fn keyword_text(text: &str, session: Option<&SessionRef>) -> String {
     out
 }
 
-/// What the embedder gets for a memory: a message's speaker and text (the
-/// speaker is the person questions name: on the LoCoMo dev conversations the
-/// vector mode's evidence fraction@10 is 0.30 on the bare text and 0.50 with
-/// the speaker), or the text. The checksum a vector is recorded with covers
-/// the speaker too (see `crate::sessions::message_checksum`).
-pub fn embedding_text(text: &str, speaker: Option<&str>) -> String {
-    match speaker {
-        Some(s) => format!("{s}: {text}"),
-        None => text.to_string(),
+/// What the embedder gets for a memory: the vector side's recipe.
+///
+/// A vector is only comparable with vectors made by the same model from
+/// texts built the same way, so the recipe is part of the model version a
+/// vector is recorded with ([`VectorRecipe::version`]): changing it is a
+/// model change, and goes through the re-embedding machinery
+/// (`[embedder.next]` with the other recipe; see [`crate::reembed`]) while
+/// the old vectors keep serving. The checksum a vector is recorded with
+/// covers the speaker too (see `crate::sessions::message_checksum`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorRecipe {
+    /// A message's speaker and text (`Caroline: I went yesterday`), any other
+    /// memory's text. The speaker is the person questions name: on the
+    /// LoCoMo dev conversations the vector mode's evidence fraction@10 is
+    /// 0.30 on the bare text and 0.50 with the speaker.
+    #[default]
+    Speaker,
+    /// The text alone, for every memory.
+    Text,
+}
+
+impl VectorRecipe {
+    /// The text a memory's vector is computed from.
+    pub fn text(self, text: &str, speaker: Option<&str>) -> String {
+        match (self, speaker) {
+            (VectorRecipe::Speaker, Some(s)) => format!("{s}: {text}"),
+            _ => text.to_string(),
+        }
     }
+
+    /// The model version recorded with vectors of this recipe: the
+    /// embedder's own for the default recipe (so stores written before
+    /// recipes had a name keep their version), `<version>+<recipe>` for any
+    /// other.
+    pub fn version(self, model_version: &str) -> String {
+        match self {
+            VectorRecipe::Speaker => model_version.to_string(),
+            VectorRecipe::Text => format!("{model_version}+text"),
+        }
+    }
+}
+
+/// An embedder whose vectors are made with a recipe other than the default:
+/// it embeds what it is given (the engine builds the texts with
+/// [`Embedder::recipe`]) and reports the recipe in its model version.
+struct WithRecipe {
+    inner: Arc<dyn Embedder>,
+    recipe: VectorRecipe,
+    info: ModelInfo,
+}
+
+#[async_trait]
+impl Embedder for WithRecipe {
+    fn model(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn recipe(&self) -> VectorRecipe {
+        self.recipe
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        self.inner.embed(texts).await
+    }
+}
+
+/// `embedder` making its vectors with `recipe` (itself for the default one).
+pub fn with_recipe(embedder: Arc<dyn Embedder>, recipe: VectorRecipe) -> Arc<dyn Embedder> {
+    if recipe == embedder.recipe() {
+        return embedder;
+    }
+    let base = embedder.model();
+    let info = ModelInfo {
+        version: recipe.version(&base.version),
+        ..base.clone()
+    };
+    Arc::new(WithRecipe {
+        inner: embedder,
+        recipe,
+        info,
+    })
 }
 
 /// The date a context names, as people write it in questions ("8 May 2023").
@@ -158,6 +235,15 @@ mod tests {
         };
         assert_eq!(keyword_text("hi", Some(&s)), "Caroline: hi");
         assert_eq!(keyword_text("hi", None), "hi");
+    }
+
+    #[test]
+    fn the_vector_recipe_decides_the_text_and_names_itself_in_the_version() {
+        assert_eq!(VectorRecipe::Speaker.text("hi", Some("Ann")), "Ann: hi");
+        assert_eq!(VectorRecipe::Speaker.text("hi", None), "hi");
+        assert_eq!(VectorRecipe::Text.text("hi", Some("Ann")), "hi");
+        assert_eq!(VectorRecipe::Speaker.version("sha256:ab"), "sha256:ab");
+        assert_eq!(VectorRecipe::Text.version("sha256:ab"), "sha256:ab+text");
     }
 
     #[test]

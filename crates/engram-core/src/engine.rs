@@ -1703,10 +1703,12 @@ impl EmbedWorker {
         // Every claimed job stays leased until the batch is written back,
         // those that need no embedding included.
         let ids: Vec<u64> = jobs.iter().map(|j| j.job_id).collect();
+        // The target's texts, by its recipe (which may differ from the
+        // active model's: a recipe change re-embeds like a model change).
         let texts: HashMap<u64, String> = match target {
-            Some(_) => jobs
+            Some(t) => jobs
                 .iter()
-                .map(|j| (j.job_id, j.embedding_text()))
+                .map(|j| (j.job_id, j.embedding_text(t.recipe())))
                 .collect(),
             None => HashMap::new(),
         };
@@ -1732,7 +1734,8 @@ impl EmbedWorker {
         }
         let mut failures = Vec::new();
         if !todo.is_empty() {
-            let texts: Vec<String> = todo.iter().map(|j| j.embedding_text()).collect();
+            let recipe = embedder.recipe();
+            let texts: Vec<String> = todo.iter().map(|j| j.embedding_text(recipe)).collect();
             let started = Instant::now();
             let batch = self
                 .renewing(
@@ -1754,7 +1757,7 @@ impl EmbedWorker {
                     // Isolate the failing input so one bad text cannot hold
                     // back the rest of the batch.
                     for j in todo {
-                        let text = j.embedding_text();
+                        let text = j.embedding_text(recipe);
                         let one = embedder.embed(std::slice::from_ref(&text));
                         match self.renewing(&ids, one).await {
                             Ok(mut v) if v.len() == 1 => {

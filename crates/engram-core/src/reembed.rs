@@ -415,7 +415,8 @@ impl EmbedWorker {
         if items.is_empty() {
             return Ok(1);
         }
-        let texts: Vec<String> = items.iter().map(|i| i.embedding_text()).collect();
+        let recipe = target.recipe();
+        let texts: Vec<String> = items.iter().map(|i| i.embedding_text(recipe)).collect();
         let started = Instant::now();
         let vectors = target
             .embed(&texts)

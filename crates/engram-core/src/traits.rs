@@ -455,6 +455,12 @@ pub trait KeywordIndex: DerivedIndex {
 pub trait Embedder: Send + Sync + 'static {
     fn model(&self) -> &ModelInfo;
 
+    /// How the engine builds the texts this embedder gets from memories
+    /// (part of `model().version`; see [`crate::context::with_recipe`]).
+    fn recipe(&self) -> crate::context::VectorRecipe {
+        crate::context::VectorRecipe::default()
+    }
+
     /// One vector per text, L2-normalised, `model().dims` long.
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
 }

@@ -527,9 +527,9 @@ pub struct ClaimedJob {
 }
 
 impl ClaimedJob {
-    /// What the embedder gets (see [`crate::context::embedding_text`]).
-    pub fn embedding_text(&self) -> String {
-        crate::context::embedding_text(&self.text, self.speaker.as_deref())
+    /// What an embedder with this recipe gets.
+    pub fn embedding_text(&self, recipe: crate::context::VectorRecipe) -> String {
+        recipe.text(&self.text, self.speaker.as_deref())
     }
 }
 
@@ -578,9 +578,9 @@ pub struct ReembedItem {
 }
 
 impl ReembedItem {
-    /// What the embedder gets (see [`crate::context::embedding_text`]).
-    pub fn embedding_text(&self) -> String {
-        crate::context::embedding_text(&self.text, self.speaker.as_deref())
+    /// What an embedder with this recipe gets.
+    pub fn embedding_text(&self, recipe: crate::context::VectorRecipe) -> String {
+        recipe.text(&self.text, self.speaker.as_deref())
     }
 }
 

@@ -135,7 +135,15 @@ async fn open_embedders(cfg: &Config, store: &Arc<dyn Store>) -> anyhow::Result<
     Ok(engram_core::reembed::pick(&state, primary, next)?)
 }
 
+/// The embedder `e` configures, making its vectors with `e.recipe`.
 fn open_embedder(cfg: &Config, e: &EmbedderConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+    Ok(engram_core::context::with_recipe(
+        open_model(cfg, e)?,
+        e.recipe,
+    ))
+}
+
+fn open_model(cfg: &Config, e: &EmbedderConfig) -> anyhow::Result<Arc<dyn Embedder>> {
     if e.kind == EmbedderKind::Openai {
         let opts = OpenAiEmbedderOptions {
             base_url: e.base_url.clone().context("embedder.base_url is not set")?,

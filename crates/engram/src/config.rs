@@ -283,6 +283,11 @@ pub struct EmbedderConfig {
     pub timeout_secs: u64,
     /// `kind = "local"`: the model's files; the top-level `model_dir` if unset.
     pub model_dir: Option<PathBuf>,
+    /// What a memory's vector is computed from: `"speaker"` (a message's
+    /// speaker and text; the default) or `"text"` (the text alone). Part of
+    /// the recorded model version: to change it on a store with vectors, set
+    /// the new recipe under `[embedder.next]` and let engram re-embed.
+    pub recipe: engram_core::context::VectorRecipe,
     /// The model to re-embed every memory with (same keys as `[embedder]`).
     /// The current model keeps serving until every vector has moved; then
     /// engram switches to it (see the README's "Changing the embedding model").
@@ -300,6 +305,7 @@ impl Default for EmbedderConfig {
             api_key: None,
             timeout_secs: 30,
             model_dir: None,
+            recipe: Default::default(),
             next: None,
         }
     }
@@ -329,6 +335,7 @@ impl std::fmt::Debug for EmbedderConfig {
             .field("dims", &self.dims)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("model_dir", &self.model_dir)
+            .field("recipe", &self.recipe)
             .field("next", &self.next)
             .finish_non_exhaustive()
     }

@@ -291,3 +291,131 @@ async fn a_new_model_takes_over_only_once_every_vector_has_moved() {
         );
     }
 }
+
+/// The vector score of the best hit for `query` in vector mode.
+async fn best_vector_score(engine: &Engine, p: &Principal, query: &str) -> (uuid::Uuid, f32) {
+    let req: SearchRequest =
+        serde_json::from_value(json!({"query": query, "mode": "vector", "k": 1})).unwrap();
+    let r = engine.search(p, req).await.unwrap();
+    let h = r.hits.first().expect("a hit");
+    (h.id, h.scores.vector.expect("a vector score"))
+}
+
+/// Changing what a message's vector is computed from (its recipe) is a model
+/// change: the same weights with `recipe = "text"` are another model version,
+/// re-embedded to through `[embedder.next]` while the old vectors serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vector_recipe_change_re_embeds_through_the_next_model() {
+    use engram_core::context::{with_recipe, VectorRecipe};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = Arc::new(SqliteStore::open(&d.join("engram.db")).await.unwrap());
+    let p = Principal::new("acme", "test", Role::Admin);
+    let speaker: Arc<dyn Embedder> = model();
+    assert!(
+        Arc::ptr_eq(
+            &with_recipe(speaker.clone(), VectorRecipe::Speaker),
+            &speaker
+        ),
+        "the default recipe is the embedder itself"
+    );
+    let text = with_recipe(model(), VectorRecipe::Text);
+    assert_eq!(text.recipe(), VectorRecipe::Text);
+    assert_eq!(
+        text.model().version,
+        format!("{}+text", speaker.model().version)
+    );
+
+    // 1. Messages embedded as "speaker: text" (the default recipe).
+    let engine = Engine::open(
+        backends(d, store.clone(), speaker.clone(), "v-speaker", None),
+        cfg(),
+    )
+    .await
+    .unwrap();
+    let (stop, rx) = watch::channel(false);
+    let indexer = tokio::spawn(engine.clone().run_indexer(rx.clone()));
+    tokio::spawn(engine.worker().run(rx));
+    let said = &TOPICS[..6];
+    let messages: Vec<_> = said
+        .iter()
+        .map(|t| json!({"speaker": "Ann", "text": t}))
+        .collect();
+    let req = serde_json::from_value(json!({"namespace": "ns", "messages": messages})).unwrap();
+    let ids: Vec<uuid::Uuid> = engine
+        .append_messages(&p, "s1", req)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert!(engine
+        .wait_searchable(&ids, &p, Duration::from_secs(60))
+        .await
+        .unwrap());
+    // The bare text is close to "Ann: <text>" but not the same input.
+    let (id, score) = best_vector_score(&engine, &p, said[0]).await;
+    assert_eq!(id, ids[0]);
+    assert!(score < 0.99, "speaker recipe: cosine {score}");
+    stop.send(true).unwrap();
+    indexer.await.unwrap();
+    drop(engine);
+
+    // 2. The same model with the text recipe as the next one: back-fill,
+    // shadow index, switch.
+    let open_index: OpenIndex = {
+        let d = d.to_path_buf();
+        Arc::new(move || {
+            let d = d.clone();
+            Box::pin(async move { Ok(vectors_at(&d, "v-text")) })
+        })
+    };
+    let next = NextModel {
+        embedder: text.clone(),
+        open_index,
+    };
+    let engine = Engine::open(
+        backends(d, store.clone(), speaker.clone(), "v-speaker", Some(next)),
+        cfg(),
+    )
+    .await
+    .unwrap();
+    engine.catch_up().await.unwrap();
+    let (stop, rx) = watch::channel(false);
+    let indexer = tokio::spawn(engine.clone().run_indexer(rx.clone()));
+    tokio::spawn(engine.worker().run(rx));
+    let started = std::time::Instant::now();
+    while engine.model().version != text.model().version {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no switch: {:?}",
+            engine.stats(&p).await.unwrap().reembed
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every message's vector is now its bare text's: the text as a query
+    // finds it at cosine 1.
+    for (k, t) in said.iter().enumerate() {
+        let m = engine.get(&p, ids[k]).await.unwrap();
+        assert_eq!(m.embedding_version, Some(text.model().version.clone()));
+        let (id, score) = best_vector_score(&engine, &p, t).await;
+        assert_eq!(id, ids[k], "{t}");
+        assert!(score > 0.999, "text recipe: cosine {score} for {t}");
+    }
+    stop.send(true).unwrap();
+    indexer.await.unwrap();
+    drop(engine);
+
+    // 3. The old recipe alone no longer matches the store; the new one does.
+    let err = Engine::open(
+        backends(d, store.clone(), speaker.clone(), "v-speaker", None),
+        cfg(),
+    )
+    .await
+    .err()
+    .expect("the speaker recipe no longer matches the store");
+    assert!(err.to_string().contains("embedder.next"), "{err}");
+    Engine::open(backends(d, store.clone(), text, "v-text", None), cfg())
+        .await
+        .unwrap();
+}
