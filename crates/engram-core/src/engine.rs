@@ -727,6 +727,8 @@ impl Engine {
             &self.attrs,
         );
         let candidates = (k * self.cfg.candidate_factor).max(self.cfg.min_candidates);
+        // Standardise over what every search fetches, whatever its k.
+        params.depth = self.cfg.min_candidates;
         // Read the generation before ranking: a write that lands meanwhile
         // bumps it, so this ranking is stored under an obsolete key.
         let result_key = self
@@ -890,7 +892,7 @@ impl Engine {
         ns.dedup();
         let model = self.model();
         let shape = serde_json::json!({
-            "v": 2,
+            "v": 3,
             "tenant": p.tenant,
             "namespaces": ns,
             "query": query,
@@ -898,7 +900,7 @@ impl Engine {
             "mode": req.mode,
             "filter": req.filter,
             "exact": req.exact,
-            "weights": [params.vector_weight, params.keyword_weight, params.rrf_k],
+            "weights": [params.vector_weight, params.keyword_weight, params.rrf_k, params.depth],
             "fusion": params.method,
             "prefer_speaker": req.prefer_speaker,
             "recency": req.recency,
