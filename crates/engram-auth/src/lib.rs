@@ -1,4 +1,6 @@
-//! JWT bearer authentication for engram.
+//! Authentication for engram: each kind of credential becomes the engine's
+//! [`Principal`]. API keys ([`apikey`]: the `egk_` token format, minting,
+//! and checking a presented token against the stored hash) and JWTs:
 //!
 //! [`JwtVerifier`] checks a compact JWS token (the part after `Bearer `) and
 //! turns its claims into the engine's [`Principal`]: `sub` is the subject, a
@@ -24,6 +26,7 @@
 //! # Ok::<(), engram_auth::AuthError>(())
 //! ```
 
+pub mod apikey;
 mod claims;
 mod config;
 mod error;

@@ -1,9 +1,9 @@
 //! Per-write and per-request costs governance adds: chaining an audit event,
-//! verifying a chain, checking an API key, detecting and redacting PII.
+//! verifying a chain, detecting and redacting PII (checking an API key:
+//! `cargo bench -p engram-auth`).
 
 use chrono::{DateTime, Utc};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use engram_core::apikey;
 use engram_core::audit::{AuditAction, AuditCtx, AuditEntry, AuditEvent, Verifier, GENESIS};
 use engram_core::pii;
 use serde_json::json;
@@ -52,14 +52,6 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-
-    let (_, token, hash) = apikey::generate();
-    c.bench_function("apikey/parse_and_verify", |b| {
-        b.iter(|| {
-            let (_, secret) = apikey::parse(black_box(&token)).unwrap();
-            apikey::verify_secret(secret, &hash)
-        })
-    });
 
     let plain = "The staging database password rotates every Monday; deploys are frozen \
                  during the December holidays and version 1.2.3 shipped on 2024-05-01. "

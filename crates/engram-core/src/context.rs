@@ -158,11 +158,14 @@ impl Embedder for WithRecipe {
     }
 }
 
-/// `embedder` making its vectors with `recipe` (itself for the default one).
+/// `embedder` (a model's own, with the default recipe) making its vectors
+/// with `recipe`; itself for the default recipe.
 pub fn with_recipe(embedder: Arc<dyn Embedder>, recipe: VectorRecipe) -> Arc<dyn Embedder> {
     if recipe == embedder.recipe() {
         return embedder;
     }
+    // Wrapping twice would name two recipes in one version.
+    debug_assert_eq!(embedder.recipe(), VectorRecipe::default());
     let base = embedder.model();
     let info = ModelInfo {
         version: recipe.version(&base.version),

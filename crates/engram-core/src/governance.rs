@@ -5,7 +5,7 @@ use chrono::Utc;
 use std::sync::Arc;
 use uuid::Uuid;
 
-use crate::apikey::{self, ApiKey, CreatedApiKey, NewApiKey};
+use crate::apikey::{ApiKey, CreatedApiKey, MintedKey, NewApiKey};
 use crate::audit::{AuditCtx, AuditEvent, AuditQuery, Verifier, VerifyReport};
 use crate::engine::{redact_memory, require_unscoped, validate_namespace, Engine, EngineConfig};
 use crate::error::{Error, Result};
@@ -24,23 +24,6 @@ impl Engine {
             store: self.store.clone(),
             max_list_limit: self.cfg.max_list_limit,
         }
-    }
-
-    // ---- authentication -------------------------------------------------------
-
-    /// The principal an API key stands for. Unknown, malformed and revoked
-    /// keys are all just "invalid": the answer does not tell them apart.
-    pub async fn authenticate_api_key(&self, token: &str) -> Result<Principal> {
-        let invalid = || Error::Unauthenticated("invalid API key".into());
-        let (id, secret) = apikey::parse(token).ok_or_else(invalid)?;
-        let key = self.store.api_key(id).await?.ok_or_else(invalid)?;
-        if key.revoked_at.is_some() || !apikey::verify_secret(secret, &key.secret_hash) {
-            return Err(invalid());
-        }
-        let mut p = Principal::new(key.tenant, format!("key:{}", key.id), key.role)
-            .with_permissions(key.permissions);
-        p.namespaces = key.namespaces;
-        Ok(p)
     }
 
     // ---- restore (legal holds are part of `Engine::update`) -------------------
@@ -195,7 +178,20 @@ impl StoreAdmin {
 
     // ---- API keys -------------------------------------------------------------
 
-    pub async fn create_api_key(&self, p: &Principal, req: NewApiKey) -> Result<CreatedApiKey> {
+    /// The key with this id, for authentication only (`engram_auth::apikey`
+    /// checks the presented secret against it): no principal exists yet.
+    pub async fn key_by_id(&self, id: &str) -> Result<Option<ApiKey>> {
+        self.store.api_key(id).await
+    }
+
+    /// Store a key minted by `engram_auth::apikey::mint` with the role,
+    /// namespaces and permissions asked for.
+    pub async fn create_api_key(
+        &self,
+        p: &Principal,
+        req: NewApiKey,
+        minted: MintedKey,
+    ) -> Result<CreatedApiKey> {
         p.authorize(Action::Admin)?;
         // A namespace-limited admin could otherwise mint an unlimited key.
         require_unscoped(p, "API keys")?;
@@ -221,7 +217,11 @@ impl StoreAdmin {
                 limits::check_string("namespace pattern", p, 256)?;
             }
         }
-        let (id, token, secret_hash) = apikey::generate();
+        let MintedKey {
+            id,
+            token,
+            secret_hash,
+        } = minted;
         let key = ApiKey {
             id,
             tenant: p.tenant.clone(),

@@ -31,7 +31,7 @@ pub mod text;
 pub mod traits;
 pub mod types;
 
-pub use apikey::{ApiKey, CreatedApiKey, NewApiKey};
+pub use apikey::{ApiKey, CreatedApiKey, MintedKey, NewApiKey};
 pub use audit::{AuditAction, AuditCtx, AuditEntry, AuditEvent, AuditQuery, VerifyReport};
 pub use cache::{Cache, MemoryCache};
 pub use codes::Code;

@@ -6,8 +6,8 @@
 
 use axum::http::header;
 use axum::http::request::Parts;
-use engram_auth::JwtVerifier;
-use engram_core::{apikey, Code, Principal};
+use engram_auth::{apikey, JwtVerifier};
+use engram_core::{Code, Principal};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -91,7 +91,9 @@ pub(crate) fn unauthenticated(msg: &str) -> ApiError {
 /// Authenticate a request and apply the caller's rate limit.
 pub(crate) async fn authenticate(parts: &Parts, s: &AppState) -> Result<Principal, ApiError> {
     let p = match credentials(parts)? {
-        Some(token) if apikey::is_api_key(token) => s.engine.authenticate_api_key(token).await?,
+        Some(token) if apikey::is_api_key(token) => {
+            apikey::authenticate(&s.engine.admin(), token).await?
+        }
         Some(token) => match &s.cfg.auth.jwt {
             Some(v) => v.verify(token)?,
             None => {

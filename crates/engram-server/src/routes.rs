@@ -517,7 +517,11 @@ async fn create_key(
     Caller(p): Caller,
     Json(req): Json<NewApiKey>,
 ) -> ApiResult {
-    let created = s.engine.admin().create_api_key(&p, req).await?;
+    let created = s
+        .engine
+        .admin()
+        .create_api_key(&p, req, engram_auth::apikey::mint())
+        .await?;
     Ok((StatusCode::CREATED, Json(CreatedKeyView::from(created))).into_response())
 }
 

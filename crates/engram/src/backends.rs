@@ -559,7 +559,11 @@ pub async fn keys(cfg: &Config, tenant: Option<String>, cmd: crate::KeysCmd) -> 
                 namespaces: (!namespaces.is_empty()).then_some(namespaces),
                 permissions,
             };
-            serde_json::to_value(admin.create_api_key(&p, req).await?)?
+            serde_json::to_value(
+                admin
+                    .create_api_key(&p, req, engram_auth::apikey::mint())
+                    .await?,
+            )?
         }
         crate::KeysCmd::List => serde_json::json!({ "keys": admin.api_keys(&p).await? }),
         crate::KeysCmd::Revoke { id } => {

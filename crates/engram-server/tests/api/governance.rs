@@ -47,6 +47,7 @@ pub(super) async fn key(
                 namespaces: namespaces.map(|n| n.into_iter().map(String::from).collect()),
                 permissions,
             },
+            engram_auth::apikey::mint(),
         )
         .await
         .unwrap()
