@@ -25,17 +25,19 @@ pub mod rag;
 pub mod reembed;
 pub mod requests;
 pub mod scope;
+mod search;
 pub mod sessions;
 pub mod telemetry;
 pub mod text;
 pub mod traits;
 pub mod types;
+pub mod worker;
 
 pub use apikey::{ApiKey, CreatedApiKey, MintedKey, NewApiKey};
 pub use audit::{AuditAction, AuditCtx, AuditEntry, AuditEvent, AuditQuery, VerifyReport};
 pub use cache::{Cache, MemoryCache};
 pub use codes::Code;
-pub use engine::{Backends, EmbedWorker, Engine, EngineConfig, EngineStats, StoreQueue};
+pub use engine::{Backends, Engine, EngineConfig, EngineStats};
 pub use error::{Error, Result};
 pub use probe::{ProbeCheck, ProbeReport, ProbeStatus};
 pub use rag::{Answer, AskRequest, Asking, Citation, Llm, RagConfig, Source};
@@ -43,6 +45,7 @@ pub use reembed::Embedders;
 pub use scope::{AttrTable, Scope};
 pub use traits::*;
 pub use types::*;
+pub use worker::{EmbedWorker, StoreQueue};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

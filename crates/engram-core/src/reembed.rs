@@ -31,13 +31,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info_span, Instrument};
 
-use crate::engine::{EmbedWorker, Engine};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::traits::{Embedder, VectorIndex};
 use crate::types::{
     Change, ChangeOp, Embedded, IndexDoc, Key, ModelInfo, ModelState, ModelVector,
     QuarantineSource, ReembedProgress, TargetVector,
 };
+use crate::worker::EmbedWorker;
 
 /// Opens the vector index of the next model (the binary knows where it lives).
 pub type OpenIndex =
