@@ -115,6 +115,49 @@ fn cfg() -> EngineConfig {
     }
 }
 
+/// `embedder` as the model to re-embed to, its index in `dir/name`.
+fn next_model(dir: &std::path::Path, embedder: Arc<dyn Embedder>, name: &'static str) -> NextModel {
+    let d = dir.to_path_buf();
+    let open_index: OpenIndex = Arc::new(move || {
+        let d = d.clone();
+        Box::pin(async move { Ok(vectors_at(&d, name)) })
+    });
+    NextModel {
+        embedder,
+        open_index,
+    }
+}
+
+/// Open an engine on these back-ends, replay the feed and start its
+/// indexer and worker; stop them through the returned sender and handle.
+async fn start(
+    backends: Backends,
+) -> (
+    Arc<Engine>,
+    watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
+    let engine = Engine::open(backends, cfg()).await.unwrap();
+    engine.catch_up().await.unwrap();
+    let (stop, rx) = watch::channel(false);
+    let indexer = tokio::spawn(engine.clone().run_indexer(rx.clone()));
+    tokio::spawn(engine.worker().run(rx));
+    (engine, stop, indexer)
+}
+
+/// Wait (at most a minute) until the engine serves `version`.
+async fn until_switched(engine: &Engine, p: &Principal, version: &str) {
+    let started = std::time::Instant::now();
+    while engine.model().version != version {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no switch: {:?}",
+            engine.stats(p).await.unwrap().reembed
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Add memories with these texts and wait until all of `ids` (extended by
 /// the new ones) are searchable.
 async fn add(engine: &Engine, p: &Principal, texts: &[&str], ids: &mut Vec<uuid::Uuid>) {
@@ -163,27 +206,9 @@ async fn a_new_model_takes_over_only_once_every_vector_has_moved() {
     // 2. Restarted with the next model configured; its server fails at first.
     let new = Arc::new(PermutedEmbedder::new());
     let new_version = new.model().version.clone();
-    let open_index: OpenIndex = {
-        let d = d.to_path_buf();
-        Arc::new(move || {
-            let d = d.clone();
-            Box::pin(async move { Ok(vectors_at(&d, "v-new")) })
-        })
-    };
-    let next = NextModel {
-        embedder: new.clone(),
-        open_index,
-    };
-    let engine = Engine::open(
-        backends(d, store.clone(), old.clone(), "v-old", Some(next)),
-        cfg(),
-    )
-    .await
-    .unwrap();
-    engine.catch_up().await.unwrap();
-    let (stop, rx) = watch::channel(false);
-    let indexer = tokio::spawn(engine.clone().run_indexer(rx.clone()));
-    tokio::spawn(engine.worker().run(rx));
+    let next = next_model(d, new.clone(), "v-new");
+    let (engine, stop, indexer) =
+        start(backends(d, store.clone(), old.clone(), "v-old", Some(next))).await;
 
     // Searches keep running the whole time; every one must find its memory.
     let wrong = Arc::new(AtomicUsize::new(0));
@@ -222,15 +247,7 @@ async fn a_new_model_takes_over_only_once_every_vector_has_moved() {
 
     // 3. The new model comes up: back-fill, shadow index, switch.
     new.failing.store(false, Ordering::SeqCst);
-    let started = std::time::Instant::now();
-    while engine.model().version != new_version {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no switch: {:?}",
-            engine.stats(&p).await.unwrap().reembed
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_switched(&engine, &p, &new_version).await;
     // Writes after the switch are embedded by the new model.
     add(&engine, &p, &TOPICS[10..], &mut ids).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -327,15 +344,14 @@ async fn a_vector_recipe_change_re_embeds_through_the_next_model() {
     );
 
     // 1. Messages embedded as "speaker: text" (the default recipe).
-    let engine = Engine::open(
-        backends(d, store.clone(), speaker.clone(), "v-speaker", None),
-        cfg(),
-    )
-    .await
-    .unwrap();
-    let (stop, rx) = watch::channel(false);
-    let indexer = tokio::spawn(engine.clone().run_indexer(rx.clone()));
-    tokio::spawn(engine.worker().run(rx));
+    let (engine, stop, indexer) = start(backends(
+        d,
+        store.clone(),
+        speaker.clone(),
+        "v-speaker",
+        None,
+    ))
+    .await;
     let said = &TOPICS[..6];
     let messages: Vec<_> = said
         .iter()
@@ -363,36 +379,16 @@ async fn a_vector_recipe_change_re_embeds_through_the_next_model() {
 
     // 2. The same model with the text recipe as the next one: back-fill,
     // shadow index, switch.
-    let open_index: OpenIndex = {
-        let d = d.to_path_buf();
-        Arc::new(move || {
-            let d = d.clone();
-            Box::pin(async move { Ok(vectors_at(&d, "v-text")) })
-        })
-    };
-    let next = NextModel {
-        embedder: text.clone(),
-        open_index,
-    };
-    let engine = Engine::open(
-        backends(d, store.clone(), speaker.clone(), "v-speaker", Some(next)),
-        cfg(),
-    )
-    .await
-    .unwrap();
-    engine.catch_up().await.unwrap();
-    let (stop, rx) = watch::channel(false);
-    let indexer = tokio::spawn(engine.clone().run_indexer(rx.clone()));
-    tokio::spawn(engine.worker().run(rx));
-    let started = std::time::Instant::now();
-    while engine.model().version != text.model().version {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no switch: {:?}",
-            engine.stats(&p).await.unwrap().reembed
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let next = next_model(d, text.clone(), "v-text");
+    let (engine, stop, indexer) = start(backends(
+        d,
+        store.clone(),
+        speaker.clone(),
+        "v-speaker",
+        Some(next),
+    ))
+    .await;
+    until_switched(&engine, &p, &text.model().version).await;
     // Every message's vector is now its bare text's: the text as a query
     // finds it at cosine 1.
     for (k, t) in said.iter().enumerate() {
