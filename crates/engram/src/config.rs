@@ -858,6 +858,24 @@ mod tests {
         let e = Config::load(Some(&f), &[]).unwrap_err();
         assert!(format!("{e:#}").contains("listen"), "{e:#}");
 
+        // The vector recipe is one of two names; anything else fails at start.
+        for bad in ["\"bogus\"", "\"\"", "1", "[\"text\"]"] {
+            std::fs::write(&f, format!("[embedder]\nrecipe = {bad}\n")).unwrap();
+            let e = Config::load(Some(&f), &[]).unwrap_err();
+            assert!(format!("{e:#}").contains("recipe"), "{bad}: {e:#}");
+        }
+        std::fs::write(
+            &f,
+            "[embedder]\nrecipe = \"text\"\n[embedder.next]\nrecipe = \"speaker\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&f), &[]).unwrap();
+        assert_eq!(c.embedder.recipe, engram_core::context::VectorRecipe::Text);
+        assert_eq!(
+            c.embedder.next.map(|n| n.recipe),
+            Some(engram_core::context::VectorRecipe::Speaker)
+        );
+
         std::fs::write(
             &f,
             "listen = \"127.0.0.1:9\"\n[vector]\nexact_threshold = 5\n",
