@@ -42,6 +42,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::error::Error;
+use crate::lifecycle::Lifecycle;
 use crate::traits::{RetryPolicy, Store};
 use crate::types::*;
 

@@ -16,6 +16,7 @@ use crate::codes::Code;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fusion::FusionParams;
+use crate::lifecycle::Lifecycle;
 use crate::limits;
 use crate::probe::IndexerHealth;
 use crate::quarantine;

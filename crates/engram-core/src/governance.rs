@@ -9,6 +9,7 @@ use crate::apikey::{ApiKey, CreatedApiKey, MintedKey, NewApiKey};
 use crate::audit::{AuditCtx, AuditEvent, AuditQuery, Verifier, VerifyReport};
 use crate::engine::{redact_memory, require_unscoped, validate_namespace, Engine, EngineConfig};
 use crate::error::{Error, Result};
+use crate::lifecycle::Lifecycle;
 use crate::limits;
 use crate::requests::{AuditBundle, AuditHead, NamespaceSettings, RecordChecksum, SweepReport};
 use crate::traits::{NamespaceInfo, Store};

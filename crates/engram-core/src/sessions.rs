@@ -27,6 +27,7 @@ use crate::codes::Code;
 use crate::context::{self, Turn};
 use crate::engine::{redact_memory, validate_namespace, Engine};
 use crate::error::{Error, Result};
+use crate::lifecycle::Lifecycle;
 use crate::limits;
 use crate::quarantine;
 use crate::requests::Neighbor;

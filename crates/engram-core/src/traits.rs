@@ -67,6 +67,10 @@ impl Default for RetryPolicy {
 ///   such calls fail with [`Error::LegalHold`](crate::Error::LegalHold).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Begin a write transaction: the primitives the engine composes its
+    /// lifecycle transitions from (see [`StoreTx`] and [`crate::lifecycle`]).
+    async fn begin(&self) -> Result<Box<dyn StoreTx>>;
+
     /// Insert memories and their embedding jobs atomically, creating namespaces
     /// on first use. An item whose checksum or client id matches a live memory in
     /// the same tenant and namespace returns that memory (`created: false`).
@@ -82,100 +86,6 @@ pub trait Store: Send + Sync + 'static {
     /// A row that cannot be decoded comes back as [`Corrupt`] (as in every
     /// method returning [`Decoded`] rows), never as an error of the call.
     async fn get_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Decoded<Memory>>>;
-
-    /// Apply a patch to a live memory, all of it in one transaction with its
-    /// audit events: a hold release first, then the content change (refused
-    /// with `Held` while a hold stays; nothing of the patch is applied then),
-    /// then a hold placement. A new text resets it to `pending` and enqueues
-    /// an embedding job. A hold change alone keeps the seq. `None` if there is
-    /// no live memory with that id. A text whose checksum equals another live
-    /// memory's in the namespace is a `Conflict`.
-    async fn update(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        patch: MemoryPatch,
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<Option<Memory>>;
-
-    /// Soft-delete a live memory. `None` if there is none; `LegalHold` if a
-    /// hold keeps it.
-    async fn soft_delete(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<Option<Memory>>;
-
-    /// Soft-delete the live memories among `ids` in one transaction, with
-    /// their audit events; held ones are left alone and returned as such,
-    /// ids without a live memory ignored.
-    async fn soft_delete_many(
-        &self,
-        tenant: &str,
-        ids: &[Uuid],
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<SoftDeleted>;
-
-    /// Undo a soft delete (not a purge). `None` if there is no soft-deleted,
-    /// unpurged memory with that id; `Conflict` if a live memory now has its
-    /// text or client id.
-    async fn restore(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<Option<Memory>>;
-
-    /// Hard delete: erase text, metadata, tags, provenance and vector of a
-    /// live or soft-deleted memory, keeping a tombstone (id, namespace, seq,
-    /// times) so the change feed and the audit trail stay complete. `None` if
-    /// there is no such memory or it is purged already.
-    async fn purge(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<Option<Memory>>;
-
-    /// Place or release a legal hold on a live memory. `None` if there is none.
-    async fn set_legal_hold(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        hold: bool,
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<Option<Memory>>;
-
-    /// Soft-delete up to `limit` live memories whose `expires_at` is at or
-    /// before `now` and that are not on hold, auditing each as `expire` by
-    /// `audit`. Returns how many.
-    async fn expire_due(&self, now: DateTime<Utc>, limit: usize, audit: &AuditCtx)
-        -> Result<usize>;
-
-    /// Purge up to `limit` memories soft-deleted at or before `before` that
-    /// are not on hold. Returns how many.
-    async fn purge_deleted(
-        &self,
-        before: DateTime<Utc>,
-        limit: usize,
-        audit: &AuditCtx,
-    ) -> Result<usize>;
-
-    /// Set (or clear) a namespace's default TTL. `false` if it does not exist.
-    async fn set_namespace_ttl(
-        &self,
-        tenant: &str,
-        namespace: &str,
-        ttl_seconds: Option<u64>,
-        audit: &AuditCtx,
-    ) -> Result<bool>;
 
     /// Live (not deleted) memories of a tenant, in key order, after `after`.
     /// An empty `namespaces` means all namespaces.
@@ -397,6 +307,97 @@ pub trait Store: Send + Sync + 'static {
     /// becomes the active model and no target remains. `Ok(false)`, changing
     /// nothing, when the target is another or the re-embedding is incomplete.
     async fn switch_model(&self, target: &ModelInfo) -> Result<bool>;
+}
+
+/// Which memories a retention sweep takes (see [`StoreTx::lock_due`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Live memories whose `expires_at` is at or before the time given.
+    Expired,
+    /// Soft-deleted, unpurged memories deleted at or before the time given.
+    Deleted,
+}
+
+/// One write transaction of a [`Store`]: row-level primitives and nothing
+/// else. What a transition means (which rows, which checks, which audit
+/// events with which details) is decided once, in [`crate::lifecycle`], for
+/// every store. Dropping a transaction without [`commit`](Self::commit)
+/// rolls it back.
+///
+/// Call order, which keeps a store's lock order (and so writers free of
+/// deadlocks): lock memory rows, then change jobs and namespaces, then
+/// [`append_audit`](Self::append_audit), and last the row changes that take
+/// a change seq ([`undelete`](Self::undelete),
+/// [`soft_delete_rows`](Self::soft_delete_rows),
+/// [`purge_rows`](Self::purge_rows)). [`set_hold`](Self::set_hold) takes no
+/// seq and may come anywhere after the lock.
+#[async_trait]
+pub trait StoreTx: Send {
+    /// The live or soft-deleted, unpurged memory `id` of `tenant`, its row
+    /// locked until the transaction ends. `None` if there is none.
+    async fn lock_memory(&mut self, tenant: &str, id: Uuid) -> Result<Option<Memory>>;
+
+    /// Lock up to `limit` memories that are `due` by `by` and not on legal
+    /// hold, oldest first (by expiry or deletion time). Rows another
+    /// transaction holds may be skipped (sweepers on several nodes split the
+    /// work); rows that cannot be decoded are skipped (the feed quarantines them).
+    async fn lock_due(&mut self, due: Due, by: DateTime<Utc>, limit: usize) -> Result<Vec<Memory>>;
+
+    /// Queue an embedding job for `m`, linked to the trace of `audit`.
+    async fn enqueue_job(&mut self, m: &Memory, now: DateTime<Utc>, audit: &AuditCtx)
+        -> Result<()>;
+
+    /// Remove every job of these memories.
+    async fn drop_jobs(&mut self, keys: &[Key]) -> Result<()>;
+
+    /// Append events to their tenants' hash chains, in order, at `now`.
+    async fn append_audit(
+        &mut self,
+        entries: Vec<AuditEntry>,
+        audit: &AuditCtx,
+        now: DateTime<Utc>,
+    ) -> Result<()>;
+
+    /// The id of a live memory of `tenant` in `namespace`, other than
+    /// `except`, whose text has `checksum`.
+    async fn live_with_checksum(
+        &mut self,
+        tenant: &str,
+        namespace: &str,
+        checksum: &str,
+        except: Key,
+    ) -> Result<Option<Uuid>>;
+
+    /// Set a locked memory's legal hold. Not a content change: the seq stays.
+    async fn set_hold(&mut self, key: Key, hold: bool, now: DateTime<Utc>) -> Result<Memory>;
+
+    /// Write a locked memory's content fields (text, checksum, state, kind,
+    /// metadata, tags, expiry, PII flags) and its legal hold as `m` has them,
+    /// with a new seq. A text another live memory of the namespace has taken
+    /// meanwhile is a `Conflict`.
+    async fn write_content(&mut self, m: &Memory, now: DateTime<Utc>) -> Result<Memory>;
+
+    /// Clear a locked memory's deletion, with a new seq. A live memory that
+    /// has taken its text or client id meanwhile makes this a `Conflict`.
+    async fn undelete(&mut self, key: Key, now: DateTime<Utc>) -> Result<Memory>;
+
+    /// Soft-delete locked memories, each with a new seq; returned in `keys` order.
+    async fn soft_delete_rows(&mut self, keys: &[Key], now: DateTime<Utc>) -> Result<Vec<Memory>>;
+
+    /// Erase locked memories' content (text, metadata, tags, provenance,
+    /// client id, vectors), leaving deleted tombstones with new seqs;
+    /// returned in `keys` order.
+    async fn purge_rows(&mut self, keys: &[Key], now: DateTime<Utc>) -> Result<Vec<Memory>>;
+
+    /// Set (or clear) a namespace's default TTL. `false` if it does not exist.
+    async fn set_namespace_ttl(
+        &mut self,
+        tenant: &str,
+        namespace: &str,
+        ttl_seconds: Option<u64>,
+    ) -> Result<bool>;
+
+    async fn commit(self: Box<Self>) -> Result<()>;
 }
 
 /// Something derived from the store's change feed that can be thrown away and

@@ -814,37 +814,43 @@ pub fn glob_match(pattern: &str, s: &str) -> bool {
     pi == p.len()
 }
 
+/// A ready, live memory of tenant `t`, namespace `ns`, key 1, for unit tests.
+#[cfg(test)]
+pub(crate) fn sample_memory() -> Memory {
+    let t = Utc::now();
+    Memory {
+        id: Uuid::new_v4(),
+        key: 1,
+        tenant: "t".into(),
+        namespace: "ns".into(),
+        text: "Old text".into(),
+        kind: Kind::default(),
+        metadata: Map::new(),
+        tags: vec![],
+        provenance: None,
+        client_id: None,
+        checksum: "sum-old".into(),
+        state: State::Ready,
+        embedding_model: None,
+        embedding_version: None,
+        occurred_at: t,
+        session: None,
+        created_at: t,
+        updated_at: t,
+        expires_at: None,
+        deleted_at: None,
+        legal_hold: false,
+        pii: vec![],
+        seq: 7,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn memory() -> Memory {
-        let t = Utc::now();
-        Memory {
-            id: Uuid::new_v4(),
-            key: 1,
-            tenant: "t".into(),
-            namespace: "ns".into(),
-            text: "Old text".into(),
-            kind: Kind::default(),
-            metadata: Map::new(),
-            tags: vec![],
-            provenance: None,
-            client_id: None,
-            checksum: "sum-old".into(),
-            state: State::Ready,
-            embedding_model: None,
-            embedding_version: None,
-            occurred_at: t,
-            session: None,
-            created_at: t,
-            updated_at: t,
-            expires_at: None,
-            deleted_at: None,
-            legal_hold: false,
-            pii: vec![],
-            seq: 7,
-        }
+        sample_memory()
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! Audit chain, API keys, legal hold, restore, purge and retention sweeps.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use engram_core::ApiKey;
 use engram_core::{
-    AuditAction, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Memory, Permission, Role,
+    AuditAction, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Due, Key, Memory, Permission,
+    Result as CoreResult, Role, StoreTx,
 };
 use serde_json::{json, Value};
 use sqlx::postgres::PgRow;
@@ -114,12 +116,11 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Place or release `m`'s legal hold in this transaction (its audit
-    /// entry, [`hold_entry`], is the caller's to append). Not a content
-    /// change: the seq (and so the indexes) stay as they are.
+    /// Place or release a memory's legal hold in this transaction. Not a
+    /// content change: the seq (and so the indexes) stay as they are.
     pub(crate) async fn set_hold(
         &mut self,
-        m: &Memory,
+        key: Key,
         hold: bool,
         now: DateTime<Utc>,
     ) -> Result<Memory> {
@@ -129,7 +130,7 @@ impl WriteTx {
         ))
         .bind(hold)
         .bind(now)
-        .bind(codec::int(m.key))
+        .bind(codec::int(key))
         .fetch_one(self.conn())
         .await?;
         codec::memory(&row)
@@ -152,33 +153,6 @@ impl WriteTx {
         .fetch_optional(self.conn())
         .await?;
         row.as_ref().map(codec::memory).transpose()
-    }
-}
-
-/// The error for a change to a held memory.
-pub(crate) fn held(m: &Memory, what: &str) -> PgError {
-    PgError::LegalHold(format!(
-        "memory {} is under legal hold and cannot be {what} until the hold is released",
-        m.id
-    ))
-}
-
-/// The audit entry of placing (`hold`) or releasing a legal hold on `m`.
-pub(crate) fn hold_entry(m: &Memory, hold: bool) -> AuditEntry {
-    let action = if hold {
-        AuditAction::LegalHold
-    } else {
-        AuditAction::LegalRelease
-    };
-    entry(m, action, json!({"namespace": m.namespace}))
-}
-
-pub(crate) fn entry(m: &Memory, action: AuditAction, details: Value) -> AuditEntry {
-    AuditEntry {
-        tenant: m.tenant.clone(),
-        action,
-        target: m.id.to_string(),
-        details,
     }
 }
 
@@ -384,253 +358,6 @@ impl PgStore {
         tx.commit().await?;
         Ok(Some(key))
     }
-
-    pub(crate) async fn restore_memory(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        now: DateTime<Utc>,
-        ctx: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        let now = ts(now);
-        let mut tx = self.begin_write().await?;
-        let Some(m) = tx.memory_for_update(tenant, id).await? else {
-            return Ok(None);
-        };
-        if m.deleted_at.is_none() {
-            return Ok(None);
-        }
-        let key = codec::int(m.key);
-        if m.state != engram_core::State::Ready {
-            // It was deleted before it was embedded: embed it now.
-            sqlx::query(crate::memories::INSERT_JOB)
-                .bind(tenant)
-                .bind(key)
-                .bind(now)
-                .bind(&ctx.traceparent)
-                .execute(tx.conn())
-                .await?;
-        }
-        tx.audit(
-            vec![entry(
-                &m,
-                AuditAction::Restore,
-                json!({"namespace": m.namespace}),
-            )],
-            ctx,
-            now,
-        )
-        .await?;
-        // Last: the seq, and the row that carries it. The live-uniqueness
-        // indexes reject a restore whose text or client id was reused
-        // meanwhile (mapped to a conflict).
-        let seq = tx.next_seq().await?;
-        let row = sqlx::query(concat!(
-            "UPDATE memories SET deleted_at = NULL, updated_at = $1, seq = $2 WHERE key = $3 \
-             RETURNING ",
-            memory_cols!()
-        ))
-        .bind(now)
-        .bind(seq)
-        .bind(key)
-        .fetch_one(tx.conn())
-        .await?;
-        let restored = codec::memory(&row)?;
-        tx.commit().await?;
-        Ok(Some(restored))
-    }
-
-    pub(crate) async fn purge_memory(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        now: DateTime<Utc>,
-        ctx: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        let now = ts(now);
-        let mut tx = self.begin_write().await?;
-        let Some(m) = tx.memory_for_update(tenant, id).await? else {
-            return Ok(None);
-        };
-        if m.legal_hold {
-            return Err(held(&m, "deleted"));
-        }
-        let key = codec::int(m.key);
-        tx.drop_jobs(&[key]).await?;
-        tx.audit(
-            vec![entry(
-                &m,
-                AuditAction::Purge,
-                json!({"namespace": m.namespace, "checksum": m.checksum}),
-            )],
-            ctx,
-            now,
-        )
-        .await?;
-        let purged = purge_rows(&mut tx, &[key], now).await?.remove(0);
-        tx.commit().await?;
-        Ok(Some(purged))
-    }
-
-    pub(crate) async fn legal_hold(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        hold: bool,
-        now: DateTime<Utc>,
-        ctx: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        let now = ts(now);
-        let mut tx = self.begin_write().await?;
-        let Some(m) = tx.memory_for_update(tenant, id).await? else {
-            return Ok(None);
-        };
-        if m.deleted_at.is_some() {
-            return Ok(None);
-        }
-        if m.legal_hold == hold {
-            return Ok(Some(m));
-        }
-        tx.audit(vec![hold_entry(&m, hold)], ctx, now).await?;
-        let updated = tx.set_hold(&m, hold, now).await?;
-        tx.commit().await?;
-        Ok(Some(updated))
-    }
-
-    /// Soft-delete up to `limit` memories whose TTL ran out by `now`.
-    pub(crate) async fn expire(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-        ctx: &AuditCtx,
-    ) -> Result<usize> {
-        self.sweep(Sweep::Expire, now, limit, ctx).await
-    }
-
-    /// Purge up to `limit` memories soft-deleted at or before `before`.
-    pub(crate) async fn purge_before(
-        &self,
-        before: DateTime<Utc>,
-        limit: usize,
-        ctx: &AuditCtx,
-    ) -> Result<usize> {
-        self.sweep(Sweep::Purge, before, limit, ctx).await
-    }
-
-    /// One retention sweep. The due memories are locked `FOR UPDATE SKIP
-    /// LOCKED`: sweepers on several nodes split the work instead of queueing
-    /// behind each other (a memory being changed right now is left for the
-    /// next sweep). Memories on legal hold are never due.
-    async fn sweep(
-        &self,
-        sweep: Sweep,
-        due_by: DateTime<Utc>,
-        limit: usize,
-        ctx: &AuditCtx,
-    ) -> Result<usize> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        // Expiry happens "at" the sweep's time (the caller's clock); a purge now.
-        let now = ts(match sweep {
-            Sweep::Expire => due_by,
-            Sweep::Purge => Utc::now(),
-        });
-        let mut tx = self.begin_write().await?;
-        let query = match sweep {
-            Sweep::Expire => concat!(
-                "SELECT ",
-                memory_cols!(),
-                " FROM memories WHERE deleted_at IS NULL AND expires_at IS NOT NULL \
-                 AND expires_at <= $1 AND NOT legal_hold ORDER BY expires_at, key LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED"
-            ),
-            Sweep::Purge => concat!(
-                "SELECT ",
-                memory_cols!(),
-                " FROM memories WHERE deleted_at IS NOT NULL AND purged_at IS NULL \
-                 AND deleted_at <= $1 AND NOT legal_hold ORDER BY deleted_at, key LIMIT $2 \
-                 FOR UPDATE SKIP LOCKED"
-            ),
-        };
-        let rows = sqlx::query(query)
-            .bind(ts(due_by))
-            .bind(codec::limit(limit))
-            .fetch_all(tx.conn())
-            .await?;
-        // A row that cannot be decoded is left for the feed to quarantine;
-        // the sweep goes on with the others.
-        let due: Vec<Memory> = rows
-            .iter()
-            .map(|r| codec::decoded(r, "key", codec::memory))
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .filter_map(|m| m.ok())
-            .collect();
-        if due.is_empty() {
-            return Ok(0);
-        }
-        let keys: Vec<i64> = due.iter().map(|m| codec::int(m.key)).collect();
-        tx.drop_jobs(&keys).await?;
-        let entries: Vec<AuditEntry> = due
-            .iter()
-            .map(|m| match sweep {
-                Sweep::Expire => entry(
-                    m,
-                    AuditAction::Expire,
-                    json!({"namespace": m.namespace, "expires_at": m.expires_at}),
-                ),
-                Sweep::Purge => entry(
-                    m,
-                    AuditAction::Purge,
-                    json!({"namespace": m.namespace, "checksum": m.checksum}),
-                ),
-            })
-            .collect();
-        let n = entries.len();
-        tx.audit(entries, ctx, now).await?;
-        match sweep {
-            Sweep::Expire => soft_delete_rows(&mut tx, &keys, now).await?,
-            Sweep::Purge => purge_rows(&mut tx, &keys, now).await?,
-        };
-        tx.commit().await?;
-        Ok(n)
-    }
-
-    pub(crate) async fn namespace_ttl(
-        &self,
-        tenant: &str,
-        namespace: &str,
-        ttl_seconds: Option<u64>,
-        ctx: &AuditCtx,
-    ) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE namespaces SET default_ttl_secs = $1 WHERE tenant = $2 AND name = $3",
-        )
-        .bind(ttl_seconds.map(codec::int))
-        .bind(tenant)
-        .bind(namespace)
-        .execute(tx.conn())
-        .await?
-        .rows_affected()
-            > 0;
-        if done {
-            tx.audit(
-                vec![AuditEntry {
-                    tenant: tenant.to_string(),
-                    action: AuditAction::NamespaceUpdate,
-                    target: format!("namespace:{namespace}"),
-                    details: json!({ "default_ttl_seconds": ttl_seconds }),
-                }],
-                ctx,
-                Utc::now(),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(done)
-    }
 }
 
 /// Erase memories' content, leaving deleted tombstones, each with a new seq
@@ -657,11 +384,193 @@ async fn purge_rows(tx: &mut WriteTx, keys: &[i64], now: DateTime<Utc>) -> Resul
     in_order(rows, keys)
 }
 
-/// What a retention sweep does to the memories that are due.
-#[derive(Clone, Copy)]
-enum Sweep {
-    /// TTL ran out: soft delete (actor `system:ttl`).
-    Expire,
-    /// Soft-deleted long enough: erase the content.
-    Purge,
+/// The primitives [`engram_core::lifecycle`] composes. Rows are locked
+/// `FOR UPDATE`; the lock order is [`WriteTx`]'s.
+#[async_trait]
+impl StoreTx for WriteTx {
+    async fn lock_memory(&mut self, tenant: &str, id: Uuid) -> CoreResult<Option<Memory>> {
+        Ok(self.memory_for_update(tenant, id).await?)
+    }
+
+    /// Due rows are locked `FOR UPDATE SKIP LOCKED`: sweepers on several
+    /// nodes split the work instead of queueing behind each other (a memory
+    /// being changed right now is left for the next sweep).
+    async fn lock_due(
+        &mut self,
+        due: Due,
+        by: DateTime<Utc>,
+        limit: usize,
+    ) -> CoreResult<Vec<Memory>> {
+        let query = match due {
+            Due::Expired => concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE deleted_at IS NULL AND expires_at IS NOT NULL \
+                 AND expires_at <= $1 AND NOT legal_hold ORDER BY expires_at, key LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED"
+            ),
+            Due::Deleted => concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE deleted_at IS NOT NULL AND purged_at IS NULL \
+                 AND deleted_at <= $1 AND NOT legal_hold ORDER BY deleted_at, key LIMIT $2 \
+                 FOR UPDATE SKIP LOCKED"
+            ),
+        };
+        let rows = sqlx::query(query)
+            .bind(ts(by))
+            .bind(codec::limit(limit))
+            .fetch_all(self.conn())
+            .await
+            .map_err(PgError::from)?;
+        let mut due = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // A row that cannot be decoded is left for the feed to quarantine.
+            if let Ok(m) = codec::decoded(row, "key", codec::memory)? {
+                due.push(m);
+            }
+        }
+        Ok(due)
+    }
+
+    async fn enqueue_job(
+        &mut self,
+        m: &Memory,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> CoreResult<()> {
+        sqlx::query(crate::memories::INSERT_JOB)
+            .bind(&m.tenant)
+            .bind(codec::int(m.key))
+            .bind(ts(now))
+            .bind(&audit.traceparent)
+            .execute(self.conn())
+            .await
+            .map_err(PgError::from)?;
+        Ok(())
+    }
+
+    async fn drop_jobs(&mut self, keys: &[Key]) -> CoreResult<()> {
+        let keys: Vec<i64> = keys.iter().map(|&k| codec::int(k)).collect();
+        Ok(WriteTx::drop_jobs(self, &keys).await?)
+    }
+
+    async fn append_audit(
+        &mut self,
+        entries: Vec<AuditEntry>,
+        audit: &AuditCtx,
+        now: DateTime<Utc>,
+    ) -> CoreResult<()> {
+        Ok(self.audit(entries, audit, ts(now)).await?)
+    }
+
+    async fn set_hold(&mut self, key: Key, hold: bool, now: DateTime<Utc>) -> CoreResult<Memory> {
+        Ok(WriteTx::set_hold(self, key, hold, ts(now)).await?)
+    }
+
+    async fn live_with_checksum(
+        &mut self,
+        tenant: &str,
+        namespace: &str,
+        checksum: &str,
+        except: Key,
+    ) -> CoreResult<Option<Uuid>> {
+        let other: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM memories WHERE tenant = $1 AND namespace = $2 \
+             AND checksum = $3 AND deleted_at IS NULL AND key <> $4",
+        )
+        .bind(tenant)
+        .bind(namespace)
+        .bind(checksum)
+        .bind(codec::int(except))
+        .fetch_optional(self.conn())
+        .await
+        .map_err(PgError::from)?;
+        Ok(other)
+    }
+
+    /// A text taken by a memory committed since the engine's check violates
+    /// the live checksum index: a conflict as well.
+    async fn write_content(&mut self, m: &Memory, now: DateTime<Utc>) -> CoreResult<Memory> {
+        let seq = self.next_seq().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE memories SET text = $1, checksum = $2, state = $3, kind = $4, \
+             metadata = $5, tags = $6, expires_at = $7, pii = $8, updated_at = $9, seq = $10, \
+             legal_hold = $12 WHERE key = $11 RETURNING ",
+            memory_cols!()
+        ))
+        .bind(&m.text)
+        .bind(&m.checksum)
+        .bind(m.state.as_str())
+        .bind(m.kind.as_str())
+        .bind(Value::Object(m.metadata.clone()))
+        .bind(&m.tags)
+        .bind(m.expires_at.map(ts))
+        .bind(to_json!(&m.pii, "pii")?)
+        .bind(ts(now))
+        .bind(seq)
+        .bind(codec::int(m.key))
+        .bind(m.legal_hold)
+        .fetch_one(self.conn())
+        .await
+        .map_err(PgError::from)?;
+        Ok(codec::memory(&row)?)
+    }
+
+    async fn undelete(&mut self, key: Key, now: DateTime<Utc>) -> CoreResult<Memory> {
+        // The seq, and the row that carries it. The live-uniqueness indexes
+        // reject a restore whose text or client id was reused meanwhile
+        // (mapped to a conflict).
+        let seq = self.next_seq().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE memories SET deleted_at = NULL, updated_at = $1, seq = $2 WHERE key = $3 \
+             RETURNING ",
+            memory_cols!()
+        ))
+        .bind(ts(now))
+        .bind(seq)
+        .bind(codec::int(key))
+        .fetch_one(self.conn())
+        .await
+        .map_err(PgError::from)?;
+        Ok(codec::memory(&row)?)
+    }
+
+    async fn soft_delete_rows(
+        &mut self,
+        keys: &[Key],
+        now: DateTime<Utc>,
+    ) -> CoreResult<Vec<Memory>> {
+        let keys: Vec<i64> = keys.iter().map(|&k| codec::int(k)).collect();
+        Ok(soft_delete_rows(self, &keys, ts(now)).await?)
+    }
+
+    async fn purge_rows(&mut self, keys: &[Key], now: DateTime<Utc>) -> CoreResult<Vec<Memory>> {
+        let keys: Vec<i64> = keys.iter().map(|&k| codec::int(k)).collect();
+        Ok(purge_rows(self, &keys, ts(now)).await?)
+    }
+
+    async fn set_namespace_ttl(
+        &mut self,
+        tenant: &str,
+        namespace: &str,
+        ttl_seconds: Option<u64>,
+    ) -> CoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE namespaces SET default_ttl_secs = $1 WHERE tenant = $2 AND name = $3",
+        )
+        .bind(ttl_seconds.map(codec::int))
+        .bind(tenant)
+        .bind(namespace)
+        .execute(self.conn())
+        .await
+        .map_err(PgError::from)?
+        .rows_affected()
+            > 0;
+        Ok(done)
+    }
+
+    async fn commit(self: Box<Self>) -> CoreResult<()> {
+        Ok(WriteTx::commit(*self).await?)
+    }
 }

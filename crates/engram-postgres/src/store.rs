@@ -4,9 +4,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use engram_core::{
     ApiKey, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Change, ClaimedJob, Decoded, DocAttrs,
-    Embedded, Inserted, Job, JobFailure, JobState, Key, Memory, MemoryPatch, ModelInfo, ModelState,
+    Embedded, Inserted, Job, JobFailure, JobState, Key, Memory, ModelInfo, ModelState,
     NamespaceInfo, NewMemory, QuarantineEntry, ReembedItem, ReembedProgress, Result, RetryPolicy,
-    SessionRange, SoftDeleted, Store, StoreStats, TargetVector,
+    SessionRange, Store, StoreStats, StoreTx, TargetVector,
 };
 use std::time::Duration;
 use uuid::Uuid;
@@ -15,6 +15,10 @@ use crate::PgStore;
 
 #[async_trait]
 impl Store for PgStore {
+    async fn begin(&self) -> Result<Box<dyn StoreTx>> {
+        Ok(Box::new(self.begin_write().await?))
+    }
+
     async fn insert(&self, items: Vec<NewMemory>, audit: &AuditCtx) -> Result<Vec<Inserted>> {
         Ok(self.insert_memories(items, audit).await?)
     }
@@ -25,98 +29,6 @@ impl Store for PgStore {
 
     async fn get_by_keys(&self, tenant: &str, keys: &[Key]) -> Result<Vec<Decoded<Memory>>> {
         Ok(self.memories_by_keys(tenant, keys).await?)
-    }
-
-    async fn update(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        patch: MemoryPatch,
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        Ok(self.update_memory(tenant, id, patch, now, audit).await?)
-    }
-
-    async fn soft_delete(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        Ok(self.soft_delete_memory(tenant, id, now, audit).await?)
-    }
-
-    async fn soft_delete_many(
-        &self,
-        tenant: &str,
-        ids: &[Uuid],
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<SoftDeleted> {
-        Ok(self.soft_delete_memories(tenant, ids, now, audit).await?)
-    }
-
-    async fn restore(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        Ok(self.restore_memory(tenant, id, now, audit).await?)
-    }
-
-    async fn purge(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        Ok(self.purge_memory(tenant, id, now, audit).await?)
-    }
-
-    async fn set_legal_hold(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        hold: bool,
-        now: DateTime<Utc>,
-        audit: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        Ok(self.legal_hold(tenant, id, hold, now, audit).await?)
-    }
-
-    async fn expire_due(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-        audit: &AuditCtx,
-    ) -> Result<usize> {
-        Ok(self.expire(now, limit, audit).await?)
-    }
-
-    async fn purge_deleted(
-        &self,
-        before: DateTime<Utc>,
-        limit: usize,
-        audit: &AuditCtx,
-    ) -> Result<usize> {
-        Ok(self.purge_before(before, limit, audit).await?)
-    }
-
-    async fn set_namespace_ttl(
-        &self,
-        tenant: &str,
-        namespace: &str,
-        ttl_seconds: Option<u64>,
-        audit: &AuditCtx,
-    ) -> Result<bool> {
-        Ok(self
-            .namespace_ttl(tenant, namespace, ttl_seconds, audit)
-            .await?)
     }
 
     async fn append_audit(&self, entries: Vec<AuditEntry>, audit: &AuditCtx) -> Result<()> {

@@ -1,12 +1,14 @@
 //! Audit chain, API keys, legal hold, restore, purge and retention sweeps.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use engram_core::audit::GENESIS;
 use engram_core::ApiKey;
 use engram_core::{
-    AuditAction, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Memory, Permission, Role,
+    AuditAction, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Due, Key, Memory, Permission,
+    Result as CoreResult, Role, StoreTx,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use std::collections::HashMap;
@@ -91,33 +93,24 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Place or release `m`'s legal hold, in this transaction; the audit
-    /// entry is the caller's to append (after any others of the same call).
+    /// Place or release a memory's legal hold, in this transaction. Not a
+    /// content change: the seq (and so the indexes) stay as they are.
     pub(crate) async fn set_hold(
         &mut self,
-        m: &Memory,
+        key: engram_core::Key,
         hold: bool,
         now: DateTime<Utc>,
-    ) -> Result<(Memory, AuditEntry)> {
-        // Not a content change: the seq (and so the indexes) stay as they are.
+    ) -> Result<Memory> {
         let row = sqlx::query(concat!(
             "UPDATE memories SET legal_hold = ?, updated_at = ? WHERE key = ? RETURNING ",
             memory_cols!()
         ))
         .bind(i64::from(hold))
         .bind(micros(now))
-        .bind(codec::int(m.key))
+        .bind(codec::int(key))
         .fetch_one(self.conn())
         .await?;
-        let action = if hold {
-            AuditAction::LegalHold
-        } else {
-            AuditAction::LegalRelease
-        };
-        Ok((
-            codec::memory(&row)?,
-            entry(m, action, json!({"namespace": m.namespace})),
-        ))
+        codec::memory(&row)
     }
 
     /// The live or deleted memory `id` of `tenant`, for an update in this transaction.
@@ -141,23 +134,6 @@ impl WriteTx {
             }
             _ => Ok(None),
         }
-    }
-}
-
-/// The error for a change to a held memory.
-pub(crate) fn held(m: &Memory, what: &str) -> SqliteError {
-    SqliteError::LegalHold(format!(
-        "memory {} is under legal hold and cannot be {what} until the hold is released",
-        m.id
-    ))
-}
-
-pub(crate) fn entry(m: &Memory, action: AuditAction, details: Value) -> AuditEntry {
-    AuditEntry {
-        tenant: m.tenant.clone(),
-        action,
-        target: m.id.to_string(),
-        details,
     }
 }
 
@@ -359,226 +335,12 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(Some(key))
     }
-
-    pub(crate) async fn restore_memory(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        now: DateTime<Utc>,
-        ctx: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        let mut tx = self.begin_write().await?;
-        let Some(m) = tx.memory_for_update(tenant, id).await? else {
-            return Ok(None);
-        };
-        if m.deleted_at.is_none() {
-            return Ok(None);
-        }
-        let seq = tx.next_seq().await?;
-        // The live-uniqueness indexes reject a restore whose text or client id
-        // was reused meanwhile (mapped to a conflict).
-        let row = sqlx::query(concat!(
-            "UPDATE memories SET deleted_at = NULL, updated_at = ?1, seq = ?2 WHERE key = ?3 \
-             RETURNING ",
-            memory_cols!()
-        ))
-        .bind(micros(now))
-        .bind(seq)
-        .bind(codec::int(m.key))
-        .fetch_one(tx.conn())
-        .await?;
-        let restored = codec::memory(&row)?;
-        if restored.state != engram_core::State::Ready {
-            // It was deleted before it was embedded: embed it now.
-            sqlx::query(crate::memories::INSERT_JOB)
-                .bind(tenant)
-                .bind(codec::int(m.key))
-                .bind(micros(now))
-                .bind(micros(now))
-                .bind(&ctx.traceparent)
-                .execute(tx.conn())
-                .await?;
-        }
-        tx.audit(
-            vec![entry(
-                &restored,
-                AuditAction::Restore,
-                json!({"namespace": restored.namespace}),
-            )],
-            ctx,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(restored))
-    }
-
-    pub(crate) async fn purge_memory(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        now: DateTime<Utc>,
-        ctx: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        let mut tx = self.begin_write().await?;
-        let Some(m) = tx.memory_for_update(tenant, id).await? else {
-            return Ok(None);
-        };
-        if m.legal_hold {
-            return Err(held(&m, "deleted"));
-        }
-        let purged = purge_row(&mut tx, &m, now).await?;
-        tx.audit(
-            vec![entry(
-                &m,
-                AuditAction::Purge,
-                json!({"namespace": m.namespace, "checksum": m.checksum}),
-            )],
-            ctx,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Some(purged))
-    }
-
-    pub(crate) async fn legal_hold(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        hold: bool,
-        now: DateTime<Utc>,
-        ctx: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        let mut tx = self.begin_write().await?;
-        let Some(m) = tx.memory_for_update(tenant, id).await? else {
-            return Ok(None);
-        };
-        if m.deleted_at.is_some() {
-            return Ok(None);
-        }
-        if m.legal_hold == hold {
-            return Ok(Some(m));
-        }
-        let (updated, event) = tx.set_hold(&m, hold, now).await?;
-        tx.audit(vec![event], ctx, now).await?;
-        tx.commit().await?;
-        Ok(Some(updated))
-    }
-
-    pub(crate) async fn expire(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-        ctx: &AuditCtx,
-    ) -> Result<usize> {
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            memory_cols!(),
-            " FROM memories WHERE deleted_at IS NULL AND expires_at IS NOT NULL \
-             AND expires_at <= ? AND legal_hold = 0 ORDER BY expires_at LIMIT ?"
-        ))
-        .bind(micros(now))
-        .bind(codec::limit(limit))
-        .fetch_all(tx.conn())
-        .await?;
-        let mut entries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            // A row that cannot be decoded is left for the feed to
-            // quarantine; the sweep goes on with the others.
-            let Ok(m) = codec::decoded(row, "key", codec::memory)? else {
-                continue;
-            };
-            soft_delete_row(&mut tx, codec::int(m.key), now).await?;
-            entries.push(entry(
-                &m,
-                AuditAction::Expire,
-                json!({"namespace": m.namespace, "expires_at": m.expires_at}),
-            ));
-        }
-        let n = entries.len();
-        tx.audit(entries, ctx, now).await?;
-        tx.commit().await?;
-        Ok(n)
-    }
-
-    pub(crate) async fn purge_before(
-        &self,
-        before: DateTime<Utc>,
-        limit: usize,
-        ctx: &AuditCtx,
-    ) -> Result<usize> {
-        let now = Utc::now();
-        let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            memory_cols!(),
-            " FROM memories WHERE deleted_at IS NOT NULL AND purged_at IS NULL \
-             AND deleted_at <= ? AND legal_hold = 0 ORDER BY deleted_at LIMIT ?"
-        ))
-        .bind(micros(before))
-        .bind(codec::limit(limit))
-        .fetch_all(tx.conn())
-        .await?;
-        let mut entries = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let Ok(m) = codec::decoded(row, "key", codec::memory)? else {
-                continue;
-            };
-            purge_row(&mut tx, &m, now).await?;
-            entries.push(entry(
-                &m,
-                AuditAction::Purge,
-                json!({"namespace": m.namespace, "checksum": m.checksum}),
-            ));
-        }
-        let n = entries.len();
-        tx.audit(entries, ctx, now).await?;
-        tx.commit().await?;
-        Ok(n)
-    }
-
-    pub(crate) async fn namespace_ttl(
-        &self,
-        tenant: &str,
-        namespace: &str,
-        ttl_seconds: Option<u64>,
-        ctx: &AuditCtx,
-    ) -> Result<bool> {
-        let mut tx = self.begin_write().await?;
-        let done =
-            sqlx::query("UPDATE namespaces SET default_ttl_secs = ? WHERE tenant = ? AND name = ?")
-                .bind(ttl_seconds.map(codec::int))
-                .bind(tenant)
-                .bind(namespace)
-                .execute(tx.conn())
-                .await?
-                .rows_affected()
-                > 0;
-        if done {
-            tx.audit(
-                vec![AuditEntry {
-                    tenant: tenant.to_string(),
-                    action: AuditAction::NamespaceUpdate,
-                    target: format!("namespace:{namespace}"),
-                    details: json!({ "default_ttl_seconds": ttl_seconds }),
-                }],
-                ctx,
-                Utc::now(),
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(done)
-    }
 }
 
 /// Erase a memory's content, leaving a deleted tombstone with a new seq (so
 /// derived indexes drop it) and no jobs.
-async fn purge_row(tx: &mut WriteTx, m: &Memory, now: DateTime<Utc>) -> Result<Memory> {
+async fn purge_row(tx: &mut WriteTx, key: i64, now: DateTime<Utc>) -> Result<Memory> {
     let seq = tx.next_seq().await?;
-    let key = codec::int(m.key);
     let row = sqlx::query(concat!(
         "UPDATE memories SET text = '', metadata = '{}', tags = '[]', provenance = NULL, \
          client_id = NULL, checksum = '', vector = NULL, embedded_checksum = NULL, \
@@ -594,4 +356,200 @@ async fn purge_row(tx: &mut WriteTx, m: &Memory, now: DateTime<Utc>) -> Result<M
     .await?;
     tx.drop_jobs(key).await?;
     codec::memory(&row)
+}
+
+/// The primitives [`engram_core::lifecycle`] composes; SQLite's single
+/// writer (`BEGIN IMMEDIATE`) is the lock of every row read here.
+#[async_trait]
+impl StoreTx for WriteTx {
+    async fn lock_memory(&mut self, tenant: &str, id: Uuid) -> CoreResult<Option<Memory>> {
+        Ok(self.memory_for_update(tenant, id).await?)
+    }
+
+    async fn lock_due(
+        &mut self,
+        due: Due,
+        by: DateTime<Utc>,
+        limit: usize,
+    ) -> CoreResult<Vec<Memory>> {
+        let query = match due {
+            Due::Expired => concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE deleted_at IS NULL AND expires_at IS NOT NULL \
+                 AND expires_at <= ? AND legal_hold = 0 ORDER BY expires_at, key LIMIT ?"
+            ),
+            Due::Deleted => concat!(
+                "SELECT ",
+                memory_cols!(),
+                " FROM memories WHERE deleted_at IS NOT NULL AND purged_at IS NULL \
+                 AND deleted_at <= ? AND legal_hold = 0 ORDER BY deleted_at, key LIMIT ?"
+            ),
+        };
+        let rows = sqlx::query(query)
+            .bind(micros(by))
+            .bind(codec::limit(limit))
+            .fetch_all(self.conn())
+            .await
+            .map_err(SqliteError::from)?;
+        let mut due = Vec::with_capacity(rows.len());
+        for row in &rows {
+            // A row that cannot be decoded is left for the feed to quarantine.
+            if let Ok(m) = codec::decoded(row, "key", codec::memory)? {
+                due.push(m);
+            }
+        }
+        Ok(due)
+    }
+
+    async fn enqueue_job(
+        &mut self,
+        m: &Memory,
+        now: DateTime<Utc>,
+        audit: &AuditCtx,
+    ) -> CoreResult<()> {
+        sqlx::query(crate::memories::INSERT_JOB)
+            .bind(&m.tenant)
+            .bind(codec::int(m.key))
+            .bind(micros(now))
+            .bind(micros(now))
+            .bind(&audit.traceparent)
+            .execute(self.conn())
+            .await
+            .map_err(SqliteError::from)?;
+        Ok(())
+    }
+
+    async fn drop_jobs(&mut self, keys: &[Key]) -> CoreResult<()> {
+        for &key in keys {
+            WriteTx::drop_jobs(self, codec::int(key)).await?;
+        }
+        Ok(())
+    }
+
+    async fn append_audit(
+        &mut self,
+        entries: Vec<AuditEntry>,
+        audit: &AuditCtx,
+        now: DateTime<Utc>,
+    ) -> CoreResult<()> {
+        Ok(self.audit(entries, audit, now).await?)
+    }
+
+    async fn set_hold(&mut self, key: Key, hold: bool, now: DateTime<Utc>) -> CoreResult<Memory> {
+        Ok(WriteTx::set_hold(self, key, hold, now).await?)
+    }
+
+    async fn live_with_checksum(
+        &mut self,
+        tenant: &str,
+        namespace: &str,
+        checksum: &str,
+        except: Key,
+    ) -> CoreResult<Option<Uuid>> {
+        let other: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM memories WHERE tenant = ? AND namespace = ? AND checksum = ? \
+             AND deleted_at IS NULL AND key <> ?",
+        )
+        .bind(tenant)
+        .bind(namespace)
+        .bind(checksum)
+        .bind(codec::int(except))
+        .fetch_optional(self.conn())
+        .await
+        .map_err(SqliteError::from)?;
+        other
+            .map(|id| {
+                Uuid::parse_str(&id)
+                    .map_err(|e| SqliteError::corrupt(format!("memories.id {id:?}: {e}")).into())
+            })
+            .transpose()
+    }
+
+    async fn write_content(&mut self, m: &Memory, now: DateTime<Utc>) -> CoreResult<Memory> {
+        let seq = self.next_seq().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE memories SET text = ?, checksum = ?, state = ?, kind = ?, metadata = ?, \
+             tags = ?, expires_at = ?, pii = ?, legal_hold = ?, updated_at = ?, seq = ? \
+             WHERE key = ? RETURNING ",
+            memory_cols!()
+        ))
+        .bind(&m.text)
+        .bind(&m.checksum)
+        .bind(m.state.as_str())
+        .bind(m.kind.as_str())
+        .bind(to_json!(&m.metadata, "metadata")?)
+        .bind(to_json!(&m.tags, "tags")?)
+        .bind(m.expires_at.map(micros))
+        .bind(to_json!(&m.pii, "pii")?)
+        .bind(i64::from(m.legal_hold))
+        .bind(micros(now))
+        .bind(seq)
+        .bind(codec::int(m.key))
+        .fetch_one(self.conn())
+        .await
+        .map_err(SqliteError::from)?;
+        Ok(codec::memory(&row)?)
+    }
+
+    async fn undelete(&mut self, key: Key, now: DateTime<Utc>) -> CoreResult<Memory> {
+        let seq = self.next_seq().await?;
+        // The live-uniqueness indexes reject a restore whose text or client id
+        // was reused meanwhile (mapped to a conflict).
+        let row = sqlx::query(concat!(
+            "UPDATE memories SET deleted_at = NULL, updated_at = ?1, seq = ?2 WHERE key = ?3 \
+             RETURNING ",
+            memory_cols!()
+        ))
+        .bind(micros(now))
+        .bind(seq)
+        .bind(codec::int(key))
+        .fetch_one(self.conn())
+        .await
+        .map_err(SqliteError::from)?;
+        Ok(codec::memory(&row)?)
+    }
+
+    async fn soft_delete_rows(
+        &mut self,
+        keys: &[Key],
+        now: DateTime<Utc>,
+    ) -> CoreResult<Vec<Memory>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for &key in keys {
+            out.push(soft_delete_row(self, codec::int(key), now).await?);
+        }
+        Ok(out)
+    }
+
+    async fn purge_rows(&mut self, keys: &[Key], now: DateTime<Utc>) -> CoreResult<Vec<Memory>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for &key in keys {
+            out.push(purge_row(self, codec::int(key), now).await?);
+        }
+        Ok(out)
+    }
+
+    async fn set_namespace_ttl(
+        &mut self,
+        tenant: &str,
+        namespace: &str,
+        ttl_seconds: Option<u64>,
+    ) -> CoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE namespaces SET default_ttl_secs = ? WHERE tenant = ? AND name = ?")
+                .bind(ttl_seconds.map(codec::int))
+                .bind(tenant)
+                .bind(namespace)
+                .execute(self.conn())
+                .await
+                .map_err(SqliteError::from)?
+                .rows_affected()
+                > 0;
+        Ok(done)
+    }
+
+    async fn commit(self: Box<Self>) -> CoreResult<()> {
+        Ok(WriteTx::commit(*self).await?)
+    }
 }

@@ -1,17 +1,12 @@
-//! Memories and namespaces: insert, get, update, soft delete, scan, listing, stats.
+//! Memories and namespaces: get, scan, listing, stats (changes: see `engram_core::lifecycle`).
 
 use chrono::{DateTime, Utc};
-use engram_core::{
-    AuditAction, AuditCtx, AuditEntry, Decoded, Key, Memory, MemoryPatch, NamespaceInfo,
-    SessionRange, SoftDeleted, StoreStats,
-};
-use serde_json::json;
+use engram_core::{Decoded, Key, Memory, NamespaceInfo, SessionRange, StoreStats};
 use sqlx::Row;
 use uuid::Uuid;
 
 use crate::codec::{self, memory_cols, micros, to_json};
-use crate::governance::{entry, held};
-use crate::{Result, SqliteError, SqliteStore, WriteTx};
+use crate::{Result, SqliteStore, WriteTx};
 
 /// Enqueue an embedding job for a memory.
 pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (tenant, kind, memory_key, state, attempts, \
@@ -91,185 +86,9 @@ impl SqliteStore {
             .map(|r| codec::decoded(r, "key", codec::memory))
             .collect()
     }
-
-    pub(crate) async fn update_memory(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        patch: MemoryPatch,
-        now: DateTime<Utc>,
-        ctx: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        let mut tx = self.begin_write().await?;
-        let Some(row) = sqlx::query(concat!(
-            "SELECT ",
-            memory_cols!(),
-            " FROM memories WHERE id = ? AND tenant = ? AND deleted_at IS NULL"
-        ))
-        .bind(id.to_string())
-        .bind(tenant)
-        .fetch_optional(tx.conn())
-        .await?
-        else {
-            return Ok(None);
-        };
-        let mut m = codec::memory(&row)?;
-        let patch_hold = patch.legal_hold;
-        // One transaction for the whole patch: a hold released here and a
-        // change refused later roll back together (audit events too).
-        let mut events = Vec::new();
-        if patch_hold == Some(false) && m.legal_hold {
-            let (released, event) = tx.set_hold(&m, false, now).await?;
-            m = released;
-            events.push(event);
-        }
-        if patch.changes_content() {
-            if m.legal_hold {
-                return Err(held(&m, "changed"));
-            }
-            let (updated, event) = update_row(&mut tx, m, patch, now, ctx).await?;
-            m = updated;
-            events.push(event);
-        }
-        if patch_hold == Some(true) && !m.legal_hold {
-            let (placed, event) = tx.set_hold(&m, true, now).await?;
-            m = placed;
-            events.push(event);
-        }
-        if !events.is_empty() {
-            tx.audit(events, ctx, now).await?;
-            tx.commit().await?;
-        }
-        Ok(Some(m))
-    }
-}
-
-/// Apply the content fields of `patch` to `m`'s row: a new seq, and a fresh
-/// job when the text changed. Returns the row and its audit entry.
-async fn update_row(
-    tx: &mut WriteTx,
-    mut m: Memory,
-    patch: MemoryPatch,
-    now: DateTime<Utc>,
-    ctx: &AuditCtx,
-) -> Result<(Memory, AuditEntry)> {
-    let key = codec::int(m.key);
-    let reembed = patch.changes_text(&m);
-    if let Some((_, checksum)) = patch.text.as_ref().filter(|_| reembed) {
-        let other: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM memories WHERE tenant = ? AND namespace = ? AND checksum = ? \
-             AND deleted_at IS NULL AND key <> ?",
-        )
-        .bind(&m.tenant)
-        .bind(&m.namespace)
-        .bind(checksum)
-        .bind(key)
-        .fetch_optional(tx.conn())
-        .await?;
-        if let Some(other) = other {
-            return Err(SqliteError::Conflict(format!(
-                "memory {other} in namespace {:?} already has this text",
-                m.namespace
-            )));
-        }
-    }
-    let fields = patch.apply_to(&mut m);
-
-    let seq = tx.next_seq().await?;
-    let row = sqlx::query(concat!(
-        "UPDATE memories SET text = ?, checksum = ?, state = ?, kind = ?, metadata = ?, \
-         tags = ?, expires_at = ?, pii = ?, updated_at = ?, seq = ? WHERE key = ? RETURNING ",
-        memory_cols!()
-    ))
-    .bind(&m.text)
-    .bind(&m.checksum)
-    .bind(m.state.as_str())
-    .bind(m.kind.as_str())
-    .bind(to_json!(&m.metadata, "metadata")?)
-    .bind(to_json!(&m.tags, "tags")?)
-    .bind(m.expires_at.map(micros))
-    .bind(to_json!(&m.pii, "pii")?)
-    .bind(micros(now))
-    .bind(seq)
-    .bind(key)
-    .fetch_one(tx.conn())
-    .await?;
-    let updated = codec::memory(&row)?;
-
-    if reembed {
-        // Replace whatever job the memory had with a fresh one for the new
-        // text. A fresh id (rather than resetting the old row) keeps a
-        // late completion or failure of the old job from touching it.
-        tx.drop_jobs(key).await?;
-        sqlx::query(INSERT_JOB)
-            .bind(&m.tenant)
-            .bind(key)
-            .bind(micros(now))
-            .bind(micros(now))
-            .bind(&ctx.traceparent)
-            .execute(tx.conn())
-            .await?;
-    }
-    let event = entry(
-        &updated,
-        AuditAction::Update,
-        json!({"namespace": updated.namespace, "fields": fields, "checksum": updated.checksum}),
-    );
-    Ok((updated, event))
 }
 
 impl SqliteStore {
-    pub(crate) async fn soft_delete_memory(
-        &self,
-        tenant: &str,
-        id: Uuid,
-        now: DateTime<Utc>,
-        ctx: &AuditCtx,
-    ) -> Result<Option<Memory>> {
-        let mut out = self.soft_delete_memories(tenant, &[id], now, ctx).await?;
-        if let Some(m) = out.held.first() {
-            return Err(held(m, "deleted"));
-        }
-        Ok(out.deleted.pop())
-    }
-
-    pub(crate) async fn soft_delete_memories(
-        &self,
-        tenant: &str,
-        ids: &[Uuid],
-        now: DateTime<Utc>,
-        ctx: &AuditCtx,
-    ) -> Result<SoftDeleted> {
-        let mut tx = self.begin_write().await?;
-        let mut out = SoftDeleted::default();
-        let mut events = Vec::new();
-        for &id in ids {
-            let Some(m) = tx
-                .memory_for_update(tenant, id)
-                .await?
-                .filter(|m| m.deleted_at.is_none())
-            else {
-                continue;
-            };
-            if m.legal_hold {
-                out.held.push(m);
-                continue;
-            }
-            let deleted = soft_delete_row(&mut tx, codec::int(m.key), now).await?;
-            events.push(entry(
-                &deleted,
-                AuditAction::Delete,
-                json!({"namespace": deleted.namespace}),
-            ));
-            out.deleted.push(deleted);
-        }
-        if !events.is_empty() {
-            tx.audit(events, ctx, now).await?;
-            tx.commit().await?;
-        }
-        Ok(out)
-    }
-
     pub(crate) async fn scan_memories(
         &self,
         tenant: &str,

@@ -10,6 +10,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use engram_core::audit::{AuditCtx, AuditQuery, Verifier};
 use engram_core::conformance::{self, new_memory, now, Healthy};
+use engram_core::Lifecycle;
 use engram_core::{
     ChangeOp, ClaimedJob, Error, JobFailure, Key, MemoryPatch, NewMemory, RetryPolicy, Store,
 };
