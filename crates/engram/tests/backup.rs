@@ -4,28 +4,14 @@
 //! records, searchable, with an intact audit chain. A damaged backup is
 //! refused and leaves nothing behind.
 
+use engram_testkit::{free_port, model_dir};
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn model_dir() -> String {
-    std::env::var("ENGRAM_MODEL_DIR").expect(
-        "ENGRAM_MODEL_DIR must point at the all-MiniLM-L6-v2 folder (scripts/fetch-model.sh)",
-    )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The S3 settings as `ENGRAM_*` variables, under a prefix of this run.
 fn s3_env(prefix: &str) -> Vec<(String, String)> {

@@ -1,17 +1,12 @@
 //! The CLI end to end against a real `engram serve`: keys, add, import,
 //! search, export, audit, and `rebuild` re-deriving lost indexes from the store.
 
+use engram_testkit::model_dir;
 use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn model_dir() -> String {
-    std::env::var("ENGRAM_MODEL_DIR").expect(
-        "ENGRAM_MODEL_DIR must point at the all-MiniLM-L6-v2 folder (scripts/fetch-model.sh)",
-    )
-}
 
 fn run(args: &[&str], api_key: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_engram"));

@@ -2,27 +2,13 @@
 //! write in a loop, `kill -9` it at random moments, restart, and check that
 //! every acknowledged memory is there, becomes searchable, and exists once.
 
+use engram_testkit::{free_port, model_dir};
 use rand::Rng;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn model_dir() -> String {
-    std::env::var("ENGRAM_MODEL_DIR").expect(
-        "ENGRAM_MODEL_DIR must point at the all-MiniLM-L6-v2 folder (scripts/fetch-model.sh)",
-    )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Server {
     child: Child,

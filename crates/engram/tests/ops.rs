@@ -6,17 +6,12 @@
 //! The llama.cpp server must be running (`scripts/services.sh start llm`);
 //! `ENGRAM_TEST_LLM_URL` / `ENGRAM_TEST_LLM_MODEL` override where and which.
 
+use engram_testkit::model_dir;
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn model_dir() -> String {
-    std::env::var("ENGRAM_MODEL_DIR").expect(
-        "ENGRAM_MODEL_DIR must point at the all-MiniLM-L6-v2 folder (scripts/fetch-model.sh)",
-    )
-}
 
 fn llm_model() -> String {
     std::env::var("ENGRAM_TEST_LLM_MODEL").unwrap_or_else(|_| "gemma3-270m".into())

@@ -10,10 +10,10 @@
 //! on 55432, NATS 2.15 on 14222, Redis on 6379; `ENGRAM_TEST_*` variables
 //! override the addresses) and the MiniLM model (`ENGRAM_MODEL_DIR`).
 
+use engram_testkit::{free_port_on as free_port, model_dir};
 use serde_json::{json, Value};
 use sqlx::{Connection, Executor, PgConnection};
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,12 +22,6 @@ use std::time::{Duration, Instant};
 mod contract;
 #[path = "scaleout/reembed.rs"]
 mod reembed;
-
-fn model_dir() -> String {
-    std::env::var("ENGRAM_MODEL_DIR").expect(
-        "ENGRAM_MODEL_DIR must point at the all-MiniLM-L6-v2 folder (scripts/fetch-model.sh)",
-    )
-}
 
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
@@ -45,14 +39,6 @@ fn client(timeout_secs: u64) -> reqwest::Client {
         .timeout(Duration::from_secs(timeout_secs))
         .build()
         .unwrap()
-}
-
-fn free_port(ip: &str) -> u16 {
-    TcpListener::bind(format!("{ip}:0"))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A fresh database for this test, and its URL.
