@@ -102,6 +102,44 @@ pub struct AuditEntry {
     pub details: Value,
 }
 
+impl AuditEntry {
+    /// `key_create`: the new key's name, role and scope (never its secret).
+    pub fn key_created(key: &crate::apikey::ApiKey) -> AuditEntry {
+        let permissions: Vec<&str> = key.permissions.iter().map(|p| p.as_str()).collect();
+        AuditEntry {
+            tenant: key.tenant.clone(),
+            action: AuditAction::KeyCreate,
+            target: format!("key:{}", key.id),
+            details: serde_json::json!({
+                "name": key.name,
+                "role": key.role.as_str(),
+                "namespaces": key.namespaces,
+                "permissions": permissions,
+            }),
+        }
+    }
+
+    /// `key_revoke` of a tenant's key `id` named `name`.
+    pub fn key_revoked(tenant: &str, id: &str, name: &str) -> AuditEntry {
+        AuditEntry {
+            tenant: tenant.to_string(),
+            action: AuditAction::KeyRevoke,
+            target: format!("key:{id}"),
+            details: serde_json::json!({ "name": name }),
+        }
+    }
+
+    /// `job_retry` of a dead job, naming its memory.
+    pub fn job_retried(tenant: &str, job_id: u64, memory_id: uuid::Uuid) -> AuditEntry {
+        AuditEntry {
+            tenant: tenant.to_string(),
+            action: AuditAction::JobRetry,
+            target: format!("job:{job_id}"),
+            details: serde_json::json!({ "memory_id": memory_id }),
+        }
+    }
+}
+
 /// A stored audit event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

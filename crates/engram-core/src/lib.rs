@@ -7,6 +7,7 @@
 
 pub mod apikey;
 pub mod audit;
+pub mod batch;
 pub mod cache;
 pub mod codes;
 pub mod context;

@@ -120,6 +120,20 @@ pub trait Lifecycle {
     ) -> Result<bool>;
 }
 
+/// Run one transition in a transaction of `$store`: commit what it returns,
+/// or drop (roll back) the transaction on its error.
+macro_rules! in_transaction {
+    ($store:expr, $tx:ident => $call:expr) => {{
+        let mut $tx = $store.begin().await?;
+        let out = {
+            let $tx = &mut *$tx;
+            $call.await?
+        };
+        $tx.commit().await?;
+        Ok(out)
+    }};
+}
+
 #[async_trait]
 impl<S: Store + ?Sized> Lifecycle for S {
     async fn update(
@@ -130,10 +144,7 @@ impl<S: Store + ?Sized> Lifecycle for S {
         now: DateTime<Utc>,
         audit: &AuditCtx,
     ) -> Result<Option<Memory>> {
-        let mut tx = self.begin().await?;
-        let out = update(&mut *tx, tenant, id, patch, now, audit).await?;
-        tx.commit().await?;
-        Ok(out)
+        in_transaction!(self, tx => update(tx, tenant, id, patch, now, audit))
     }
 
     async fn soft_delete(
@@ -157,10 +168,7 @@ impl<S: Store + ?Sized> Lifecycle for S {
         now: DateTime<Utc>,
         audit: &AuditCtx,
     ) -> Result<SoftDeleted> {
-        let mut tx = self.begin().await?;
-        let out = soft_delete_many(&mut *tx, tenant, ids, now, audit).await?;
-        tx.commit().await?;
-        Ok(out)
+        in_transaction!(self, tx => soft_delete_many(tx, tenant, ids, now, audit))
     }
 
     async fn restore(
@@ -170,10 +178,7 @@ impl<S: Store + ?Sized> Lifecycle for S {
         now: DateTime<Utc>,
         audit: &AuditCtx,
     ) -> Result<Option<Memory>> {
-        let mut tx = self.begin().await?;
-        let out = restore(&mut *tx, tenant, id, now, audit).await?;
-        tx.commit().await?;
-        Ok(out)
+        in_transaction!(self, tx => restore(tx, tenant, id, now, audit))
     }
 
     async fn purge(
@@ -183,10 +188,7 @@ impl<S: Store + ?Sized> Lifecycle for S {
         now: DateTime<Utc>,
         audit: &AuditCtx,
     ) -> Result<Option<Memory>> {
-        let mut tx = self.begin().await?;
-        let out = purge(&mut *tx, tenant, id, now, audit).await?;
-        tx.commit().await?;
-        Ok(out)
+        in_transaction!(self, tx => purge(tx, tenant, id, now, audit))
     }
 
     async fn set_legal_hold(
@@ -197,10 +199,7 @@ impl<S: Store + ?Sized> Lifecycle for S {
         now: DateTime<Utc>,
         audit: &AuditCtx,
     ) -> Result<Option<Memory>> {
-        let mut tx = self.begin().await?;
-        let out = set_legal_hold(&mut *tx, tenant, id, hold, now, audit).await?;
-        tx.commit().await?;
-        Ok(out)
+        in_transaction!(self, tx => set_legal_hold(tx, tenant, id, hold, now, audit))
     }
 
     async fn expire_due(
@@ -212,10 +211,7 @@ impl<S: Store + ?Sized> Lifecycle for S {
         if limit == 0 {
             return Ok(0);
         }
-        let mut tx = self.begin().await?;
-        let n = sweep(&mut *tx, Due::Expired, now, now, limit, audit).await?;
-        tx.commit().await?;
-        Ok(n)
+        in_transaction!(self, tx => sweep(tx, Due::Expired, now, now, limit, audit))
     }
 
     async fn purge_deleted(
@@ -227,11 +223,8 @@ impl<S: Store + ?Sized> Lifecycle for S {
         if limit == 0 {
             return Ok(0);
         }
-        let mut tx = self.begin().await?;
         // A purge happens now, whatever the deletion cut-off.
-        let n = sweep(&mut *tx, Due::Deleted, before, Utc::now(), limit, audit).await?;
-        tx.commit().await?;
-        Ok(n)
+        in_transaction!(self, tx => sweep(tx, Due::Deleted, before, Utc::now(), limit, audit))
     }
 
     async fn set_namespace_ttl(
@@ -241,10 +234,7 @@ impl<S: Store + ?Sized> Lifecycle for S {
         ttl_seconds: Option<u64>,
         audit: &AuditCtx,
     ) -> Result<bool> {
-        let mut tx = self.begin().await?;
-        let done = set_namespace_ttl(&mut *tx, tenant, namespace, ttl_seconds, audit).await?;
-        tx.commit().await?;
-        Ok(done)
+        in_transaction!(self, tx => set_namespace_ttl(tx, tenant, namespace, ttl_seconds, audit))
     }
 }
 

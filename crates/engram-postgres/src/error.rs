@@ -20,9 +20,6 @@ pub enum PgError {
     /// The operation conflicts with another live record (e.g. duplicate text).
     #[error("{0}")]
     Conflict(String),
-    /// The memory is under legal hold.
-    #[error("{0}")]
-    LegalHold(String),
 }
 
 // SQLSTATE codes (https://www.postgresql.org/docs/current/errcodes-appendix.html).
@@ -190,7 +187,6 @@ impl From<PgError> for Error {
                 Error::Corrupt(e.to_string())
             }
             PgError::Conflict(msg) => Error::Conflict(msg),
-            PgError::LegalHold(msg) => Error::LegalHold(msg),
             PgError::Sqlx(ref inner) => {
                 if let Some(msg) = unique_violation(inner) {
                     Error::Conflict(msg)

@@ -7,7 +7,7 @@ use engram_core::{
     AuditAction, AuditCtx, AuditEntry, AuditEvent, AuditQuery, Due, Key, Memory, Permission,
     Result as CoreResult, Role, StoreTx,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 use std::collections::HashMap;
@@ -278,23 +278,8 @@ impl PgStore {
         .bind(&key.created_by)
         .execute(tx.conn())
         .await?;
-        let details = json!({
-            "name": key.name,
-            "role": key.role.as_str(),
-            "namespaces": key.namespaces,
-            "permissions": permissions,
-        });
-        tx.audit(
-            vec![AuditEntry {
-                tenant: key.tenant.clone(),
-                action: AuditAction::KeyCreate,
-                target: format!("key:{}", key.id),
-                details,
-            }],
-            ctx,
-            key.created_at,
-        )
-        .await?;
+        tx.audit(vec![AuditEntry::key_created(&key)], ctx, key.created_at)
+            .await?;
         tx.commit().await
     }
 
@@ -344,12 +329,7 @@ impl PgStore {
                 .await?;
             key.revoked_at = Some(now);
             tx.audit(
-                vec![AuditEntry {
-                    tenant: tenant.to_string(),
-                    action: AuditAction::KeyRevoke,
-                    target: format!("key:{id}"),
-                    details: json!({ "name": key.name }),
-                }],
+                vec![AuditEntry::key_revoked(tenant, id, &key.name)],
                 ctx,
                 now,
             )

@@ -9,8 +9,9 @@
 //! memory and returns it with `created: false`.
 
 use chrono::{DateTime, Utc};
-use engram_core::{AuditAction, AuditCtx, AuditEntry, Inserted, NewMemory, State};
-use serde_json::{json, Value};
+use engram_core::batch::InsertPlan;
+use engram_core::{AuditCtx, Inserted, Key, NewMemory};
+use serde_json::Value;
 use sqlx::Row;
 use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
@@ -66,18 +67,6 @@ const INSERT_MEMORIES: &str = "WITH ins AS (INSERT INTO memories (id, tenant, na
      SELECT tenant, 'embed', key, 'queued', 0, least(created_at, $15), $15, $16 \
      FROM ins ORDER BY seq) \
      SELECT key, seq FROM ins";
-
-/// What an input item turned out to be.
-enum Slot {
-    /// A live memory that was already stored.
-    Existing(Inserted),
-    /// New: the `n`th fresh row of this batch.
-    New(usize),
-    /// A duplicate of the `n`th fresh row of this batch.
-    SameAs(usize),
-}
-
-type Probe<'a> = (&'a str, &'a str, &'a str);
 
 impl PgStore {
     pub(crate) async fn insert_memories(
@@ -136,70 +125,15 @@ impl PgStore {
         )
         .await?;
 
-        // Resolve in input order as if inserted one by one: a client-id match
-        // wins over a checksum match; earlier items of the batch count.
-        let mut batch_checksum: HashMap<Probe, usize> = HashMap::new();
-        let mut batch_client: HashMap<Probe, usize> = HashMap::new();
-        let mut fresh: Vec<usize> = Vec::new(); // item indexes
-        let mut slots = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let client: Option<Probe> = item
-                .client_id
-                .as_deref()
-                .map(|c| (item.tenant.as_str(), item.namespace.as_str(), c));
-            let ck: Probe = (&item.tenant, &item.namespace, &item.checksum);
-            let by_client_match = match client {
-                Some(c) => match by_client.get(&i) {
-                    Some(e) => Some(Slot::Existing(e.clone())),
-                    None => batch_client.get(&c).map(|&f| Slot::SameAs(f)),
-                },
-                None => None,
-            };
-            let slot = match by_client_match {
-                Some(s) => s,
-                None => match by_checksum.get(&i) {
-                    Some(e) => Slot::Existing(e.clone()),
-                    None => match batch_checksum.get(&ck) {
-                        Some(&f) => Slot::SameAs(f),
-                        None => {
-                            let f = fresh.len();
-                            fresh.push(i);
-                            batch_checksum.insert(ck, f);
-                            if let Some(c) = client {
-                                batch_client.insert(c, f);
-                            }
-                            Slot::New(f)
-                        }
-                    },
-                },
-            };
-            slots.push(slot);
-        }
-
-        // (key, seq) of each fresh row.
-        let mut stored: Vec<(i64, i64)> = Vec::with_capacity(fresh.len());
+        let plan = InsertPlan::new(items, &by_client, &by_checksum);
+        let fresh = plan.fresh();
+        let mut stored: Vec<(Key, u64)> = Vec::with_capacity(fresh.len());
         if !fresh.is_empty() {
-            let expiry = expiries(&mut tx, items, &fresh).await?;
-            let entries = fresh
-                .iter()
-                .map(|&i| {
-                    let m = &items[i];
-                    AuditEntry {
-                        tenant: m.tenant.clone(),
-                        action: AuditAction::Create,
-                        target: m.id.to_string(),
-                        details: json!({
-                            "namespace": m.namespace,
-                            "checksum": m.checksum,
-                            "client_id": m.client_id,
-                        }),
-                    }
-                })
-                .collect();
-            tx.audit(entries, ctx, now).await?;
+            let expiry = expiries(&mut tx, items, fresh).await?;
+            tx.audit(plan.audit_entries(items), ctx, now).await?;
             // Last: the seqs, and the rows that carry them.
             let seqs = tx.next_seqs(fresh.len()).await?;
-            let rows = Columns::of(items, &fresh, *seqs.start(), &expiry)?;
+            let rows = Columns::of(items, fresh, *seqs.start(), &expiry)?;
             let returned = rows
                 .insert(&mut tx, now, ctx.traceparent.as_deref())
                 .await?;
@@ -212,29 +146,11 @@ impl PgStore {
                     .get(&seq)
                     .copied()
                     .ok_or_else(|| PgError::corrupt("inserted row not returned"))?;
-                stored.push((key, seq));
+                stored.push((codec::unsigned(key, "key")?, codec::unsigned(seq, "seq")?));
             }
         }
         tx.commit().await?;
-
-        let fresh_inserted = |f: usize, created: bool| -> Result<Inserted> {
-            let (key, seq) = stored[f];
-            Ok(Inserted {
-                id: items[fresh[f]].id,
-                key: codec::unsigned(key, "key")?,
-                created,
-                state: State::Pending,
-                seq: codec::unsigned(seq, "seq")?,
-            })
-        };
-        slots
-            .into_iter()
-            .map(|slot| match slot {
-                Slot::Existing(e) => Ok(e),
-                Slot::New(f) => fresh_inserted(f, true),
-                Slot::SameAs(f) => fresh_inserted(f, false),
-            })
-            .collect()
+        plan.outcome(items, &stored).map_err(PgError::corrupt)
     }
 }
 

@@ -489,12 +489,11 @@ impl PgStore {
         .await?;
         let job = codec::job(&row)?;
         tx.audit(
-            vec![engram_core::AuditEntry {
-                tenant: tenant.to_string(),
-                action: engram_core::AuditAction::JobRetry,
-                target: format!("job:{job_id}"),
-                details: serde_json::json!({ "memory_id": job.memory_id }),
-            }],
+            vec![engram_core::AuditEntry::job_retried(
+                tenant,
+                job_id,
+                job.memory_id,
+            )],
             ctx,
             now,
         )

@@ -27,9 +27,6 @@ pub enum SqliteError {
     /// The operation conflicts with another live record (e.g. duplicate text).
     #[error("{0}")]
     Conflict(String),
-    /// The memory is under legal hold.
-    #[error("{0}")]
-    LegalHold(String),
 }
 
 impl SqliteError {
@@ -136,7 +133,6 @@ impl From<SqliteError> for Error {
                 Error::Corrupt(e.to_string())
             }
             SqliteError::Conflict(msg) => Error::Conflict(msg),
-            SqliteError::LegalHold(msg) => Error::LegalHold(msg),
             SqliteError::Sqlx(ref inner) => match unique_violation(inner) {
                 Some(msg) => Error::Conflict(msg),
                 None => match refused(inner) {

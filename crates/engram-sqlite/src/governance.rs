@@ -256,23 +256,8 @@ impl SqliteStore {
         .bind(&key.created_by)
         .execute(tx.conn())
         .await?;
-        let details = json!({
-            "name": key.name,
-            "role": key.role.as_str(),
-            "namespaces": key.namespaces,
-            "permissions": permissions,
-        });
-        tx.audit(
-            vec![AuditEntry {
-                tenant: key.tenant.clone(),
-                action: AuditAction::KeyCreate,
-                target: format!("key:{}", key.id),
-                details,
-            }],
-            ctx,
-            key.created_at,
-        )
-        .await?;
+        tx.audit(vec![AuditEntry::key_created(&key)], ctx, key.created_at)
+            .await?;
         tx.commit().await
     }
 
@@ -321,12 +306,7 @@ impl SqliteStore {
                 .await?;
             key.revoked_at = Some(codec::time(micros(now), "revoked_at")?);
             tx.audit(
-                vec![AuditEntry {
-                    tenant: tenant.to_string(),
-                    action: AuditAction::KeyRevoke,
-                    target: format!("key:{id}"),
-                    details: json!({ "name": key.name }),
-                }],
+                vec![AuditEntry::key_revoked(tenant, id, &key.name)],
                 ctx,
                 now,
             )

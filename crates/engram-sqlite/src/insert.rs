@@ -3,13 +3,14 @@
 //! with `json_each`, so a batch of 500 costs the same handful of round trips
 //! to the SQLite worker as a batch of one.
 
-use engram_core::{AuditAction, AuditCtx, AuditEntry, Inserted, NewMemory, State};
+use engram_core::batch::InsertPlan;
+use engram_core::{AuditCtx, Inserted, Key, NewMemory};
 use serde_json::{json, Value};
 use sqlx::Row;
 use std::collections::{HashMap, HashSet};
 
 use crate::codec::{self, micros, to_json};
-use crate::{wall_clock, Result, SqliteStore, WriteTx};
+use crate::{wall_clock, Result, SqliteError, SqliteStore, WriteTx};
 
 const INSERT_NAMESPACE: &str =
     "INSERT INTO namespaces (tenant, name, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING";
@@ -43,18 +44,6 @@ const INSERT_JOBS: &str = "INSERT INTO jobs (tenant, kind, memory_key, state, at
      next_run_at, created_at, traceparent) \
      SELECT tenant, 'embed', key, 'queued', 0, min(created_at, ?1), ?1, ?4 FROM memories \
      WHERE seq BETWEEN ?2 AND ?3 ORDER BY seq";
-
-/// What an input item turned out to be.
-enum Slot {
-    /// A live memory that was already stored.
-    Existing(Inserted),
-    /// New: the `n`th fresh row of this batch.
-    New(usize),
-    /// A duplicate of the `n`th fresh row of this batch.
-    SameAs(usize),
-}
-
-type Probe<'a> = (&'a str, &'a str, &'a str);
 
 impl SqliteStore {
     pub(crate) async fn insert_memories(
@@ -106,108 +95,43 @@ impl SqliteStore {
             existing(&mut tx, EXISTING_BY_CLIENT_ID, client_probes).await?
         };
 
-        // Resolve in input order as if inserted one by one: a client-id match
-        // wins over a checksum match; earlier items of the batch count.
-        let mut batch_checksum: HashMap<Probe, usize> = HashMap::new();
-        let mut batch_client: HashMap<Probe, usize> = HashMap::new();
-        let mut fresh: Vec<(usize, i64)> = Vec::new(); // (item index, seq)
-        let mut slots = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let client: Option<Probe> = item
-                .client_id
-                .as_deref()
-                .map(|c| (item.tenant.as_str(), item.namespace.as_str(), c));
-            let ck: Probe = (&item.tenant, &item.namespace, &item.checksum);
-            let by_client_match = match client {
-                Some(c) => match by_client.get(&i) {
-                    Some(e) => Some(Slot::Existing(e.clone())),
-                    None => batch_client.get(&c).map(|&f| Slot::SameAs(f)),
-                },
-                None => None,
-            };
-            let slot = match by_client_match {
-                Some(s) => s,
-                None => match by_checksum.get(&i) {
-                    Some(e) => Slot::Existing(e.clone()),
-                    None => match batch_checksum.get(&ck) {
-                        Some(&f) => Slot::SameAs(f),
-                        None => {
-                            let f = fresh.len();
-                            fresh.push((i, tx.next_seq().await?));
-                            batch_checksum.insert(ck, f);
-                            if let Some(c) = client {
-                                batch_client.insert(c, f);
-                            }
-                            Slot::New(f)
-                        }
-                    },
-                },
-            };
-            slots.push(slot);
-        }
-
-        let mut keys: HashMap<i64, i64> = HashMap::with_capacity(fresh.len()); // seq -> key
-        if let (Some(&(_, first)), Some(&(_, last))) = (fresh.first(), fresh.last()) {
-            let rows = fresh
-                .iter()
-                .map(|&(i, seq)| row_json(&items[i], seq))
-                .collect::<Result<Vec<Value>>>()?;
+        let plan = InsertPlan::new(&items, &by_client, &by_checksum);
+        let mut stored: Vec<(Key, u64)> = Vec::with_capacity(plan.fresh().len());
+        if !plan.fresh().is_empty() {
+            let mut rows = Vec::with_capacity(plan.fresh().len());
+            let mut seqs = Vec::with_capacity(plan.fresh().len());
+            for &i in plan.fresh() {
+                let seq = tx.next_seq().await?;
+                rows.push(row_json(&items[i], seq)?);
+                seqs.push(seq);
+            }
             let returned = sqlx::query(INSERT_MEMORIES)
                 .bind(to_json!(&rows, "rows")?)
                 .fetch_all(tx.conn())
                 .await?;
+            let mut keys: HashMap<i64, i64> = HashMap::with_capacity(returned.len()); // seq -> key
             for row in &returned {
                 keys.insert(row.try_get("seq")?, row.try_get("key")?);
             }
             sqlx::query(INSERT_JOBS)
                 .bind(now)
-                .bind(first)
-                .bind(last)
+                .bind(seqs[0])
+                .bind(seqs[seqs.len() - 1])
                 .bind(&ctx.traceparent)
                 .execute(tx.conn())
                 .await?;
-            let entries = fresh
-                .iter()
-                .map(|&(i, _)| {
-                    let m = &items[i];
-                    AuditEntry {
-                        tenant: m.tenant.clone(),
-                        action: AuditAction::Create,
-                        target: m.id.to_string(),
-                        details: json!({
-                            "namespace": m.namespace,
-                            "checksum": m.checksum,
-                            "client_id": m.client_id,
-                        }),
-                    }
-                })
-                .collect();
-            tx.audit(entries, ctx, codec::time(now, "now")?).await?;
+            tx.audit(plan.audit_entries(&items), ctx, codec::time(now, "now")?)
+                .await?;
+            for seq in seqs {
+                let key = keys
+                    .get(&seq)
+                    .copied()
+                    .ok_or_else(|| SqliteError::corrupt("inserted row not returned"))?;
+                stored.push((codec::unsigned(key, "key")?, codec::unsigned(seq, "seq")?));
+            }
         }
         tx.commit().await?;
-
-        let fresh_inserted = |f: usize, created: bool| -> Result<Inserted> {
-            let (i, seq) = fresh[f];
-            let key = keys
-                .get(&seq)
-                .copied()
-                .ok_or_else(|| crate::SqliteError::corrupt("inserted row not returned"))?;
-            Ok(Inserted {
-                id: items[i].id,
-                key: codec::unsigned(key, "key")?,
-                created,
-                state: State::Pending,
-                seq: codec::unsigned(seq, "seq")?,
-            })
-        };
-        slots
-            .into_iter()
-            .map(|slot| match slot {
-                Slot::Existing(e) => Ok(e),
-                Slot::New(f) => fresh_inserted(f, true),
-                Slot::SameAs(f) => fresh_inserted(f, false),
-            })
-            .collect()
+        plan.outcome(&items, &stored).map_err(SqliteError::corrupt)
     }
 }
 
