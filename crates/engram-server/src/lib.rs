@@ -13,6 +13,7 @@ pub mod limits;
 pub mod metrics;
 pub mod openapi;
 mod routes;
+pub mod serve;
 mod sessions;
 pub mod views;
 
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 pub use auth::{AuthSettings, RateLimit};
 pub use error::ApiError;
+pub use serve::{serve, server_config, ServeError, TlsConfig};
 
 /// Settings of the HTTP layer.
 #[derive(Debug, Clone)]

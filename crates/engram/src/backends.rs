@@ -395,9 +395,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     let tls = cfg
         .tls
         .as_ref()
-        .map(crate::tls::server_config)
+        .map(engram_server::server_config)
         .transpose()?;
-    crate::tls::serve(
+    engram_server::serve(
         listener,
         app,
         tls,

@@ -68,7 +68,7 @@ pub struct Config {
     pub vector: VectorConfig,
     pub auth: AuthConfig,
     /// HTTPS (and optionally mutual TLS); plain HTTP when absent.
-    pub tls: Option<crate::tls::TlsConfig>,
+    pub tls: Option<engram_server::TlsConfig>,
     pub audit: AuditConfig,
     pub pii: PiiConfig,
     pub retention: RetentionConfig,
@@ -751,7 +751,7 @@ impl Config {
             engram_auth::JwtVerifier::new(j).context("auth.jwt")?;
         }
         if let Some(t) = &self.tls {
-            crate::tls::server_config(t).context("tls")?;
+            engram_server::server_config(t).context("tls")?;
         }
         if self.store == StoreKind::Postgres && self.postgres.url.is_none() {
             bail!("store = \"postgres\" needs postgres.url (or ENGRAM_POSTGRES__URL / _FILE)");

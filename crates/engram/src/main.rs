@@ -9,7 +9,6 @@ mod models;
 mod ops;
 mod progress;
 mod telemetry;
-mod tls;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};

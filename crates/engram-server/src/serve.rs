@@ -1,11 +1,11 @@
-//! Optional HTTPS for the API: rustls with the `ring` provider, plus optional
-//! mutual TLS.
+//! Serving the API: plain HTTP or HTTPS (rustls with the `ring` provider,
+//! plus optional mutual TLS), hyper's limits above the API's, and a graceful
+//! shutdown.
 //!
-//! A `[tls]` config section turns it on. With `client_ca_file` set, every
+//! A `[tls]` config section turns HTTPS on. With `client_ca_file` set, every
 //! client must present a certificate issued by that CA; it is checked during
 //! the handshake, so unauthenticated peers never reach the router.
 
-use anyhow::{anyhow, Context};
 use axum_server::tls_rustls::RustlsConfig;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -16,6 +16,53 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Why HTTPS could not be set up or the server stopped. Every TLS setup error
+/// names the offending file.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("reading TLS {what} file {path}: {source}")]
+    Read {
+        what: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("parsing PEM in TLS {what} file {path}: {source}")]
+    Pem {
+        what: &'static str,
+        path: String,
+        source: pem::Error,
+    },
+    #[error("no PEM certificate found in TLS {what} file {path}")]
+    NoCertificate { what: &'static str, path: String },
+    #[error("no PEM private key (PKCS#8, PKCS#1 or SEC1) found in TLS key file {path}")]
+    NoKey { path: String },
+    #[error("invalid CA certificate in TLS client CA file {path}: {source}")]
+    BadCa { path: String, source: rustls::Error },
+    #[error("building client verifier from TLS client CA file {path}: {source}")]
+    Verifier {
+        path: String,
+        source: rustls::server::VerifierBuilderError,
+    },
+    #[error("TLS key file {key} does not fit certificate file {cert}: {source}")]
+    KeyMismatch {
+        key: String,
+        cert: String,
+        source: rustls::Error,
+    },
+    #[error("configuring TLS protocol versions: {0}")]
+    Protocol(rustls::Error),
+    /// Setting up the listener or serving failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
+}
+
+fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
 
 /// `[tls]` section of the config.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize, PartialEq)]
@@ -35,7 +82,7 @@ pub struct TlsConfig {
 ///
 /// Every error names the offending file: missing/unreadable file, no
 /// certificate, no private key, unusable CA, key not matching the certificate.
-pub fn server_config(cfg: &TlsConfig) -> anyhow::Result<Arc<ServerConfig>> {
+pub fn server_config(cfg: &TlsConfig) -> Result<Arc<ServerConfig>, ServeError> {
     // Explicit provider rather than the process default: stays correct even if
     // another dependency ever enables rustls' aws-lc-rs feature as well.
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -45,73 +92,77 @@ pub fn server_config(cfg: &TlsConfig) -> anyhow::Result<Arc<ServerConfig>> {
 
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .context("configuring TLS protocol versions")?;
+        .map_err(ServeError::Protocol)?;
 
     let builder = match &cfg.client_ca_file {
         None => builder.with_no_client_auth(),
         Some(ca_file) => {
             let mut roots = RootCertStore::empty();
             for cert in read_certs(ca_file, "client CA")? {
-                roots.add(cert).with_context(|| {
-                    format!(
-                        "invalid CA certificate in TLS client CA file {}",
-                        ca_file.display()
-                    )
+                roots.add(cert).map_err(|source| ServeError::BadCa {
+                    path: shown(ca_file),
+                    source,
                 })?;
             }
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .build()
-                .with_context(|| {
-                    format!(
-                        "building client verifier from TLS client CA file {}",
-                        ca_file.display()
-                    )
+                .map_err(|source| ServeError::Verifier {
+                    path: shown(ca_file),
+                    source,
                 })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
 
-    let mut config = builder.with_single_cert(certs, key).with_context(|| {
-        format!(
-            "TLS key file {} does not fit certificate file {}",
-            cfg.key_file.display(),
-            cfg.cert_file.display()
-        )
-    })?;
+    let mut config =
+        builder
+            .with_single_cert(certs, key)
+            .map_err(|source| ServeError::KeyMismatch {
+                key: shown(&cfg.key_file),
+                cert: shown(&cfg.cert_file),
+                source,
+            })?;
     // Prefer HTTP/2 and fall back to HTTP/1.1; the server speaks both.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-fn read_file(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading TLS {what} file {}", path.display()))
+fn read_file(path: &Path, what: &'static str) -> Result<Vec<u8>, ServeError> {
+    std::fs::read(path).map_err(|source| ServeError::Read {
+        what,
+        path: shown(path),
+        source,
+    })
 }
 
-fn read_certs(path: &Path, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+fn read_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, ServeError> {
     let pem = read_file(path, what)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("parsing PEM in TLS {what} file {}", path.display()))?;
+        .map_err(|source| ServeError::Pem {
+            what,
+            path: shown(path),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(anyhow!(
-            "no PEM certificate found in TLS {what} file {}",
-            path.display()
-        ));
+        return Err(ServeError::NoCertificate {
+            what,
+            path: shown(path),
+        });
     }
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ServeError> {
     let pem = read_file(path, "key")?;
     match PrivateKeyDer::from_pem_slice(&pem) {
         Ok(key) => Ok(key),
-        Err(pem::Error::NoItemsFound) => Err(anyhow!(
-            "no PEM private key (PKCS#8, PKCS#1 or SEC1) found in TLS key file {}",
-            path.display()
-        )),
-        Err(e) => {
-            Err(anyhow!(e).context(format!("parsing PEM in TLS key file {}", path.display())))
-        }
+        Err(pem::Error::NoItemsFound) => Err(ServeError::NoKey { path: shown(path) }),
+        Err(source) => Err(ServeError::Pem {
+            what: "key",
+            path: shown(path),
+            source,
+        }),
     }
 }
 
@@ -119,7 +170,7 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
 /// `shutdown` resolves, then stop accepting and drain in-flight connections
 /// for at most `grace` before closing whatever is left.
 ///
-/// hyper's own limits are set well above the API's (`engram_server::limits`),
+/// hyper's own limits are set well above the API's ([`crate::limits`]),
 /// so that oversized request heads get the API's JSON 414 / 431 rather than
 /// hyper's bare ones; a client that does not finish its request head within
 /// `head_timeout` is disconnected (slowloris).
@@ -133,10 +184,11 @@ pub async fn serve(
     head_timeout: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
-) -> anyhow::Result<()> {
+) -> Result<(), ServeError> {
+    let io = |what: &'static str| move |source| ServeError::Io { what, source };
     let listener = listener
         .into_std()
-        .context("handing the listener to the server")?;
+        .map_err(io("handing the listener to the server"))?;
     let handle = axum_server::Handle::new();
     // The handle remembers the request, so it is fine if this fires before
     // the server has started.
@@ -152,7 +204,7 @@ pub async fn serve(
         Some(tls) => {
             let mut server =
                 axum_server::tls_rustls::from_tcp_rustls(listener, RustlsConfig::from_config(tls))
-                    .context("setting up the TLS listener")?
+                    .map_err(io("setting up the TLS listener"))?
                     .handle(handle)
                     // Handshake failures are routine on a public port: debug,
                     // not warn, so they cannot flood the log.
@@ -160,14 +212,17 @@ pub async fn serve(
                         tracing::debug!(peer = ?peer, error = %err, "TLS connection rejected");
                     });
             tune(server.http_builder(), head_timeout);
-            server.serve(service).await.context("TLS server failed")
+            server.serve(service).await.map_err(io("TLS server failed"))
         }
         None => {
             let mut server = axum_server::from_tcp(listener)
-                .context("setting up the listener")?
+                .map_err(io("setting up the listener"))?
                 .handle(handle);
             tune(server.http_builder(), head_timeout);
-            server.serve(service).await.context("HTTP server failed")
+            server
+                .serve(service)
+                .await
+                .map_err(io("HTTP server failed"))
         }
     };
     trigger.abort();
@@ -179,7 +234,7 @@ fn tune(
     b: &mut hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
     head_timeout: Duration,
 ) {
-    use engram_server::limits::{MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
+    use crate::limits::{MAX_HEADERS, MAX_HEADER_BYTES, MAX_URI_BYTES};
     let head = 4 * (MAX_URI_BYTES + MAX_HEADER_BYTES);
     b.http1()
         .timer(hyper_util::rt::TokioTimer::new())
@@ -298,7 +353,7 @@ mod tests {
     struct Running {
         addr: SocketAddr,
         stop: oneshot::Sender<()>,
-        task: tokio::task::JoinHandle<anyhow::Result<()>>,
+        task: tokio::task::JoinHandle<Result<(), ServeError>>,
     }
 
     async fn start(cfg: &TlsConfig, app: axum::Router, grace: Duration) -> Running {
