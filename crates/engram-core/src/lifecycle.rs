@@ -339,6 +339,8 @@ async fn soft_delete_many(
     if keys.is_empty() {
         return Ok(out);
     }
+    // Nothing is left to embed, and a dead job of a deleted memory is not
+    // retryable either.
     tx.drop_jobs(&keys).await?;
     tx.append_audit(events, audit, now).await?;
     out.deleted = tx.soft_delete_rows(&keys, now).await?;

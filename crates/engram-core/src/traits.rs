@@ -381,12 +381,14 @@ pub trait StoreTx: Send {
     /// has taken its text or client id meanwhile makes this a `Conflict`.
     async fn undelete(&mut self, key: Key, now: DateTime<Utc>) -> Result<Memory>;
 
-    /// Soft-delete locked memories, each with a new seq; returned in `keys` order.
+    /// Soft-delete locked memories, each with a new seq; returned in `keys`
+    /// order. Their jobs are left to [`drop_jobs`](Self::drop_jobs).
     async fn soft_delete_rows(&mut self, keys: &[Key], now: DateTime<Utc>) -> Result<Vec<Memory>>;
 
     /// Erase locked memories' content (text, metadata, tags, provenance,
     /// client id, vectors), leaving deleted tombstones with new seqs;
-    /// returned in `keys` order.
+    /// returned in `keys` order. Their jobs are left to
+    /// [`drop_jobs`](Self::drop_jobs).
     async fn purge_rows(&mut self, keys: &[Key], now: DateTime<Utc>) -> Result<Vec<Memory>>;
 
     /// Set (or clear) a namespace's default TTL. `false` if it does not exist.

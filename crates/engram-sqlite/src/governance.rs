@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 use crate::codec::{self, memory_cols, micros, to_json};
-use crate::memories::soft_delete_row;
 use crate::{Result, SqliteError, SqliteStore, WriteTx};
 
 const INSERT_AUDIT: &str = "INSERT INTO audit (tenant, n, at, actor, action, target, request_id, \
@@ -317,8 +316,24 @@ impl SqliteStore {
     }
 }
 
+/// Soft-delete a memory with a new seq (its jobs are the caller's to drop).
+async fn soft_delete_row(tx: &mut WriteTx, key: i64, now: DateTime<Utc>) -> Result<Memory> {
+    let seq = tx.next_seq().await?;
+    let row = sqlx::query(concat!(
+        "UPDATE memories SET deleted_at = ?1, updated_at = ?1, seq = ?2 WHERE key = ?3 \
+         RETURNING ",
+        memory_cols!()
+    ))
+    .bind(micros(now))
+    .bind(seq)
+    .bind(key)
+    .fetch_one(tx.conn())
+    .await?;
+    codec::memory(&row)
+}
+
 /// Erase a memory's content, leaving a deleted tombstone with a new seq (so
-/// derived indexes drop it) and no jobs.
+/// derived indexes drop it); its jobs are the caller's to drop.
 async fn purge_row(tx: &mut WriteTx, key: i64, now: DateTime<Utc>) -> Result<Memory> {
     let seq = tx.next_seq().await?;
     let row = sqlx::query(concat!(
@@ -334,7 +349,6 @@ async fn purge_row(tx: &mut WriteTx, key: i64, now: DateTime<Utc>) -> Result<Mem
     .bind(key)
     .fetch_one(tx.conn())
     .await?;
-    tx.drop_jobs(key).await?;
     codec::memory(&row)
 }
 
@@ -401,9 +415,14 @@ impl StoreTx for WriteTx {
     }
 
     async fn drop_jobs(&mut self, keys: &[Key]) -> CoreResult<()> {
-        for &key in keys {
-            WriteTx::drop_jobs(self, codec::int(key)).await?;
+        if keys.is_empty() {
+            return Ok(());
         }
+        sqlx::query("DELETE FROM jobs WHERE memory_key IN (SELECT value FROM json_each(?))")
+            .bind(to_json!(&keys, "memory keys")?)
+            .execute(self.conn())
+            .await
+            .map_err(SqliteError::from)?;
         Ok(())
     }
 

@@ -5,8 +5,8 @@ use engram_core::{Decoded, Key, Memory, NamespaceInfo, SessionRange, StoreStats}
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::codec::{self, memory_cols, micros, to_json};
-use crate::{Result, SqliteStore, WriteTx};
+use crate::codec::{self, memory_cols, to_json};
+use crate::{Result, SqliteStore};
 
 /// Enqueue an embedding job for a memory.
 pub(crate) const INSERT_JOB: &str = "INSERT INTO jobs (tenant, kind, memory_key, state, attempts, \
@@ -246,27 +246,4 @@ impl SqliteStore {
             max_seq: n(&m, "max_seq")?,
         })
     }
-}
-
-/// Mark a memory deleted with a new seq (so indexes drop it) and drop its
-/// jobs: nothing is left to embed, and dead jobs of a deleted memory are not
-/// retryable either.
-pub(crate) async fn soft_delete_row(
-    tx: &mut WriteTx,
-    key: i64,
-    now: DateTime<Utc>,
-) -> Result<Memory> {
-    let seq = tx.next_seq().await?;
-    let row = sqlx::query(concat!(
-        "UPDATE memories SET deleted_at = ?1, updated_at = ?1, seq = ?2 WHERE key = ?3 \
-         RETURNING ",
-        memory_cols!()
-    ))
-    .bind(micros(now))
-    .bind(seq)
-    .bind(key)
-    .fetch_one(tx.conn())
-    .await?;
-    tx.drop_jobs(key).await?;
-    codec::memory(&row)
 }
