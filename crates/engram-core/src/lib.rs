@@ -5,6 +5,7 @@
 //! rank fusion, and the write / embed / index / search logic. It knows nothing
 //! of HTTP or of any concrete database.
 
+mod admin;
 pub mod apikey;
 pub mod audit;
 pub mod batch;
@@ -16,8 +17,12 @@ pub mod error;
 pub mod filter;
 pub mod fusion;
 mod governance;
+mod indexer;
 pub mod lifecycle;
 pub mod limits;
+mod read;
+mod validate;
+mod write;
 pub use governance::StoreAdmin;
 pub mod pii;
 pub mod probe;
