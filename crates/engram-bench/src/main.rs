@@ -8,7 +8,7 @@
 //!   report evidence fraction@k and any-hit@k (k = 1, 5, 10, 25) per search
 //!   mode and question category, with the search latency.
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -71,21 +71,14 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(k) = &cli.api_key {
-        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {k}"))?;
-        v.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, v);
-    }
-    let http = reqwest::Client::builder()
-        .default_headers(headers)
-        .timeout(Duration::from_secs(600))
-        .pool_max_idle_per_host(64)
-        .build()?;
-    let c = Client {
-        http,
-        url: cli.url.trim_end_matches('/').to_string(),
-    };
+    // No retries: a benchmark reports what the server did.
+    let c = Client(
+        engram_client::Client::builder(&cli.url)
+            .api_key_opt(cli.api_key.as_deref())
+            .timeout(Duration::from_secs(600))
+            .retries(0)
+            .build()?,
+    );
     match cli.cmd {
         Cmd::Load(args) => load(&c, args).await,
         Cmd::Ask {
@@ -104,44 +97,32 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Send a request; a non-2xx status is an error carrying the body.
-async fn send(req: reqwest::RequestBuilder, method: &str, path: &str) -> anyhow::Result<Value> {
-    let r = req
-        .send()
-        .await
-        .with_context(|| format!("{method} {path}"))?;
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("{method} {path}: {status} {v}");
-    }
-    Ok(v)
-}
-
+/// engram-client with the bench's error context: JSON in, JSON out.
 #[derive(Clone)]
-struct Client {
-    http: reqwest::Client,
-    url: String,
-}
+struct Client(engram_client::Client);
 
 impl Client {
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        let req = self.http.post(format!("{}{path}", self.url)).json(body);
-        send(req, "POST", path).await
+        self.0
+            .post_json(path, body)
+            .await
+            .with_context(|| format!("POST {path}"))
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        send(self.http.get(format!("{}{path}", self.url)), "GET", path).await
+        self.0
+            .get_json(path, &[])
+            .await
+            .with_context(|| format!("GET {path}"))
     }
 
     /// Wait until nothing is pending and the indexes have every change.
-    async fn wait_idle(&self) -> anyhow::Result<Value> {
+    async fn wait_idle(&self) -> anyhow::Result<engram_client::Stats> {
         loop {
-            let s = self.get("/v1/stats").await?;
-            if s["pending"] == 0 && s["caught_up"] == true {
+            let s = self.0.wait_idle(Duration::from_secs(3600)).await?;
+            if s.pending == 0 && s.caught_up {
                 return Ok(s);
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }

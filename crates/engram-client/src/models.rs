@@ -58,7 +58,7 @@ impl NewMemory {
 }
 
 /// What storing one memory did.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Created {
     pub id: Uuid,
     /// `created`, or `duplicate` when the namespace already held it.
@@ -72,7 +72,7 @@ impl Created {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct CreatedBatch {
     pub memories: Vec<Created>,
 }
@@ -87,7 +87,7 @@ pub struct SessionRef {
 }
 
 /// A stored memory.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Memory {
     pub id: Uuid,
     pub namespace: String,
@@ -97,23 +97,28 @@ pub struct Memory {
     pub metadata: Map<String, Value>,
     #[serde(default)]
     pub tags: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// `pending` until embedded, `ready`, or `failed`.
     pub state: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding_version: Option<String>,
     pub occurred_at: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionRef>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub legal_hold: bool,
     #[serde(default)]
     pub pii: Vec<String>,
+    /// Every other field of the server's answer (`provenance`,
+    /// `embedding_model`, and whatever a newer server adds), kept so an
+    /// export written from these loses nothing.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// A search. `mode` is `hybrid` (the default), `vector` or `keyword`.
@@ -143,7 +148,7 @@ impl SearchRequest {
 }
 
 /// One search result, with the score breakdown of the fusion.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hit {
     pub id: Uuid,
     pub namespace: String,
@@ -154,12 +159,12 @@ pub struct Hit {
     #[serde(default)]
     pub tags: Vec<String>,
     pub occurred_at: DateTime<Utc>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<SessionRef>,
     pub created_at: DateTime<Utc>,
     /// `score` (the fused one) and each signal's part.
     pub scores: Value,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub neighbors: Option<Vec<Value>>,
 }
 
@@ -170,7 +175,7 @@ impl Hit {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SearchResponse {
     pub hits: Vec<Hit>,
     pub mode: String,
@@ -192,10 +197,10 @@ pub struct ListRequest {
     pub sort: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Page {
     pub memories: Vec<Memory>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 
@@ -242,7 +247,7 @@ impl NewMessage {
 }
 
 /// What appending one message did.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Appended {
     pub id: Uuid,
     pub position: u64,
@@ -256,21 +261,21 @@ impl Appended {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct AppendedBatch {
     pub messages: Vec<Appended>,
 }
 
 /// A page of a session, in order.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionPage {
     pub messages: Vec<Memory>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<u64>,
 }
 
 /// The caller's tenant in numbers (`GET /v1/stats`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stats {
     pub memories: u64,
     pub pending: u64,

@@ -8,13 +8,19 @@
 //!   tantivy) in a temporary directory, with its indexer and embed worker
 //!   running: the engine tested alone, without HTTP;
 //! - [`model_dir`] and [`free_port`]: the real model folder and a free port,
-//!   for the tests that need the real model or spawn real nodes.
+//!   for the tests that need the real model or spawn real nodes;
+//! - [`NodeBuilder`] / [`Node`]: a real `engram serve` (or `worker`) as a
+//!   child process on a free port, ready-waited, with an `engram-client`
+//!   of it, killed when dropped.
 //!
 //! The store is the real SQLite store on a temporary file rather than a
 //! third, in-memory implementation of [`engram_core::Store`]: the store's
 //! rules live in the engine (see [`engram_core::lifecycle`]), and an
 //! in-memory copy of its SQL semantics would be a third place for them to
 //! drift. SQLite on a temp dir opens in a few milliseconds.
+
+mod node;
+pub use node::{Node, NodeBuilder};
 
 use async_trait::async_trait;
 use engram_core::{

@@ -5,7 +5,6 @@ mod backends;
 mod backup;
 mod client;
 mod config;
-mod models;
 mod ops;
 mod progress;
 mod telemetry;
@@ -52,8 +51,8 @@ struct Remote {
 }
 
 impl Remote {
-    fn conn(&self) -> anyhow::Result<client::Conn> {
-        client::Conn::new(&self.url, self.api_key.as_deref())
+    fn conn(&self) -> anyhow::Result<engram_client::Client> {
+        client::connect(&self.url, self.api_key.as_deref())
     }
 }
 

@@ -5,38 +5,21 @@
 //! Each returns the process exit code; `main` flushes stdout and exits with it.
 
 use anyhow::{bail, Context};
-use engram_core::rag::{ChatMessage, ChatRequest};
 use engram_core::Llm;
 use engram_llm::{OpenAiChat, OpenAiChatOptions};
-use futures::StreamExt;
+use engram_llmops::models;
+use engram_llmops::smoke::{self, SmokeReport};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::config::Config;
-use crate::models;
 
 /// Exit codes of `engram probe`.
 pub const PROBE_OK: i32 = 0;
 pub const PROBE_FAILING: i32 = 1;
 pub const PROBE_UNREACHABLE: i32 = 2;
-
-/// An error with its causes, on one line (reqwest hides the useful part,
-/// e.g. "Connection refused", in its sources).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        src = c.source();
-    }
-    s
-}
 
 fn print_json(v: &impl Serialize) {
     match serde_json::to_string_pretty(v) {
@@ -55,27 +38,23 @@ pub async fn probe(url: &str, timeout: Duration, require_llm: bool) -> i32 {
         print_json(&json!({"status": "unreachable", "url": target, "error": error}));
         PROBE_UNREACHABLE
     };
-    let client = match reqwest::Client::builder()
+    let client = match engram_client::Client::builder(url)
         .timeout(timeout)
-        .connect_timeout(timeout)
+        .retries(0)
         .build()
     {
         Ok(c) => c,
-        Err(e) => return unreachable(format!("building the HTTP client: {}", chain(&e))),
-    };
-    let fetch = async {
-        let res = client.get(&target).send().await?;
-        let status = res.status();
-        let body = res.text().await?;
-        Ok::<_, reqwest::Error>((status, body))
+        Err(e) => return unreachable(e.to_string()),
     };
     // The client's timeout covers the request; this bounds name resolution too.
-    let (status, body) = match tokio::time::timeout(timeout, fetch).await {
+    let (status, body) = match tokio::time::timeout(timeout, client.readiness()).await {
         Err(_) => return unreachable(format!("no answer within {timeout:?}")),
-        Ok(Err(e)) if e.is_timeout() => {
+        Ok(Err(engram_client::Error::Transport { message, .. }))
+            if message == "no answer in time" =>
+        {
             return unreachable(format!("no answer within {timeout:?}"))
         }
-        Ok(Err(e)) => return unreachable(format!("cannot reach engram: {}", chain(&e))),
+        Ok(Err(e)) => return unreachable(e.to_string()),
         Ok(Ok(r)) => r,
     };
     let report: Value = match serde_json::from_str(&body) {
@@ -139,13 +118,6 @@ fn chat_client(cfg: &Config, base_url: &str, model: &str) -> anyhow::Result<Open
     OpenAiChat::new(opts).with_context(|| format!("LLM client for {model} at {base_url}"))
 }
 
-fn read_env_file(path: &Path) -> anyhow::Result<models::EnvFile> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not UTF-8 text: {e}", path.display()))?;
-    Ok(models::parse(&text))
-}
-
 /// `engram models check`: the report on stdout; 1 when it has errors.
 pub async fn models_check(
     config: Option<&Path>,
@@ -154,7 +126,7 @@ pub async fn models_check(
     server: bool,
     llm_url: Option<String>,
 ) -> anyhow::Result<i32> {
-    let file = read_env_file(env_file)?;
+    let file = engram_llmops::read_env_file(env_file)?;
     let mut report = models::check(&file, list_var);
     if server {
         let cfg = Config::load(config, &[])?;
@@ -175,114 +147,6 @@ pub async fn models_check(
     Ok(if report.ok { 0 } else { 1 })
 }
 
-const SMOKE_PROMPT: &str = "In one short sentence: why do AI agents need long-term memory?";
-
-/// One streamed chat of a smoke run.
-#[derive(Debug, Serialize)]
-pub struct Sample {
-    pub ok: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub first_token_ms: Option<f64>,
-    pub total_ms: f64,
-    /// Text deltas streamed (one per token on llama.cpp, vLLM and Ollama).
-    pub tokens: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Spread {
-    pub p50: f64,
-    pub max: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ModelSmoke {
-    pub model: String,
-    pub runs: usize,
-    pub ok: usize,
-    pub failed: usize,
-    /// Over the runs that succeeded; `null` when none did.
-    pub first_token_ms: Option<Spread>,
-    pub total_ms: Option<Spread>,
-    /// Tokens streamed per second of whole requests, over the runs that succeeded.
-    pub tokens_per_s: Option<f64>,
-    pub samples: Vec<Sample>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct SmokeReport {
-    pub ok: bool,
-    pub base_url: String,
-    pub runs: usize,
-    pub max_tokens: u32,
-    pub models: Vec<ModelSmoke>,
-}
-
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0 * 10.0).round() / 10.0
-}
-
-/// Median (lower of the two middle values) and maximum.
-fn spread(mut v: Vec<f64>) -> Option<Spread> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some(Spread {
-        p50: v[(v.len() - 1) / 2],
-        max: v[v.len() - 1],
-    })
-}
-
-async fn smoke_once(llm: &OpenAiChat, max_tokens: u32, run: usize) -> Sample {
-    let started = Instant::now();
-    // Each run's prompt differs, so no run is served from the previous one's
-    // prompt cache: first-token latency includes prompt processing.
-    let req = ChatRequest {
-        messages: vec![ChatMessage::new(
-            "user",
-            format!(
-                "{SMOKE_PROMPT} (run {run} at {})",
-                chrono::Utc::now().timestamp_millis()
-            ),
-        )],
-        max_tokens,
-        temperature: 0.0,
-    };
-    let fail = |error: String, tokens: usize, first: Option<Duration>| Sample {
-        ok: false,
-        first_token_ms: first.map(ms),
-        total_ms: ms(started.elapsed()),
-        tokens,
-        error: Some(error),
-    };
-    let mut stream = match llm.chat(req).await {
-        Ok(s) => s,
-        Err(e) => return fail(e.to_string(), 0, None),
-    };
-    let (mut first, mut tokens) = (None, 0usize);
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(_) => {
-                first.get_or_insert_with(|| started.elapsed());
-                tokens += 1;
-            }
-            Err(e) => return fail(e.to_string(), tokens, first),
-        }
-    }
-    if tokens == 0 {
-        return fail("the model streamed no token".into(), 0, None);
-    }
-    Sample {
-        ok: true,
-        first_token_ms: first.map(ms),
-        total_ms: ms(started.elapsed()),
-        tokens,
-        error: None,
-    }
-}
-
 /// The models to smoke-test: `--models`, else the env file's list, else `[llm] model`.
 fn smoke_models(
     cfg: &Config,
@@ -299,25 +163,7 @@ fn smoke_models(
         return Ok(models);
     }
     if let Some(path) = env_file {
-        let file = read_env_file(path)?;
-        if !file.errors.is_empty() {
-            let lines: Vec<String> = file
-                .errors
-                .iter()
-                .map(|e| format!("line {}: {}", e.line.unwrap_or(0), e.message))
-                .collect();
-            bail!("{} has errors:\n{}", path.display(), lines.join("\n"));
-        }
-        let Some(var) = file.get(list_var) else {
-            bail!("{} does not set {list_var}", path.display());
-        };
-        let mut items = models::list_items(&var.value);
-        let mut seen = std::collections::HashSet::new();
-        items.retain(|m| seen.insert(m.clone()));
-        if items.is_empty() {
-            bail!("{list_var} in {} lists no model", path.display());
-        }
-        return Ok(items);
+        return Ok(engram_llmops::listed_models(path, list_var)?);
     }
     match &cfg.llm.model {
         Some(m) => Ok(vec![m.clone()]),
@@ -349,29 +195,15 @@ pub async fn smoke(config: Option<&Path>, a: SmokeArgs) -> anyhow::Result<i32> {
     let mut out = Vec::new();
     for name in names {
         let llm = chat_client(&cfg, &base, &name)?;
-        let mut samples = Vec::with_capacity(a.runs);
-        for i in 0..a.runs {
-            let s = smoke_once(&llm, a.max_tokens, i + 1).await;
-            if !a.json {
-                if let Some(e) = &s.error {
-                    eprintln!("{name} run {}: {e}", i + 1);
+        let json = a.json;
+        out.push(
+            smoke::smoke_model(&llm, &name, a.runs, a.max_tokens, |run, e| {
+                if !json {
+                    eprintln!("{name} run {run}: {e}");
                 }
-            }
-            samples.push(s);
-        }
-        let good: Vec<&Sample> = samples.iter().filter(|s| s.ok).collect();
-        let secs: f64 = good.iter().map(|s| s.total_ms).sum::<f64>() / 1000.0;
-        let tokens: usize = good.iter().map(|s| s.tokens).sum();
-        out.push(ModelSmoke {
-            model: name,
-            runs: a.runs,
-            ok: good.len(),
-            failed: a.runs - good.len(),
-            first_token_ms: spread(good.iter().filter_map(|s| s.first_token_ms).collect()),
-            total_ms: spread(good.iter().map(|s| s.total_ms).collect()),
-            tokens_per_s: (secs > 0.0).then(|| (tokens as f64 / secs * 10.0).round() / 10.0),
-            samples,
-        });
+            })
+            .await,
+        );
     }
     let report = SmokeReport {
         ok: out.iter().all(|m| m.failed == 0),
@@ -383,117 +215,7 @@ pub async fn smoke(config: Option<&Path>, a: SmokeArgs) -> anyhow::Result<i32> {
     if a.json {
         print_json(&report);
     } else {
-        print!("{}", smoke_table(&report));
+        print!("{}", smoke::table(&report));
     }
     Ok(if report.ok { 0 } else { 1 })
-}
-
-fn smoke_table(r: &SmokeReport) -> String {
-    let header = [
-        "model",
-        "ok",
-        "failed",
-        "first p50 ms",
-        "first max ms",
-        "total p50 ms",
-        "total max ms",
-        "tokens/s",
-    ];
-    let num = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-    let rows: Vec<[String; 8]> = r
-        .models
-        .iter()
-        .map(|m| {
-            [
-                m.model.clone(),
-                m.ok.to_string(),
-                m.failed.to_string(),
-                num(m.first_token_ms.as_ref().map(|s| s.p50)),
-                num(m.first_token_ms.as_ref().map(|s| s.max)),
-                num(m.total_ms.as_ref().map(|s| s.p50)),
-                num(m.total_ms.as_ref().map(|s| s.max)),
-                num(m.tokens_per_s),
-            ]
-        })
-        .collect();
-    let mut width = header.map(str::len);
-    for row in &rows {
-        for (w, c) in width.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(width).enumerate() {
-            if i == 0 {
-                s.push_str(&format!("{c:<w$}"));
-            } else {
-                s.push_str(&format!("  {c:>w$}"));
-            }
-        }
-        s.trim_end().to_string() + "\n"
-    };
-    let mut s = format!(
-        "{} runs per model, at most {} tokens each, against {}\n",
-        r.runs, r.max_tokens, r.base_url
-    );
-    s.push_str(&line(header.to_vec()));
-    for row in &rows {
-        s.push_str(&line(row.iter().map(String::as_str).collect()));
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn spread_is_lower_median_and_max() {
-        assert!(spread(vec![]).is_none());
-        let s = spread(vec![30.0, 10.0, 20.0]).unwrap();
-        assert_eq!((s.p50, s.max), (20.0, 30.0));
-        let s = spread(vec![40.0, 10.0]).unwrap();
-        assert_eq!((s.p50, s.max), (10.0, 40.0));
-    }
-
-    #[test]
-    fn table_has_a_row_per_model() {
-        let r = SmokeReport {
-            ok: false,
-            base_url: "http://h/v1".into(),
-            runs: 2,
-            max_tokens: 16,
-            models: vec![
-                ModelSmoke {
-                    model: "a-long-model-name:7b".into(),
-                    runs: 2,
-                    ok: 2,
-                    failed: 0,
-                    first_token_ms: spread(vec![12.0, 30.0]),
-                    total_ms: spread(vec![100.0, 140.0]),
-                    tokens_per_s: Some(80.5),
-                    samples: vec![],
-                },
-                ModelSmoke {
-                    model: "b:1".into(),
-                    runs: 2,
-                    ok: 0,
-                    failed: 2,
-                    first_token_ms: None,
-                    total_ms: None,
-                    tokens_per_s: None,
-                    samples: vec![],
-                },
-            ],
-        };
-        let t = smoke_table(&r);
-        let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines.len(), 4, "{t}");
-        assert!(lines[1].starts_with("model "), "{t}");
-        assert!(lines[2].starts_with("a-long-model-name:7b  "), "{t}");
-        assert!(lines[2].ends_with("80.5"), "{t}");
-        assert!(lines[3].starts_with("b:1 "), "{t}");
-        assert!(lines[3].ends_with('-'), "{t}");
-    }
 }

@@ -4,11 +4,13 @@
 //! records, searchable, with an intact audit chain. A damaged backup is
 //! refused and leaves nothing behind.
 
-use engram_testkit::{free_port, model_dir};
-use serde_json::{json, Value};
+use engram_client::{Client, ListRequest, NewMemory, SearchRequest};
+use engram_testkit::{model_dir, Node, NodeBuilder};
+use futures::TryStreamExt;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,113 +53,47 @@ fn engram(args: &[&str], data: &Path, env: &[(String, String)]) -> Output {
         .expect("running engram")
 }
 
-struct Server {
-    child: Child,
-    url: String,
+async fn start(data: &Path) -> Node {
+    NodeBuilder::serve(env!("CARGO_BIN_EXE_engram"))
+        .data_dir(data)
+        .no_auth()
+        .log_inherit()
+        .start()
+        .await
 }
 
-impl Server {
-    async fn start(data: &Path, http: &reqwest::Client) -> Server {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_engram"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .arg("--data-dir")
-            .arg(data)
-            .arg("--model-dir")
-            .arg(model_dir())
-            .env("ENGRAM_AUTH__ENABLED", "false")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting engram");
-        let mut s = Server {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            if let Ok(r) = http.get(format!("{}/readyz", s.url)).send().await {
-                if r.status().is_success() {
-                    return s;
-                }
-            }
-            if let Some(status) = s.child.try_wait().unwrap() {
-                panic!("engram exited during start-up: {status}");
-            }
-            assert!(Instant::now() < deadline, "engram did not become ready");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn get(&self, http: &reqwest::Client, path: &str) -> (u16, Value) {
-        let r = http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Every memory: id -> text.
-    async fn all(&self, http: &reqwest::Client) -> HashMap<String, String> {
-        let mut out = HashMap::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let mut path = "/v1/memories?limit=500".to_string();
-            if let Some(c) = &cursor {
-                path.push_str(&format!("&cursor={c}"));
-            }
-            let (s, v) = self.get(http, &path).await;
-            assert_eq!(s, 200, "{v}");
-            for m in v["memories"].as_array().unwrap() {
-                out.insert(
-                    m["id"].as_str().unwrap().to_string(),
-                    m["text"].as_str().unwrap().to_string(),
-                );
-            }
-            match v["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => return out,
-            }
-        }
-    }
+/// Every memory: id -> text.
+async fn all(c: &Client) -> HashMap<String, String> {
+    let all: Vec<_> = c
+        .list_all(ListRequest {
+            limit: Some(500),
+            ..Default::default()
+        })
+        .try_collect()
+        .await
+        .unwrap();
+    all.into_iter()
+        .map(|m| (m.id.to_string(), m.text))
+        .collect()
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn add(http: &reqwest::Client, url: &str, text: &str, wait: bool) -> Option<String> {
-    let r = http
-        .post(format!("{url}/v1/memories?wait={wait}"))
-        .json(&json!({"namespace": "drill", "text": text}))
-        .send()
+async fn add(c: &Client, text: &str, wait: bool) -> Option<String> {
+    let out = c
+        .add("drill", vec![NewMemory::text(text)], wait)
         .await
         .ok()?;
-    if !r.status().is_success() {
-        return None;
-    }
-    let v: Value = r.json().await.ok()?;
-    Some(v["id"].as_str()?.to_string())
+    Some(out.first()?.id.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_drill_backup_under_write_load_restores_the_same_searchable_records() {
     let dir = tempfile::tempdir().unwrap();
     let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let a = Server::start(&a_dir, &http).await;
+    let a = start(&a_dir).await;
+    let http = a.client(None);
     for i in 0..30 {
         add(
             &http,
-            &a.url,
             &format!("seed memory {i}: the lighthouse keeper logs storm {i}"),
             true,
         )
@@ -166,7 +102,6 @@ async fn restore_drill_backup_under_write_load_restores_the_same_searchable_reco
     }
     let marker = add(
         &http,
-        &a.url,
         "The backup drill marker: quokkas audit the vault on Thursdays",
         true,
     )
@@ -177,13 +112,12 @@ async fn restore_drill_backup_under_write_load_restores_the_same_searchable_reco
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(parking_lot_free::Acked::default());
     let writer = {
-        let (http, url, stop, acked) = (http.clone(), a.url.clone(), stop.clone(), acked.clone());
+        let (http, stop, acked) = (http.clone(), stop.clone(), acked.clone());
         tokio::spawn(async move {
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 if let Some(id) = add(
                     &http,
-                    &url,
                     &format!("load memory {n} written during the backup"),
                     false,
                 )
@@ -234,9 +168,10 @@ async fn restore_drill_backup_under_write_load_restores_the_same_searchable_reco
         "restore failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let source = a.all(&http).await;
-    let b = Server::start(&b_dir, &http).await;
-    let restored = b.all(&http).await;
+    let source = all(&http).await;
+    let b = start(&b_dir).await;
+    let bc = b.client(None);
+    let restored = all(&bc).await;
     assert_eq!(
         restored.len() as u64,
         snap["live"].as_u64().unwrap(),
@@ -264,31 +199,25 @@ async fn restore_drill_backup_under_write_load_restores_the_same_searchable_reco
     // node (their jobs were in the backup); then everything is searchable.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let (_, stats) = b.get(&http, "/v1/stats").await;
-        if stats["pending"] == 0 && stats["caught_up"] == true {
-            assert_eq!(stats["failed"], 0, "{stats}");
+        let stats = bc.stats().await.unwrap();
+        if stats.pending == 0 && stats.caught_up {
+            assert_eq!(stats.failed, 0, "{stats:?}");
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "restored node never caught up: {stats}"
+            "restored node never caught up: {stats:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for mode in ["vector", "keyword"] {
-        let r: Value = http
-            .post(format!("{}/v1/search", b.url))
-            .json(&json!({"query": "which animals inspect the vault", "mode": mode, "k": 3}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(r["hits"][0]["id"], marker.as_str(), "{mode}: {r}");
+        let mut q = SearchRequest::new("which animals inspect the vault");
+        q.mode = Some(mode.into());
+        q.k = Some(3);
+        let r = bc.search(&q).await.unwrap();
+        assert_eq!(r.hits[0].id.to_string(), marker, "{mode}: {r:?}");
     }
-    let (s, v) = b.get(&http, "/v1/audit/verify").await;
-    assert_eq!(s, 200, "{v}");
+    let v = bc.get_json("/v1/audit/verify", &[]).await.unwrap();
     assert_eq!(v["ok"], true, "{v}");
 
     // The data directory of a restore must be empty.
@@ -305,13 +234,11 @@ async fn a_damaged_backup_is_refused_and_nothing_is_restored() {
         dir.path().join("c"),
         dir.path().join("backups"),
     );
-    let http = reqwest::Client::new();
     {
-        let a = Server::start(&a_dir, &http).await;
+        let a = start(&a_dir).await;
+        let http = a.client(None);
         for i in 0..5 {
-            add(&http, &a.url, &format!("memory {i}"), true)
-                .await
-                .unwrap();
+            add(&http, &format!("memory {i}"), true).await.unwrap();
         }
     }
     let loc = store.display().to_string();

@@ -1,12 +1,11 @@
 //! The CLI end to end against a real `engram serve`: keys, add, import,
 //! search, export, audit, and `rebuild` re-deriving lost indexes from the store.
 
-use engram_testkit::model_dir;
+use engram_testkit::{model_dir, Node, NodeBuilder};
 use serde_json::{json, Value};
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 fn run(args: &[&str], api_key: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_engram"));
@@ -32,39 +31,26 @@ fn engram(args: &[&str]) -> Output {
 
 static KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
-fn serve(data: &Path) -> (Child, String) {
+fn serve(data: &Path) -> (Node, String) {
     serve_env(data, &[])
 }
 
-fn serve_env(data: &Path, env: &[(&str, String)]) -> (Child, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_engram"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .env("ENGRAM_MODEL_DIR", model_dir())
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "engram did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, url)
+fn serve_env(data: &Path, env: &[(&str, String)]) -> (Node, String) {
+    let mut node = env
+        .iter()
+        .fold(
+            NodeBuilder::serve(env!("CARGO_BIN_EXE_engram")).data_dir(data),
+            |b, (k, v)| b.env(k, v),
+        )
+        .spawn();
+    node.wait_listening();
+    let url = node.url.clone();
+    (node, url)
 }
 
-fn stop(mut child: Child) {
+fn stop(node: Node) {
     // SIGTERM: a graceful shutdown persists the indexes.
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let status = child.wait().unwrap();
+    let status = node.stop();
     assert!(status.success(), "engram exited with {status}");
 }
 
@@ -410,27 +396,14 @@ fn json_logs_carry_the_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("serve.log");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_engram"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(&data)
-        .env("ENGRAM_MODEL_DIR", model_dir())
+    let mut child = NodeBuilder::serve(env!("CARGO_BIN_EXE_engram"))
+        .data_dir(&data)
         .env("ENGRAM_LOG_FORMAT", "json")
         .env("ENGRAM_LOG", "info,tower_http=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "engram did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .log_to(&log)
+        .spawn();
+    child.wait_listening();
+    let port = child.port;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -6,11 +6,11 @@
 //! The llama.cpp server must be running (`scripts/services.sh start llm`);
 //! `ENGRAM_TEST_LLM_URL` / `ENGRAM_TEST_LLM_MODEL` override where and which.
 
-use engram_testkit::model_dir;
+use engram_testkit::{model_dir, Node, NodeBuilder};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn llm_model() -> String {
@@ -107,36 +107,25 @@ fn readyz_status(url: &str) -> String {
     answer.lines().next().unwrap_or_default().to_string()
 }
 
-fn serve(data: &Path, env: &[(&str, String)]) -> (Child, String) {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_engram"))
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .arg("--data-dir")
-        .arg(data)
-        .env("ENGRAM_MODEL_DIR", model_dir())
-        .env_remove("ENGRAM_LLM__BASE_URL")
-        .env_remove("ENGRAM_LLM__MODEL")
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "engram did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, url)
+fn serve(data: &Path, env: &[(&str, String)]) -> (Node, String) {
+    let mut node = env
+        .iter()
+        .fold(
+            NodeBuilder::serve(env!("CARGO_BIN_EXE_engram"))
+                .data_dir(data)
+                .env_remove("ENGRAM_LLM__BASE_URL")
+                .env_remove("ENGRAM_LLM__MODEL"),
+            |b, (k, v)| b.env(k, v),
+        )
+        .spawn();
+    // Listening, not ready: some tests start a node with a back-end down.
+    node.wait_listening();
+    let url = node.url.clone();
+    (node, url)
 }
 
-fn stop(mut child: Child) {
-    let _ = Command::new("kill").arg(child.id().to_string()).status();
-    let status = child.wait().unwrap();
+fn stop(node: Node) {
+    let status = node.stop();
     assert!(status.success(), "engram exited with {status}");
 }
 
