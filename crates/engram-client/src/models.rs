@@ -41,19 +41,24 @@ impl NewMemory {
     /// A memory from a JSON object of the API's memory input (an
     /// `engram import` line, say).
     pub fn from_json(v: Value) -> Result<Self, String> {
-        let Value::Object(mut o) = v else {
-            return Err("a memory must be a JSON object".into());
-        };
-        let text = match o.remove("text") {
-            Some(Value::String(s)) => s,
-            Some(_) => return Err("text must be a string".into()),
-            None => return Err("a memory needs text".into()),
-        };
+        let (text, o) = text_and_rest(v, "memory")?;
         Ok(NewMemory {
             text,
             extra: o,
             ..Default::default()
         })
+    }
+}
+
+/// An input line's `text` and its other fields.
+fn text_and_rest(v: Value, what: &str) -> Result<(String, Map<String, Value>), String> {
+    let Value::Object(mut o) = v else {
+        return Err(format!("a {what} must be a JSON object"));
+    };
+    match o.remove("text") {
+        Some(Value::String(s)) => Ok((s, o)),
+        Some(_) => Err("text must be a string".into()),
+        None => Err(format!("a {what} needs text")),
     }
 }
 
@@ -225,14 +230,7 @@ impl NewMessage {
     /// A message from a JSON object of the API's message input (a line of a
     /// transcript file).
     pub fn from_json(v: Value) -> Result<Self, String> {
-        let Value::Object(mut o) = v else {
-            return Err("a message must be a JSON object".into());
-        };
-        let text = match o.remove("text") {
-            Some(Value::String(s)) => s,
-            Some(_) => return Err("text must be a string".into()),
-            None => return Err("a message needs text".into()),
-        };
+        let (text, mut o) = text_and_rest(v, "message")?;
         let position = match o.remove("position") {
             None | Some(Value::Null) => None,
             Some(p) => Some(p.as_u64().ok_or("position must be a whole number")?),

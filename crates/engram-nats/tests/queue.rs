@@ -641,7 +641,12 @@ async fn stray_and_duplicate_messages_are_dropped() {
         .expect("complete");
     assert_eq!(fx.state(id).await, State::Ready);
 
-    // A late duplicate of the completed job is acknowledged away.
+    // A late duplicate of the completed job is acknowledged away. Published
+    // once the completed message has left the stream: the stream keeps one
+    // message per job subject, so a duplicate racing the acknowledgement is
+    // refused by the server ("maximum messages per subject exceeded")
+    // instead of reaching the queue.
+    fx.wait_for_messages(0, Duration::from_secs(5)).await;
     fx.js
         .publish(
             fx.opts.job_subject(jobs[0].job_id),

@@ -60,6 +60,23 @@ impl NodeBuilder {
         self
     }
 
+    pub fn envs<K: Into<OsString>, V: Into<OsString>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.env
+            .extend(vars.into_iter().map(|(k, v)| (k.into(), v.into())));
+        self
+    }
+
+    /// Start the process and wait until it accepts connections, whatever
+    /// its readiness (a node started with a back-end down).
+    pub fn spawn_listening(self) -> Node {
+        let mut n = self.spawn();
+        n.wait_listening();
+        n
+    }
+
     /// Do not pass this variable on from the test's environment.
     pub fn env_remove(mut self, k: impl Into<OsString>) -> Self {
         self.env_remove.push(k.into());

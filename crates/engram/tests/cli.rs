@@ -36,14 +36,10 @@ fn serve(data: &Path) -> (Node, String) {
 }
 
 fn serve_env(data: &Path, env: &[(&str, String)]) -> (Node, String) {
-    let mut node = env
-        .iter()
-        .fold(
-            NodeBuilder::serve(env!("CARGO_BIN_EXE_engram")).data_dir(data),
-            |b, (k, v)| b.env(k, v),
-        )
-        .spawn();
-    node.wait_listening();
+    let node = NodeBuilder::serve(env!("CARGO_BIN_EXE_engram"))
+        .data_dir(data)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .spawn_listening();
     let url = node.url.clone();
     (node, url)
 }
@@ -396,13 +392,12 @@ fn json_logs_carry_the_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let log = dir.path().join("serve.log");
-    let mut child = NodeBuilder::serve(env!("CARGO_BIN_EXE_engram"))
+    let child = NodeBuilder::serve(env!("CARGO_BIN_EXE_engram"))
         .data_dir(&data)
         .env("ENGRAM_LOG_FORMAT", "json")
         .env("ENGRAM_LOG", "info,tower_http=debug")
         .log_to(&log)
-        .spawn();
-    child.wait_listening();
+        .spawn_listening();
     let port = child.port;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -107,19 +107,14 @@ fn readyz_status(url: &str) -> String {
     answer.lines().next().unwrap_or_default().to_string()
 }
 
+/// Listening, not ready: some tests start a node with a back-end down.
 fn serve(data: &Path, env: &[(&str, String)]) -> (Node, String) {
-    let mut node = env
-        .iter()
-        .fold(
-            NodeBuilder::serve(env!("CARGO_BIN_EXE_engram"))
-                .data_dir(data)
-                .env_remove("ENGRAM_LLM__BASE_URL")
-                .env_remove("ENGRAM_LLM__MODEL"),
-            |b, (k, v)| b.env(k, v),
-        )
-        .spawn();
-    // Listening, not ready: some tests start a node with a back-end down.
-    node.wait_listening();
+    let node = NodeBuilder::serve(env!("CARGO_BIN_EXE_engram"))
+        .data_dir(data)
+        .env_remove("ENGRAM_LLM__BASE_URL")
+        .env_remove("ENGRAM_LLM__MODEL")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .spawn_listening();
     let url = node.url.clone();
     (node, url)
 }
