@@ -171,10 +171,11 @@ impl Client {
             let shown = url.to_string();
             let res = match req.send().await {
                 Ok(res) => res,
-                Err(e) if attempt < self.retries && idempotent(&method) => {
+                // No answer at all: the request may or may not have been
+                // handled, so only what is harmless twice is sent again.
+                Err(_) if attempt < self.retries && idempotent(&method) => {
                     attempt += 1;
                     tokio::time::sleep(backoff(attempt, None)).await;
-                    let _ = e;
                     continue;
                 }
                 Err(e) => {
@@ -185,9 +186,12 @@ impl Client {
                 }
             };
             let status = res.status();
-            // 503 and 429 mean the request was not carried out (engram
-            // acknowledges nothing it has not stored), so any method may
-            // be sent again.
+            // A 429 is refused before any work; a 503 is a back-end that
+            // failed the request's transaction, so nothing of it is stored.
+            // Should a commit have gone through unseen, sending it again is
+            // still harmless for inserts (returned as `duplicate`: same
+            // text or client_id), for appends that give positions, and for
+            // the writes that set a state.
             let busy = status == StatusCode::SERVICE_UNAVAILABLE
                 || status == StatusCode::TOO_MANY_REQUESTS;
             if busy && attempt < self.retries {
