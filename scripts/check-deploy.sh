@@ -98,7 +98,7 @@ def fail(where, msg):
 # dashboards and alerts may use them before the code lands. Remove a name once
 # `grep -r '"<name>"' crates/*/src` finds it.
 BEING_ADDED_METRICS = set()
-# Configuration keys being added to crates/engram/src/config.rs.
+# Configuration keys being added to crates/engram-node/src/config.rs.
 BEING_ADDED_KEYS = set()
 # ENGRAM_* variables that are not configuration keys (the CLI's own).
 NON_CONFIG_ENV = {"ENGRAM_CONFIG", "ENGRAM_URL", "ENGRAM_LOG", "ENGRAM_API_KEY", "ENGRAM_CACHE_DIR",
@@ -125,7 +125,7 @@ def emitted_metrics():
 def config_tree():
     """Config key tree from the serde structs: {key: subtree or None}."""
     structs = {}
-    for f in rust_sources("crates/engram/src", "crates/engram-auth/src"):
+    for f in rust_sources("crates/engram-node/src", "crates/engram-auth/src"):
         for m in re.finditer(r"pub struct (\w+)\s*\{(.*?)\n\}", f.read_text(), re.S):
             fields = {}
             for line in m.group(2).splitlines():
@@ -143,7 +143,7 @@ def config_tree():
         return out
 
     if "Config" not in structs:
-        fail("crates/engram/src/config.rs", "no `pub struct Config` found")
+        fail("crates/engram-node/src/config.rs", "no `pub struct Config` found")
         return {}
     tree = build("Config")
     # Keys being added: a key that is the parent of another one is a table.
@@ -188,7 +188,7 @@ def check_config_key(where, parts, what):
     for i, p in enumerate(parts):
         if not isinstance(node, dict) or p not in node:
             fail(where, f"{what}: `{'.'.join(parts[: i + 1])}` is not an engram configuration key "
-                        "(crates/engram/src/config.rs, or BEING_ADDED_KEYS in this script)")
+                        "(crates/engram-node/src/config.rs, or BEING_ADDED_KEYS in this script)")
             return
         node = node[p]
 

@@ -9,7 +9,10 @@ export ENGRAM_MODEL_DIR="${ENGRAM_MODEL_DIR:-$(scripts/fetch-model.sh)}"
 # The /docs page's assets (npm swagger-ui-dist), compiled into the binary.
 export ENGRAM_SWAGGER_UI_DIR="${ENGRAM_SWAGGER_UI_DIR:-$(scripts/fetch-swagger-ui.sh)}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/engram-target}"
-cargo build --release --locked -p engram
+# Build (release) and install the `engram` command into ~/.cargo/bin (on the
+# PATH of a rustup toolchain), so the README's `engram ...` lines work as
+# printed; cargo install reuses the build in $CARGO_TARGET_DIR.
+cargo install --locked --quiet --force --path crates/engram
 bin="$CARGO_TARGET_DIR/release/engram"
 if [ $# -eq 0 ] && [ ! -e engram-data/admin.key ] && [ ! -e engram-data/engram.db ]; then
     mkdir -p engram-data

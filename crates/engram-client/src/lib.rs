@@ -22,9 +22,10 @@ pub mod models;
 
 pub use error::Error;
 pub use models::*;
+pub use reqwest::Method;
 
 use futures::{Stream, StreamExt, TryStreamExt};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
@@ -235,6 +236,23 @@ impl Client {
     pub async fn get_json(&self, path: &str, query: &[(&str, String)]) -> Result<Value> {
         self.call(Method::GET, self.url_path(path), query, None)
             .await
+    }
+
+    /// Any route: `method` on the path of `segments` (each one encoded
+    /// path segment), with a query and an optional JSON body. An empty
+    /// success (204) is JSON `null`.
+    pub async fn request_json(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value> {
+        let url = self.url_of(segments);
+        match body {
+            Some(b) => self.call(method, url, query, Some(&erased::Json(b))).await,
+            None => self.call(method, url, query, None).await,
+        }
     }
 
     /// `POST` a JSON body to a path.

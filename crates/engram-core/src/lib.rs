@@ -44,7 +44,7 @@ pub use apikey::{ApiKey, CreatedApiKey, MintedKey, NewApiKey};
 pub use audit::{AuditAction, AuditCtx, AuditEntry, AuditEvent, AuditQuery, VerifyReport};
 pub use cache::{Cache, MemoryCache};
 pub use codes::Code;
-pub use engine::{Backends, Engine, EngineConfig, EngineStats};
+pub use engine::{validate_namespace, Backends, Engine, EngineConfig, EngineStats};
 pub use error::{Error, Result};
 pub use lifecycle::Lifecycle;
 pub use probe::{ProbeCheck, ProbeReport, ProbeStatus};

@@ -10,6 +10,7 @@ mod docs;
 pub mod error;
 mod extract;
 pub mod limits;
+mod mcp;
 pub mod metrics;
 pub mod openapi;
 mod routes;
@@ -46,6 +47,9 @@ pub struct ServerConfig {
     /// `request_timeout`): a client that stops sending mid-body does not hold
     /// a connection and a task forever.
     pub body_timeout: Duration,
+    /// The namespace MCP tools use when neither the call nor the `/mcp`
+    /// URL (`?namespace=`) names one.
+    pub mcp_default_namespace: Option<String>,
 }
 
 #[derive(Clone)]

@@ -266,7 +266,44 @@ pub struct AuditPage {
 pub struct Embedding {
     pub object: String,
     pub index: usize,
-    pub embedding: Vec<f32>,
+    pub embedding: EmbeddingVector,
+}
+
+/// A vector as `encoding_format` asked: a list of floats, or (`base64`) the
+/// little-endian `f32` bytes in standard base64, as OpenAI's clients expect.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingVector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+/// OpenAI's model list (`GET /v1/models`).
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<ModelCard>,
+}
+
+/// A model this server serves.
+#[derive(Serialize, ToSchema)]
+pub struct ModelCard {
+    /// The name to pass as `model`.
+    pub id: String,
+    /// Always `model`.
+    pub object: String,
+    /// Unix seconds; engram does not track when a model was published: 0.
+    pub created: i64,
+    pub owned_by: String,
+    /// What engram uses it for: `embedding`.
+    pub purpose: String,
+    /// The embedding's dimensions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<usize>,
+    /// The model version engram records with each vector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// OpenAI's embeddings list, plus the model version engram records.
@@ -417,7 +454,7 @@ mod tests {
         let doc: Value = serde_json::from_str(&document()).unwrap();
         let paths = doc["paths"].as_object().unwrap();
         let ops: usize = paths.values().map(|i| i.as_object().unwrap().len()).sum();
-        assert_eq!(ops, 29, "{:?}", paths.keys());
+        assert_eq!(ops, 30, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 for status in statuses().keys() {

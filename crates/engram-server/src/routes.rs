@@ -24,8 +24,9 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::extract::{Caller, Json, Path, Query};
 use crate::openapi::{
-    AskStreamEvent, AuditPage, CreateBody, CreateResult, Embedding, EmbeddingsResponse, JobList,
-    KeyList, NamespaceList, QuarantineList, ReadyBody,
+    AskStreamEvent, AuditPage, CreateBody, CreateResult, Embedding, EmbeddingVector,
+    EmbeddingsResponse, JobList, KeyList, ModelCard, ModelList, NamespaceList, QuarantineList,
+    ReadyBody,
 };
 use crate::views::*;
 use crate::AppState;
@@ -86,6 +87,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_verify))
         .routes(routes!(audit_export))
         .routes(routes!(embeddings))
+        .routes(routes!(models))
         .routes(routes!(jobs))
         .routes(routes!(job))
         .routes(routes!(retry_job))
@@ -156,7 +158,9 @@ pub fn router(mut state: AppState) -> Router {
         .layer(axum::middleware::from_fn(crate::limits::json_errors))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(state);
+        .with_state(state.clone());
+    // MCP tools call the finished API (all its layers) in-process.
+    let app = crate::mcp::routes(app.clone(), state).merge(app);
     match cors {
         Some(c) => app.layer(c),
         None => app,
@@ -667,6 +671,27 @@ async fn stats(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
     Ok(Json(StatsView::from(s.engine.stats(&p).await?)).into_response())
 }
 
+/// The models this server serves, in OpenAI's format: the embedding model
+/// of `/v1/embeddings` (any authenticated caller may list them).
+#[utoipa::path(get, path = "/v1/models", tag = "search",
+    responses((status = 200, description = "The served models", body = ModelList)))]
+async fn models(State(s): State<AppState>, Caller(_p): Caller) -> ApiResult {
+    let m = s.engine.model().clone();
+    Ok(Json(ModelList {
+        object: "list".into(),
+        data: vec![ModelCard {
+            id: m.name,
+            object: "model".into(),
+            created: 0,
+            owned_by: "engram".into(),
+            purpose: "embedding".into(),
+            dimensions: Some(m.dims),
+            version: Some(m.version),
+        }],
+    })
+    .into_response())
+}
+
 /// OpenAI-style `input`: one string or a list of strings.
 #[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
@@ -682,8 +707,38 @@ pub(crate) struct EmbeddingsRequest {
     /// Accepted for OpenAI compatibility; must name the served model if given.
     #[serde(default)]
     model: Option<String>,
+    /// `float` (default) or `base64` (little-endian `f32`, what OpenAI's
+    /// clients ask for by default).
     #[serde(default)]
-    encoding_format: Option<String>,
+    encoding_format: Option<EncodingFormat>,
+    /// Must equal the model's dimensions if given: engram does not shorten
+    /// vectors.
+    #[serde(default)]
+    dimensions: Option<u64>,
+    /// OpenAI's end-user id; accepted and ignored (the caller is the key).
+    #[serde(default)]
+    #[allow(dead_code)]
+    user: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum EncodingFormat {
+    Float,
+    Base64,
+}
+
+impl EncodingFormat {
+    fn encode(self, v: Vec<f32>) -> EmbeddingVector {
+        match self {
+            EncodingFormat::Float => EmbeddingVector::Float(v),
+            EncodingFormat::Base64 => {
+                use base64::Engine as _;
+                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                EmbeddingVector::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+        }
+    }
 }
 
 /// OpenAI-compatible embeddings from the engine's model.
@@ -704,9 +759,16 @@ async fn embeddings(
             .into());
         }
     }
-    if req.encoding_format.as_deref().is_some_and(|f| f != "float") {
-        return Err(Error::invalid("only encoding_format \"float\" is supported").into());
+    if let Some(d) = req.dimensions {
+        if d != served.dims as u64 {
+            return Err(Error::invalid(format!(
+                "dimensions = {d} is not supported: {:?} embeds in {} dimensions and engram does not shorten vectors",
+                served.name, served.dims
+            ))
+            .into());
+        }
     }
+    let format = req.encoding_format.unwrap_or(EncodingFormat::Float);
     let texts = match req.input {
         EmbeddingInput::One(t) => vec![t],
         EmbeddingInput::Many(ts) => ts,
@@ -718,7 +780,7 @@ async fn embeddings(
         .map(|(index, embedding)| Embedding {
             object: "embedding".into(),
             index,
-            embedding,
+            embedding: format.encode(embedding),
         })
         .collect();
     Ok(Json(EmbeddingsResponse {

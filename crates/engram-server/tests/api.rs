@@ -169,6 +169,7 @@ async fn app_opts(o: Opts) -> App {
             cors_origins: o.cors_origins,
             metrics_require_auth: false,
             body_timeout: Duration::from_secs(30),
+            mcp_default_namespace: None,
         },
     );
     App {
@@ -782,6 +783,56 @@ async fn serves_openai_compatible_embeddings_from_the_local_model() {
         .call("POST", "/v1/embeddings", Some(json!({"input": 5})))
         .await;
     assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+    // OpenAI's clients ask for base64 (little-endian f32) by default.
+    let (s, b) = app
+        .call(
+            "POST",
+            "/v1/embeddings",
+            Some(
+                json!({"input": "a cat sits on the mat", "encoding_format": "base64",
+                        "dimensions": 384, "user": "agent-7"}),
+            ),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b["data"][0]["embedding"].as_str().expect("a base64 string"))
+        .unwrap();
+    let decoded: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    // The same f32s the float encoding prints (shortest round-trip text).
+    let floats: Vec<f32> = vecs[0].iter().map(|x| *x as f32).collect();
+    assert_eq!(decoded, floats);
+    // engram does not shorten vectors; other formats are not OpenAI's.
+    let (s, e) = app
+        .call(
+            "POST",
+            "/v1/embeddings",
+            Some(json!({"input": "x", "dimensions": 256})),
+        )
+        .await;
+    assert_error(s, &e, StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("384"),
+        "{e}"
+    );
+    let (s, e) = app
+        .call(
+            "POST",
+            "/v1/embeddings",
+            Some(json!({"input": "x", "encoding_format": "int8"})),
+        )
+        .await;
+    assert_error(s, &e, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body");
+    let (s, m) = app.call("GET", "/v1/models", None).await;
+    assert_eq!(s, StatusCode::OK, "{m}");
+    assert_eq!(m["object"], "list");
+    assert_eq!(m["data"][0]["id"], "all-MiniLM-L6-v2");
+    assert_eq!(m["data"][0]["object"], "model");
+    assert_eq!(m["data"][0]["dimensions"], 384);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@
 //! drift. SQLite on a temp dir opens in a few milliseconds.
 
 mod node;
-pub use node::{Node, NodeBuilder};
+pub use node::{create_key, Node, NodeBuilder};
 
 use async_trait::async_trait;
 use engram_core::{
@@ -42,6 +42,15 @@ pub fn model_dir() -> PathBuf {
             "ENGRAM_MODEL_DIR must point at the all-MiniLM-L6-v2 folder (scripts/fetch-model.sh)",
         )
         .into()
+}
+
+/// The Python with the official client packages the interoperability tests
+/// drive engram with (`openai`, `mcp`): `ENGRAM_TEST_PYTHON`, as
+/// `scripts/services.sh start py` prints it.
+pub fn python() -> PathBuf {
+    std::env::var_os("ENGRAM_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/engram-services/py-venv/bin/python".into())
 }
 
 /// A TCP port free on 127.0.0.1 right now.

@@ -169,6 +169,28 @@ enum Log {
     File(PathBuf),
 }
 
+/// `engram keys create` on `data_dir` (the node may be running): a new
+/// key of `role`, limited to `namespaces` if any; returns its token.
+pub fn create_key(bin: &Path, data_dir: &Path, role: &str, namespaces: &[&str]) -> String {
+    let mut cmd = Command::new(bin);
+    cmd.args(["keys", "create", "--name", "test", "--role", role])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("ENGRAM_MODEL_DIR", crate::model_dir());
+    for ns in namespaces {
+        cmd.args(["--namespace", ns]);
+    }
+    let out = cmd.output().expect("running engram keys create");
+    assert!(
+        out.status.success(),
+        "engram keys create: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("keys create prints JSON");
+    v["token"].as_str().expect("a token").to_string()
+}
+
 /// A running node; killed when dropped.
 pub struct Node {
     child: Child,

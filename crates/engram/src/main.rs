@@ -1,20 +1,15 @@
 //! `engram`: the memory service binary. It picks the concrete back-ends from
 //! configuration, runs the HTTP API and workers, and offers a small CLI.
 
-mod backends;
-mod backup;
 mod client;
-mod config;
 mod ops;
-mod progress;
-mod telemetry;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use config::Config;
+use engram_node::{admin, backup, run, telemetry, Config};
 
 #[derive(Parser)]
 #[command(
@@ -180,6 +175,15 @@ enum Cmd {
         /// Return once the memory is searchable.
         #[arg(long)]
         wait: bool,
+    },
+    /// Serve engram's memory tools over MCP on stdin/stdout, for desktop and
+    /// IDE agents; the tools call the engram at --url as --api-key.
+    Mcp {
+        #[command(flatten)]
+        remote: Remote,
+        /// The namespace tools use when a call names none.
+        #[arg(long, short, env = "ENGRAM_MCP__DEFAULT_NAMESPACE")]
+        namespace: Option<String>,
     },
     /// Search through the API and print the hits as JSON.
     Search {
@@ -386,9 +390,9 @@ async fn main() -> anyhow::Result<()> {
             }
             let cfg = Config::load(file, &o)?;
             let t = telemetry::init(&cfg.log_format, &cfg.traces, "serve")?;
-            let r = backends::serve(cfg).await;
+            let r = run::serve(cfg).await;
             t.shutdown().await;
-            r
+            Ok(r?)
         }
         Cmd::Worker {
             local,
@@ -402,9 +406,9 @@ async fn main() -> anyhow::Result<()> {
             }
             let cfg = Config::load(file, &o)?;
             let t = telemetry::init(&cfg.log_format, &cfg.traces, "worker")?;
-            let r = backends::worker(cfg).await;
+            let r = run::worker(cfg).await;
             t.shutdown().await;
-            r
+            Ok(r?)
         }
         Cmd::Openapi => {
             print!("{}", engram_server::openapi::document());
@@ -413,12 +417,16 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Migrate { local } => {
             let cfg = Config::load(file, &overrides(&local))?;
             telemetry::init_logs(&cfg.log_format);
-            backends::migrate(cfg).await
+            let store = cfg.store;
+            run::migrate(cfg).await?;
+            eprintln!("schema up to date ({store:?} store)");
+            Ok(())
         }
         Cmd::Rebuild { local } => {
             let cfg = Config::load(file, &overrides(&local))?;
             telemetry::init_logs(&cfg.log_format);
-            backends::rebuild(cfg).await
+            rebuilt(run::rebuild(cfg).await?);
+            Ok(())
         }
         Cmd::Backup {
             local,
@@ -428,10 +436,31 @@ async fn main() -> anyhow::Result<()> {
             let cfg = Config::load(file, &backup_overrides(&local, &location))?;
             telemetry::init_logs(&cfg.log_format);
             match cmd {
-                BackupCmd::Create { name } => backup::create(&cfg, name).await,
-                BackupCmd::List => backup::list(&cfg).await,
-                BackupCmd::Verify { name } => backup::verify(&cfg, &name).await,
-                BackupCmd::Delete { name } => backup::delete(&cfg, &name).await,
+                BackupCmd::Create { name } => {
+                    print_json(&backup::summary(&backup::create(&cfg, name).await?))
+                }
+                BackupCmd::List => {
+                    let all = backup::list(&cfg).await?;
+                    let out: Vec<_> = all.backups.iter().map(backup::summary).collect();
+                    print_json(&out)?;
+                    for d in &all.damaged {
+                        eprintln!("damaged (cannot be restored): {}", d.reason);
+                    }
+                    Ok(())
+                }
+                BackupCmd::Verify { name } => {
+                    let m = backup::verify(&cfg, &name).await?;
+                    eprintln!(
+                        "backup {name:?}: manifest and {} file(s) verified",
+                        m.files.len()
+                    );
+                    print_json(&backup::summary(&m))
+                }
+                BackupCmd::Delete { name } => {
+                    let at = backup::delete(&cfg, &name).await?;
+                    eprintln!("backup {name:?} deleted from {at}");
+                    Ok(())
+                }
             }
         }
         Cmd::Restore {
@@ -441,15 +470,48 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let cfg = Config::load(file, &backup_overrides(&local, &location))?;
             telemetry::init_logs(&cfg.log_format);
-            backup::restore(cfg, &name).await
+            rebuilt(backup::restore(cfg, &name).await?);
+            Ok(())
         }
         Cmd::Keys { local, tenant, cmd } => {
             let cfg = Config::load(file, &overrides(&local))?;
-            backends::keys(&cfg, tenant, cmd).await
+            let cmd = match cmd {
+                KeysCmd::Create {
+                    name,
+                    role,
+                    namespaces,
+                    permissions,
+                } => admin::KeyCommand::Create {
+                    name,
+                    role,
+                    namespaces,
+                    permissions,
+                },
+                KeysCmd::List => admin::KeyCommand::List,
+                KeysCmd::Revoke { id } => admin::KeyCommand::Revoke { id },
+            };
+            print_json(&admin::keys(&cfg, tenant, cmd).await?)
         }
         Cmd::Audit { local, tenant, cmd } => {
             let cfg = Config::load(file, &overrides(&local))?;
-            backends::audit(&cfg, tenant, cmd).await
+            let report = match cmd {
+                AuditCmd::Verify => admin::verify_audit(&cfg, tenant).await?,
+                AuditCmd::Export { out } => {
+                    let bundle = admin::export_audit(&cfg, tenant, &out).await?;
+                    eprintln!(
+                        "wrote {} events and {} record checksums to {}",
+                        bundle.events.len(),
+                        bundle.records.len(),
+                        out.display()
+                    );
+                    bundle.verify
+                }
+            };
+            print_json(&report)?;
+            if !report.ok {
+                anyhow::bail!("the audit chain is broken at event {:?}", report.broken_at);
+            }
+            Ok(())
         }
         Cmd::Add {
             remote,
@@ -475,6 +537,18 @@ async fn main() -> anyhow::Result<()> {
                 wait,
             )
             .await
+        }
+        Cmd::Mcp { remote, namespace } => {
+            // stdout carries the protocol: logs go to stderr only.
+            engram_node::telemetry::init_logs("text");
+            let api = engram_mcp::client::ClientApi::new(remote.conn()?);
+            let options = engram_mcp::McpOptions {
+                default_namespace: namespace,
+            };
+            engram_mcp::EngramMcp::new(std::sync::Arc::new(api), options)
+                .serve_stdio()
+                .await?;
+            Ok(())
         }
         Cmd::Search {
             remote,
@@ -557,5 +631,14 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// How long `serve` waits for in-flight requests on shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn rebuilt(r: run::Rebuilt) {
+    eprintln!(
+        "rebuilt from {} changes in {:.1}s: {} vectors, {} keyword documents",
+        r.changes, r.seconds, r.vectors, r.keywords
+    );
+}

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::Config;
+use engram_node::Config;
 
 /// Exit codes of `engram probe`.
 pub const PROBE_OK: i32 = 0;

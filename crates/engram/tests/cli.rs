@@ -236,26 +236,7 @@ fn add_import_search_export_and_rebuild() {
 }
 
 fn admin_key(data: &Path) -> String {
-    let out = run(
-        &[
-            "keys",
-            "create",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--name",
-            "t",
-            "--role",
-            "admin",
-        ],
-        None,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["token"].as_str().unwrap().to_string()
+    engram_testkit::create_key(env!("CARGO_BIN_EXE_engram").as_ref(), data, "admin", &[])
 }
 
 /// POST a JSON body with a bearer key; (status, body).

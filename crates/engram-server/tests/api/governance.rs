@@ -121,6 +121,7 @@ async fn every_endpoint_by_role_and_tenant() {
         ("GET", "/v1/keys".to_string()),
         ("GET", "/v1/audit".to_string()),
         ("POST", "/v1/embeddings".to_string()),
+        ("GET", "/v1/models".to_string()),
     ] {
         let (s, h, v) = anon
             .raw_full(m, &u, Some("{}"), Some("application/json"))

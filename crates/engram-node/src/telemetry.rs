@@ -8,7 +8,7 @@
 //! its jobs (the trace context travels with the job, see
 //! `engram_core::telemetry`).
 
-use anyhow::Context as _;
+use crate::error::{Context as _, Result};
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
@@ -69,7 +69,7 @@ pub fn init_logs(format: &str) {
 }
 
 /// Logs, and traces when configured, for `serve` and `worker` (`role`).
-pub fn init(format: &str, traces: &TracesConfig, role: &str) -> anyhow::Result<Telemetry> {
+pub fn init(format: &str, traces: &TracesConfig, role: &str) -> Result<Telemetry> {
     let provider = match &traces.otlp_endpoint {
         Some(root) => Some(provider(root, traces, role)?),
         None => None,
@@ -108,7 +108,7 @@ pub fn init(format: &str, traces: &TracesConfig, role: &str) -> anyhow::Result<T
     Ok(Telemetry { provider })
 }
 
-fn provider(root: &str, t: &TracesConfig, role: &str) -> anyhow::Result<SdkTracerProvider> {
+fn provider(root: &str, t: &TracesConfig, role: &str) -> Result<SdkTracerProvider> {
     // The exporter's HTTP client is rustls without a built-in provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let endpoint = format!("{}/v1/traces", root.trim_end_matches('/'));

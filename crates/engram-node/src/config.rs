@@ -1,7 +1,7 @@
 //! Configuration: one struct, layered defaults < file < `ENGRAM_*` env < CLI
 //! flags, validated at start-up.
 
-use anyhow::{bail, Context};
+use crate::error::{bail, Context, Result};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -75,6 +75,17 @@ pub struct Config {
     /// When `/readyz` (and `engram probe`) report the node as failing.
     pub readiness: ReadinessConfig,
     pub search: SearchConfig,
+    /// The MCP tools (`/mcp` and `engram mcp`).
+    pub mcp: McpConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// The namespace MCP tools use when neither the call nor the URL
+    /// (`/mcp?namespace=`) names one; none: writes must name one and
+    /// searches cover every namespace the caller can read.
+    pub default_namespace: Option<String>,
 }
 
 /// How memories are indexed and searched.
@@ -312,13 +323,16 @@ impl Default for EmbedderConfig {
 }
 
 impl EmbedderConfig {
-    fn validate(&self, at: &str) -> anyhow::Result<()> {
+    fn validate(&self, at: &str) -> Result<()> {
         if self.kind == EmbedderKind::Openai {
             if self.base_url.is_none() || self.model.is_none() {
-                bail!("{at}.kind = \"openai\" needs {at}.base_url and {at}.model");
+                bail!(
+                    Config,
+                    "{at}.kind = \"openai\" needs {at}.base_url and {at}.model"
+                );
             }
             if self.dims == 0 || self.timeout_secs == 0 {
-                bail!("{at}.dims and {at}.timeout_secs must be positive");
+                bail!(Config, "{at}.dims and {at}.timeout_secs must be positive");
             }
         }
         Ok(())
@@ -619,6 +633,7 @@ impl Default for Config {
             readiness: ReadinessConfig::default(),
             search: SearchConfig::default(),
             retention: RetentionConfig::default(),
+            mcp: McpConfig::default(),
         }
     }
 }
@@ -644,11 +659,11 @@ impl Config {
     pub fn load(
         file: Option<&Path>,
         overrides: &[(&str, figment::value::Value)],
-    ) -> anyhow::Result<Config> {
+    ) -> Result<Config> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(f) = file {
             if !f.exists() {
-                bail!("config file {} does not exist", f.display());
+                bail!(Config, "config file {} does not exist", f.display());
             }
             fig = fig.merge(Toml::file(f));
         }
@@ -693,59 +708,77 @@ impl Config {
         Ok(cfg)
     }
 
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         if self.listen.parse::<std::net::SocketAddr>().is_err() {
             bail!(
+                Config,
                 "listen = {:?} is not an address like 127.0.0.1:8080",
                 self.listen
             );
         }
         if let Some(w) = &self.worker_listen {
             if w.parse::<std::net::SocketAddr>().is_err() {
-                bail!("worker_listen = {w:?} is not an address like 0.0.0.0:9091");
+                bail!(
+                    Config,
+                    "worker_listen = {w:?} is not an address like 0.0.0.0:9091"
+                );
             }
         }
         if self.llm.max_tokens == 0 || self.llm.max_tokens > self.llm.max_tokens_limit {
-            bail!("llm.max_tokens must be between 1 and llm.max_tokens_limit");
+            bail!(
+                Config,
+                "llm.max_tokens must be between 1 and llm.max_tokens_limit"
+            );
         }
         if self.request_timeout_secs == 0 {
-            bail!("request_timeout_secs must be positive");
+            bail!(Config, "request_timeout_secs must be positive");
         }
         if self.search.context_window > engram_core::context::MAX_WINDOW {
             bail!(
+                Config,
                 "search.context_window must be at most {}",
                 engram_core::context::MAX_WINDOW
             );
         }
         if self.readiness.index_stall_secs == 0 {
-            bail!("readiness.index_stall_secs must be positive");
+            bail!(Config, "readiness.index_stall_secs must be positive");
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
             bail!(
+                Config,
                 "log_format must be \"text\" or \"json\", not {:?}",
                 self.log_format
             );
         }
         if self.tenant.is_empty() {
-            bail!("tenant must not be empty");
+            bail!(Config, "tenant must not be empty");
         }
         if self.max_batch == 0 || self.worker_batch == 0 {
-            bail!("max_batch and worker_batch must be positive");
+            bail!(Config, "max_batch and worker_batch must be positive");
         }
         if self.max_text_bytes == 0 || self.max_body_bytes < self.max_text_bytes {
-            bail!("max_body_bytes must be at least max_text_bytes (> 0)");
+            bail!(
+                Config,
+                "max_body_bytes must be at least max_text_bytes (> 0)"
+            );
         }
         if self.job_lease_secs == 0 {
-            bail!("job_lease_secs must be at least 1");
+            bail!(Config, "job_lease_secs must be at least 1");
         }
         if self.retry_max_attempts == 0 {
-            bail!("retry_max_attempts must be at least 1");
+            bail!(Config, "retry_max_attempts must be at least 1");
         }
         if self.vector.connectivity < 2 || self.vector.expansion_search == 0 {
-            bail!("vector.connectivity must be >= 2 and vector.expansion_search > 0");
+            bail!(
+                Config,
+                "vector.connectivity must be >= 2 and vector.expansion_search > 0"
+            );
         }
         if self.auth.rate_limit_per_second > 0 && self.auth.rate_limit_burst == 0 {
-            bail!("auth.rate_limit_burst must be positive when rate limiting is on");
+            bail!(
+                Config,
+                "auth.rate_limit_burst must be positive when rate limiting is on"
+            );
         }
         if let Some(j) = &self.auth.jwt {
             engram_auth::JwtVerifier::new(j).context("auth.jwt")?;
@@ -754,26 +787,42 @@ impl Config {
             engram_server::server_config(t).context("tls")?;
         }
         if self.store == StoreKind::Postgres && self.postgres.url.is_none() {
-            bail!("store = \"postgres\" needs postgres.url (or ENGRAM_POSTGRES__URL / _FILE)");
+            bail!(
+                Config,
+                "store = \"postgres\" needs postgres.url (or ENGRAM_POSTGRES__URL / _FILE)"
+            );
         }
         if self.queue == QueueKind::Nats && self.nats.url.is_none() {
-            bail!("queue = \"nats\" needs nats.url (or ENGRAM_NATS__URL)");
+            bail!(
+                Config,
+                "queue = \"nats\" needs nats.url (or ENGRAM_NATS__URL)"
+            );
         }
         if self.cache == CacheKind::Redis && self.redis.url.is_none() {
-            bail!("cache = \"redis\" needs redis.url (or ENGRAM_REDIS__URL / _FILE)");
+            bail!(
+                Config,
+                "cache = \"redis\" needs redis.url (or ENGRAM_REDIS__URL / _FILE)"
+            );
         }
         if self.postgres.max_connections == 0 || self.postgres.acquire_timeout_secs == 0 {
-            bail!("postgres.max_connections and postgres.acquire_timeout_secs must be positive");
+            bail!(
+                Config,
+                "postgres.max_connections and postgres.acquire_timeout_secs must be positive"
+            );
         }
         let cutoff = self.postgres.keyword_common_cutoff;
         if !cutoff.is_finite() || cutoff < 0.0 {
             bail!(
+                Config,
                 "postgres.keyword_common_cutoff must be 0 (off), a fraction below 1 or a number \
                  of rows, got {cutoff}"
             );
         }
         if self.nats.max_deliver < 2 || self.nats.republish_after_secs == 0 {
-            bail!("nats.max_deliver must be at least 2 and nats.republish_after_secs positive");
+            bail!(
+                Config,
+                "nats.max_deliver must be at least 2 and nats.republish_after_secs positive"
+            );
         }
         if self.nats.prefix.is_empty()
             || !self
@@ -782,57 +831,90 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            bail!("nats.prefix must be letters, digits, '_' or '-' (it names a stream)");
+            bail!(
+                Config,
+                "nats.prefix must be letters, digits, '_' or '-' (it names a stream)"
+            );
         }
         if self.objects == ObjectsKind::S3 && self.s3.bucket.is_none() {
-            bail!("objects = \"s3\" needs s3.bucket (or ENGRAM_S3__BUCKET)");
+            bail!(
+                Config,
+                "objects = \"s3\" needs s3.bucket (or ENGRAM_S3__BUCKET)"
+            );
         }
         if let Some(e) = &self.s3.endpoint {
             if e.starts_with("http://") && !self.s3.allow_http {
-                bail!("s3.endpoint {e:?} is plain HTTP: set s3.allow_http = true to allow it");
+                bail!(
+                    Config,
+                    "s3.endpoint {e:?} is plain HTTP: set s3.allow_http = true to allow it"
+                );
             }
         }
         self.embedder.validate("embedder")?;
         if let Some(next) = &self.embedder.next {
             next.validate("embedder.next")?;
             if next.next.is_some() {
-                bail!("embedder.next.next: re-embed to one model at a time");
+                bail!(
+                    Config,
+                    "embedder.next.next: re-embed to one model at a time"
+                );
             }
         }
         let t = &self.traces;
         if let Some(u) = &t.otlp_endpoint {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                bail!("traces.otlp_endpoint = {u:?} must be an http(s) URL like http://otel-collector:4318");
+                bail!(Config, "traces.otlp_endpoint = {u:?} must be an http(s) URL like http://otel-collector:4318");
             }
         }
         if !(0.0..=1.0).contains(&t.sample_ratio) {
-            bail!("traces.sample_ratio must be between 0 and 1");
+            bail!(Config, "traces.sample_ratio must be between 0 and 1");
         }
         if t.service_name.is_empty() || t.timeout_secs == 0 {
-            bail!("traces.service_name must not be empty and traces.timeout_secs must be positive");
+            bail!(
+                Config,
+                "traces.service_name must not be empty and traces.timeout_secs must be positive"
+            );
         }
         let l = &self.llm;
         if l.base_url.is_some() != l.model.is_some() {
             bail!(
+                Config,
                 "llm.base_url and llm.model go together: set both (or neither to turn /v1/ask off)"
             );
         }
         if let Some(u) = &l.base_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                bail!("llm.base_url = {u:?} must be an http(s) URL like http://127.0.0.1:8000/v1");
+                bail!(
+                    Config,
+                    "llm.base_url = {u:?} must be an http(s) URL like http://127.0.0.1:8000/v1"
+                );
             }
         }
         if l.first_token_timeout_secs == 0 || l.timeout_secs < l.first_token_timeout_secs {
-            bail!("llm.first_token_timeout_secs must be positive and at most llm.timeout_secs");
+            bail!(
+                Config,
+                "llm.first_token_timeout_secs must be positive and at most llm.timeout_secs"
+            );
         }
         if l.default_k == 0 || l.max_context_bytes == 0 || l.max_tokens == 0 {
-            bail!("llm.default_k, llm.max_context_bytes and llm.max_tokens must be positive");
+            bail!(
+                Config,
+                "llm.default_k, llm.max_context_bytes and llm.max_tokens must be positive"
+            );
         }
         if !(0.0..=2.0).contains(&l.temperature) {
-            bail!("llm.temperature must be between 0 and 2");
+            bail!(Config, "llm.temperature must be between 0 and 2");
         }
         if self.retention.sweep_interval_secs == 0 {
-            bail!("retention.sweep_interval_secs must be at least 1");
+            bail!(Config, "retention.sweep_interval_secs must be at least 1");
+        }
+        if let Some(ns) = &self.mcp.default_namespace {
+            if engram_core::validate_namespace(ns).is_err() {
+                bail!(
+                    Config,
+                    "mcp.default_namespace = {ns:?} is not a namespace (1 to 128 letters, digits and _-:./@)"
+                );
+            }
         }
         Ok(())
     }

@@ -10,14 +10,15 @@
 //! pgBackRest, point-in-time recovery) are the right way to back it up; the
 //! pgvector and full-text indexes are inside it.
 
-use anyhow::{bail, Context};
-use engram_backup::{BackupError, Backups, Manifest, S3Target, Target};
+use engram_backup::{BackupError, Backups, Listing, Manifest, S3Target, Target};
 use engram_sqlite::SqliteStore;
 use std::path::{Path, PathBuf};
 
 use crate::config::{Config, ObjectsKind, StoreKind};
+use crate::error::{bail, Context, Error, Result};
+use crate::run::Rebuilt;
 
-fn backups(cfg: &Config) -> anyhow::Result<Backups> {
+fn backups(cfg: &Config) -> Result<Backups> {
     let target = match cfg.objects {
         ObjectsKind::Fs => Target::Dir(cfg.objects_dir.clone()),
         ObjectsKind::S3 => {
@@ -39,9 +40,10 @@ fn backups(cfg: &Config) -> anyhow::Result<Backups> {
     Backups::open(&target, prefix).context("opening the backup location")
 }
 
-fn embedded_only(cfg: &Config) -> anyhow::Result<()> {
+fn embedded_only(cfg: &Config) -> Result<()> {
     if cfg.store != StoreKind::Sqlite {
         bail!(
+            Refused,
             "engram backup/restore cover the embedded store (store = \"sqlite\"). With \
              store = \"postgres\", back up PostgreSQL with its own tools (pg_dump, pgBackRest, \
              point-in-time recovery): the vectors and search indexes are inside it."
@@ -60,11 +62,16 @@ fn scratch(cfg: &Config, what: &str) -> PathBuf {
     cfg.data_dir.join(format!(".{what}-{}", std::process::id()))
 }
 
-pub async fn create(cfg: &Config, name: Option<String>) -> anyhow::Result<()> {
+/// `engram backup create`: snapshot the store and upload it.
+pub async fn create(cfg: &Config, name: Option<String>) -> Result<Manifest> {
     embedded_only(cfg)?;
     let db = db_path(cfg);
     if !db.exists() {
-        bail!("no database at {} (wrong --data-dir?)", db.display());
+        bail!(
+            Refused,
+            "no database at {} (wrong --data-dir?)",
+            db.display()
+        );
     }
     let b = backups(cfg)?;
     let name = name.unwrap_or_else(|| engram_backup::default_name(chrono::Utc::now()));
@@ -95,16 +102,15 @@ pub async fn create(cfg: &Config, name: Option<String>) -> anyhow::Result<()> {
             .await;
         drop(report);
         let m = m.with_context(|| format!("writing backup {name:?} to {}", b.location()))?;
-        anyhow::Ok(m)
+        Ok::<_, Error>(m)
     }
     .await;
     let _ = std::fs::remove_dir_all(&tmp);
-    let m = r?;
-    println!("{}", serde_json::to_string_pretty(&summary(&m))?);
-    Ok(())
+    r
 }
 
-fn summary(m: &Manifest) -> serde_json::Value {
+/// What the CLI shows of a backup.
+pub fn summary(m: &Manifest) -> serde_json::Value {
     serde_json::json!({
         "name": m.name,
         "created_at": m.created_at,
@@ -115,39 +121,28 @@ fn summary(m: &Manifest) -> serde_json::Value {
     })
 }
 
-pub async fn list(cfg: &Config) -> anyhow::Result<()> {
+/// The backups at the configured location, complete and damaged.
+pub async fn list(cfg: &Config) -> Result<Listing> {
     let b = backups(cfg)?;
-    let all = b
-        .list()
+    b.list()
         .await
-        .with_context(|| format!("listing {}", b.location()))?;
-    let out: Vec<serde_json::Value> = all.backups.iter().map(summary).collect();
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    for d in &all.damaged {
-        eprintln!("damaged (cannot be restored): {}", d.reason);
-    }
-    Ok(())
+        .with_context(|| format!("listing {}", b.location()))
 }
 
-pub async fn verify(cfg: &Config, name: &str) -> anyhow::Result<()> {
+/// Download backup `name` and check every file against its manifest.
+pub async fn verify(cfg: &Config, name: &str) -> Result<Manifest> {
     let b = backups(cfg)?;
     let report = transfer_report(&b, name, "verify").await?;
     let m = b.verify(name).await;
     drop(report);
-    let m = m.map_err(explain)?;
-    eprintln!(
-        "backup {name:?}: manifest and {} file(s) verified",
-        m.files.len()
-    );
-    println!("{}", serde_json::to_string_pretty(&summary(&m))?);
-    Ok(())
+    m.map_err(explain)
 }
 
-pub async fn delete(cfg: &Config, name: &str) -> anyhow::Result<()> {
+/// Delete backup `name`; returns where it was.
+pub async fn delete(cfg: &Config, name: &str) -> Result<String> {
     let b = backups(cfg)?;
     b.delete(name).await.map_err(explain)?;
-    eprintln!("backup {name:?} deleted from {}", b.location());
-    Ok(())
+    Ok(b.location().to_string())
 }
 
 /// Progress of reading backup `name` (its manifest gives the total).
@@ -155,15 +150,15 @@ async fn transfer_report(
     b: &Backups,
     name: &str,
     label: &'static str,
-) -> anyhow::Result<crate::progress::Report> {
+) -> Result<crate::progress::Report> {
     let m = b.manifest(name).await.map_err(explain)?;
     let total = m.files.iter().map(|f| f.bytes).sum();
     Ok(crate::progress::start(label, "bytes", total, b.progress()))
 }
 
-fn explain(e: BackupError) -> anyhow::Error {
+fn explain(e: BackupError) -> Error {
     match e {
-        BackupError::Corrupt { .. } => anyhow::anyhow!("{e}; refusing to use it"),
+        BackupError::Corrupt { .. } => Error::Refused(format!("{e}; refusing to use it")),
         other => other.into(),
     }
 }
@@ -171,13 +166,14 @@ fn explain(e: BackupError) -> anyhow::Error {
 /// Verify backup `name`, install its database in the (empty) data directory
 /// and rebuild the indexes. Nothing is written to the data directory's
 /// database path unless every check passed.
-pub async fn restore(cfg: Config, name: &str) -> anyhow::Result<()> {
+pub async fn restore(cfg: Config, name: &str) -> Result<Rebuilt> {
     embedded_only(&cfg)?;
     let db = db_path(&cfg);
     // A leftover WAL would be replayed into the restored database.
     for f in ["engram.db", "engram.db-wal", "engram.db-shm"] {
         if cfg.data_dir.join(f).exists() {
             bail!(
+                Refused,
                 "{} already holds a database ({f}); restore into an empty --data-dir \
                  (or move the old one away first)",
                 cfg.data_dir.display()
@@ -200,12 +196,17 @@ pub async fn restore(cfg: Config, name: &str) -> anyhow::Result<()> {
         "backup {name:?} verified and installed in {:.1}s; rebuilding the indexes",
         started.elapsed().as_secs_f64()
     );
-    crate::backends::rebuild(cfg).await
+    crate::run::rebuild(cfg).await
 }
 
-async fn install(cfg: &Config, m: &Manifest, staging: &Path, db: &Path) -> anyhow::Result<()> {
+async fn install(cfg: &Config, m: &Manifest, staging: &Path, db: &Path) -> Result<()> {
     if m.store != "sqlite" {
-        bail!("backup {:?} is of a {} store, not sqlite", m.name, m.store);
+        bail!(
+            Refused,
+            "backup {:?} is of a {} store, not sqlite",
+            m.name,
+            m.store
+        );
     }
     let file = staging.join("engram.db");
     let info = SqliteStore::inspect(&file)
@@ -220,6 +221,7 @@ async fn install(cfg: &Config, m: &Manifest, staging: &Path, db: &Path) -> anyho
     ] {
         if recorded[k].as_u64() != Some(v) {
             bail!(
+                Refused,
                 "backup {:?}: the database has {k} = {v}, the manifest recorded {}",
                 m.name,
                 recorded[k]

@@ -7,12 +7,11 @@
 //! advisory lock) and fails fast with a clear message when a back-end is
 //! unreachable.
 
-use anyhow::Context;
+use crate::error::{Context, Result};
 use engram_core::reembed::NextModel;
 use engram_core::{
-    Backends, Cache, EmbedWorker, Embedder, Embedders, Engine, EngineConfig, JobQueue,
-    KeywordIndex, Llm, MemoryCache, ModelInfo, NewApiKey, Permission, Principal, RagConfig,
-    RetryPolicy, Role, Store, StoreAdmin, StoreQueue, VectorIndex,
+    Backends, Cache, Embedder, Embedders, Engine, EngineConfig, JobQueue, KeywordIndex, Llm,
+    MemoryCache, ModelInfo, RagConfig, RetryPolicy, Store, StoreQueue, VectorIndex,
 };
 use engram_embed::LocalEmbedder;
 use engram_index::{TantivyIndex, UsearchIndex, VectorOptions};
@@ -22,11 +21,9 @@ use engram_postgres::{
     PgKeywordIndex, PgKeywordOptions, PgOptions, PgStore, PgVectorIndex, PgVectorOptions,
 };
 use engram_redis::RedisCache;
-use engram_server::{AuthSettings, RateLimit, ServerConfig};
 use engram_sqlite::SqliteStore;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 use crate::config::{
     redact_url, CacheKind, Config, EmbedderConfig, EmbedderKind, QueueKind, StoreKind,
@@ -79,7 +76,7 @@ fn retry_policy(cfg: &Config) -> RetryPolicy {
 
 /// The store of either mode; `Some(pg)` too in the scale-out mode, for the
 /// indexes that share its pool.
-async fn open_store(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<PgStore>)> {
+pub(crate) async fn open_store(cfg: &Config) -> Result<(Arc<dyn Store>, Option<PgStore>)> {
     match cfg.store {
         StoreKind::Sqlite => {
             std::fs::create_dir_all(&cfg.data_dir)
@@ -97,7 +94,7 @@ async fn open_store(cfg: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<PgSt
     }
 }
 
-async fn open_postgres(cfg: &Config) -> anyhow::Result<PgStore> {
+async fn open_postgres(cfg: &Config) -> Result<PgStore> {
     let p = &cfg.postgres;
     let url = p.url.as_deref().context("postgres.url is not set")?;
     let opts = PgOptions {
@@ -115,17 +112,9 @@ async fn open_postgres(cfg: &Config) -> anyhow::Result<PgStore> {
     Ok(store)
 }
 
-/// `engram migrate`: bring the configured store's schema up to date.
-pub async fn migrate(cfg: Config) -> anyhow::Result<()> {
-    // Opening either store applies its pending migrations.
-    open_store(&cfg).await?;
-    eprintln!("schema up to date ({:?} store)", cfg.store);
-    Ok(())
-}
-
 /// The configured embedder and, while re-embedding, the next one, as the
 /// store's model state makes them active or next (see `engram_core::reembed`).
-async fn open_embedders(cfg: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Embedders> {
+pub(crate) async fn open_embedders(cfg: &Config, store: &Arc<dyn Store>) -> Result<Embedders> {
     let primary = open_embedder(cfg, &cfg.embedder)?;
     let next = match &cfg.embedder.next {
         Some(n) => Some(open_embedder(cfg, n).context("embedder.next")?),
@@ -136,14 +125,14 @@ async fn open_embedders(cfg: &Config, store: &Arc<dyn Store>) -> anyhow::Result<
 }
 
 /// The embedder `e` configures, making its vectors with `e.recipe`.
-fn open_embedder(cfg: &Config, e: &EmbedderConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+fn open_embedder(cfg: &Config, e: &EmbedderConfig) -> Result<Arc<dyn Embedder>> {
     Ok(engram_core::context::with_recipe(
         open_model(cfg, e)?,
         e.recipe,
     ))
 }
 
-fn open_model(cfg: &Config, e: &EmbedderConfig) -> anyhow::Result<Arc<dyn Embedder>> {
+fn open_model(cfg: &Config, e: &EmbedderConfig) -> Result<Arc<dyn Embedder>> {
     if e.kind == EmbedderKind::Openai {
         let opts = OpenAiEmbedderOptions {
             base_url: e.base_url.clone().context("embedder.base_url is not set")?,
@@ -168,7 +157,7 @@ fn open_model(cfg: &Config, e: &EmbedderConfig) -> anyhow::Result<Arc<dyn Embedd
 
 /// The chat server of `/v1/ask`, if one is configured. Not contacted here:
 /// an LLM that is down makes `/v1/ask` answer 503, not the node fail to start.
-fn open_llm(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Llm>>> {
+fn open_llm(cfg: &Config) -> Result<Option<Arc<dyn Llm>>> {
     let l = &cfg.llm;
     let (Some(base_url), Some(model)) = (&l.base_url, &l.model) else {
         return Ok(None);
@@ -184,7 +173,7 @@ fn open_llm(cfg: &Config) -> anyhow::Result<Option<Arc<dyn Llm>>> {
     Ok(Some(Arc::new(OpenAiChat::new(opts).context("llm")?)))
 }
 
-async fn open_queue(cfg: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<dyn JobQueue>> {
+pub(crate) async fn open_queue(cfg: &Config, store: Arc<dyn Store>) -> Result<Arc<dyn JobQueue>> {
     let lease = Duration::from_secs(cfg.job_lease_secs);
     match cfg.queue {
         QueueKind::Local => Ok(Arc::new(StoreQueue::new(store, lease, retry_policy(cfg)))),
@@ -207,7 +196,7 @@ async fn open_queue(cfg: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<d
     }
 }
 
-async fn open_cache(cfg: &Config) -> anyhow::Result<Arc<dyn Cache>> {
+async fn open_cache(cfg: &Config) -> Result<Arc<dyn Cache>> {
     match cfg.cache {
         CacheKind::Memory => Ok(Arc::new(MemoryCache::new(
             engine_config(cfg).query_cache_entries,
@@ -293,7 +282,7 @@ async fn open_indexes(
     cfg: &Config,
     pg: Option<&PgStore>,
     model: &ModelInfo,
-) -> anyhow::Result<(Arc<dyn VectorIndex>, Arc<dyn KeywordIndex>)> {
+) -> Result<(Arc<dyn VectorIndex>, Arc<dyn KeywordIndex>)> {
     let vectors = open_vectors(cfg, pg, model)
         .await
         .context("opening the vector index")?;
@@ -316,7 +305,7 @@ async fn open_indexes(
     Ok((vectors, Arc::new(keywords)))
 }
 
-pub async fn open_engine(cfg: &Config) -> anyhow::Result<Arc<Engine>> {
+pub async fn open_engine(cfg: &Config) -> Result<Arc<Engine>> {
     let (store, pg) = open_store(cfg).await?;
     let Embedders {
         primary: embedder,
@@ -350,256 +339,4 @@ pub async fn open_engine(cfg: &Config) -> anyhow::Result<Arc<Engine>> {
         llm: open_llm(cfg)?,
     };
     Ok(Engine::open(backends, engine_config(cfg)).await?)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-pub async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let engine = open_engine(&cfg).await?;
-    let replayed = engine.catch_up().await?;
-    tracing::info!(replayed, model = %engine.model().version, "indexes caught up");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = vec![tokio::spawn(engine.clone().run_indexer(stop_rx.clone()))];
-    for _ in 0..cfg.workers {
-        tasks.push(tokio::spawn(engine.worker().run(stop_rx.clone())));
-    }
-    tasks.push(tokio::spawn(sweeper(
-        engine.clone(),
-        Duration::from_secs(cfg.retention.sweep_interval_secs),
-        stop_rx.clone(),
-    )));
-    let app = engram_server::router(engine.clone(), server_config(&cfg)?);
-    let listener = tokio::net::TcpListener::bind(&cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
-    tracing::info!(
-        addr = %listener.local_addr()?,
-        data_dir = %cfg.data_dir.display(),
-        tls = cfg.tls.is_some(),
-        auth = cfg.auth.enabled,
-        "engram listening"
-    );
-    let tls = cfg
-        .tls
-        .as_ref()
-        .map(engram_server::server_config)
-        .transpose()?;
-    engram_server::serve(
-        listener,
-        app,
-        tls,
-        Duration::from_secs(cfg.request_timeout_secs),
-        shutdown_signal(),
-        crate::SHUTDOWN_GRACE,
-    )
-    .await?;
-    tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(crate::SHUTDOWN_GRACE, t).await;
-    }
-    Ok(())
-}
-
-pub async fn worker(cfg: Config) -> anyhow::Result<()> {
-    let (store, _) = open_store(&cfg).await?;
-    let embedders = open_embedders(&cfg, &store).await?;
-    let q = open_queue(&cfg, store.clone()).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = Vec::new();
-    for _ in 0..cfg.workers.max(1) {
-        let w = EmbedWorker::new(
-            q.clone(),
-            store.clone(),
-            embedders.clone(),
-            cfg.worker_batch,
-        );
-        tasks.push(tokio::spawn(w.run(stop_rx.clone())));
-    }
-    tracing::info!(workers = tasks.len(), "embedding workers running");
-    // Health and metrics for probes and Prometheus (this node serves no API).
-    if let Some(addr) = &cfg.worker_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("worker_listen {addr}"))?;
-        let app = engram_server::worker_router(q.clone());
-        let mut stop = stop_rx.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-        });
-        tracing::info!(addr = %addr, "worker health and metrics listening");
-    }
-    shutdown_signal().await;
-    let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = tokio::time::timeout(crate::SHUTDOWN_GRACE, t).await;
-    }
-    Ok(())
-}
-
-pub async fn rebuild(cfg: Config) -> anyhow::Result<()> {
-    let engine = open_engine(&cfg).await?;
-    let started = std::time::Instant::now();
-    let total = engine.totals().await?.store.max_seq;
-    let report = crate::progress::start("rebuild", "changes", total, engine.indexed_position());
-    let n = engine.rebuild().await;
-    drop(report);
-    let n = n?;
-    let stats = engine
-        .stats(&Principal::new(cfg.tenant.clone(), "local", Role::Admin))
-        .await?;
-    eprintln!(
-        "rebuilt from {n} changes in {:.1}s: {} vectors, {} keyword documents",
-        started.elapsed().as_secs_f64(),
-        stats.vectors,
-        stats.keywords
-    );
-    Ok(())
-}
-
-fn server_config(cfg: &Config) -> anyhow::Result<ServerConfig> {
-    let a = &cfg.auth;
-    let jwt = match &a.jwt {
-        Some(j) => Some(Arc::new(
-            engram_auth::JwtVerifier::new(j).context("auth.jwt")?,
-        )),
-        None => None,
-    };
-    let anonymous = if a.enabled {
-        None
-    } else {
-        tracing::warn!(
-            tenant = %cfg.tenant,
-            "auth.enabled = false: requests without credentials act as an admin of the tenant; never expose this server"
-        );
-        Some(Principal::new(cfg.tenant.clone(), "anonymous", Role::Admin))
-    };
-    let rate_limit = match (
-        std::num::NonZeroU32::new(a.rate_limit_per_second),
-        std::num::NonZeroU32::new(a.rate_limit_burst),
-    ) {
-        (Some(per_second), Some(burst)) => Some(RateLimit { per_second, burst }),
-        _ => None,
-    };
-    Ok(ServerConfig {
-        max_body_bytes: cfg.max_body_bytes,
-        wait_timeout: Duration::from_secs(cfg.wait_timeout_secs),
-        auth: AuthSettings { jwt, anonymous },
-        rate_limit,
-        cors_origins: a.cors_origins.clone(),
-        metrics_require_auth: a.metrics_require_auth,
-        body_timeout: Duration::from_secs(cfg.request_timeout_secs),
-    })
-}
-
-/// Expire memories past their TTL and purge old deletions, periodically.
-async fn sweeper(engine: Arc<Engine>, every: Duration, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        match engine.sweep().await {
-            Ok(r) if r.expired + r.purged > 0 => {
-                tracing::info!(expired = r.expired, purged = r.purged, "retention sweep")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "retention sweep failed; will retry"),
-        }
-    }
-}
-
-/// The operator at the console: an admin of the tenant, by virtue of holding
-/// the data directory.
-fn console(cfg: &Config, tenant: Option<String>) -> Principal {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    Principal::new(
-        tenant.unwrap_or_else(|| cfg.tenant.clone()),
-        format!("cli:{user}"),
-        Role::Admin,
-    )
-}
-
-pub async fn keys(cfg: &Config, tenant: Option<String>, cmd: crate::KeysCmd) -> anyhow::Result<()> {
-    let admin = StoreAdmin::new(open_store(cfg).await?.0);
-    let p = console(cfg, tenant);
-    let out = match cmd {
-        crate::KeysCmd::Create {
-            name,
-            role,
-            namespaces,
-            permissions,
-        } => {
-            let role = Role::parse(&role)
-                .with_context(|| format!("unknown role {role:?}: use admin, writer or reader"))?;
-            let permissions = permissions
-                .iter()
-                .map(|s| Permission::parse(s).with_context(|| format!("unknown permission {s:?}")))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let req = NewApiKey {
-                name,
-                role,
-                namespaces: (!namespaces.is_empty()).then_some(namespaces),
-                permissions,
-            };
-            serde_json::to_value(
-                admin
-                    .create_api_key(&p, req, engram_auth::apikey::mint())
-                    .await?,
-            )?
-        }
-        crate::KeysCmd::List => serde_json::json!({ "keys": admin.api_keys(&p).await? }),
-        crate::KeysCmd::Revoke { id } => {
-            serde_json::to_value(admin.revoke_api_key(&p, &id).await?)?
-        }
-    };
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    Ok(())
-}
-
-pub async fn audit(
-    cfg: &Config,
-    tenant: Option<String>,
-    cmd: crate::AuditCmd,
-) -> anyhow::Result<()> {
-    let admin = StoreAdmin::new(open_store(cfg).await?.0);
-    let p = console(cfg, tenant);
-    let report = match cmd {
-        crate::AuditCmd::Verify => admin.verify_audit(&p).await?,
-        crate::AuditCmd::Export { out } => {
-            let bundle = admin.audit_bundle(&p).await?;
-            // Whole or not at all: a proof cut short by a crash is useless.
-            engram_fs::write_atomic(&out, &serde_json::to_vec_pretty(&bundle)?)
-                .with_context(|| format!("writing {}", out.display()))?;
-            eprintln!(
-                "wrote {} events and {} record checksums to {}",
-                bundle.events.len(),
-                bundle.records.len(),
-                out.display()
-            );
-            bundle.verify
-        }
-    };
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if !report.ok {
-        anyhow::bail!("the audit chain is broken at event {:?}", report.broken_at);
-    }
-    Ok(())
 }
