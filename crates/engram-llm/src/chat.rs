@@ -74,29 +74,6 @@ impl OpenAiChat {
         })
     }
 
-    /// `POST chat/completions` with `body`; the response head must arrive
-    /// by `deadline`.
-    async fn post_chat(
-        &self,
-        body: &serde_json::Value,
-        deadline: tokio::time::Instant,
-    ) -> Result<reqwest::Response> {
-        let rb = self
-            .request(
-                self.client
-                    .post(endpoint(&self.opts.base_url, "chat/completions")),
-            )
-            .timeout(self.opts.timeout)
-            .json(body);
-        match tokio::time::timeout_at(deadline, rb.send()).await {
-            Ok(r) => r.map_err(transport),
-            Err(_) => Err(Error::LlmTimeout(format!(
-                "no response from the LLM within {:?}",
-                self.opts.first_token_timeout
-            ))),
-        }
-    }
-
     fn request(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.opts.api_key {
             Some(k) => rb.bearer_auth(k),
@@ -279,7 +256,22 @@ impl Llm for OpenAiChat {
             "temperature": req.temperature,
             "stream": true,
         });
-        let resp = self.post_chat(&body, first_deadline).await?;
+        let rb = self
+            .request(
+                self.client
+                    .post(endpoint(&self.opts.base_url, "chat/completions")),
+            )
+            .timeout(self.opts.timeout)
+            .json(&body);
+        let resp = match tokio::time::timeout_at(first_deadline, rb.send()).await {
+            Ok(r) => r.map_err(transport)?,
+            Err(_) => {
+                return Err(Error::LlmTimeout(format!(
+                    "no response from the LLM within {:?}",
+                    self.opts.first_token_timeout
+                )))
+            }
+        };
         if !resp.status().is_success() {
             return Err(status_error(resp).await);
         }
@@ -314,8 +306,22 @@ impl Llm for OpenAiChat {
     }
 
     async fn forward(&self, body: serde_json::Value) -> Result<Forwarded> {
-        let deadline = tokio::time::Instant::now() + self.opts.first_token_timeout;
-        let resp = self.post_chat(&body, deadline).await?;
+        let rb = self
+            .request(
+                self.client
+                    .post(endpoint(&self.opts.base_url, "chat/completions")),
+            )
+            .timeout(self.opts.timeout)
+            .json(&body);
+        let resp = match tokio::time::timeout(self.opts.first_token_timeout, rb.send()).await {
+            Ok(r) => r.map_err(transport)?,
+            Err(_) => {
+                return Err(Error::LlmTimeout(format!(
+                    "no response from the LLM within {:?}",
+                    self.opts.first_token_timeout
+                )))
+            }
+        };
         let status = resp.status();
         if status.is_client_error() && status.as_u16() != 429 {
             // The server's verdict on the caller's request: the caller's
