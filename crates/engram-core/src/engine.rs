@@ -79,8 +79,6 @@ pub struct EngineConfig {
     pub max_quarantined: usize,
     /// How conversation messages are indexed with their context.
     pub context: crate::context::Recipe,
-    /// The memory proxy's namespace when a request names none.
-    pub proxy_namespace: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -112,7 +110,6 @@ impl Default for EngineConfig {
             index_stall_after: Duration::from_secs(60),
             max_quarantined: 0,
             context: crate::context::Recipe::default(),
-            proxy_namespace: None,
         }
     }
 }

@@ -76,32 +76,3 @@ async fn the_official_mcp_client_uses_the_memory_tools_over_http_and_stdio() {
         ],
     );
 }
-
-/// The memory proxy through `openai.OpenAI` against the real llama.cpp
-/// server: memories join the prompt (their ids in `X-Engram-Memories`),
-/// answers come back as the LLM sent them (JSON and streamed), the exchange
-/// is recorded in the session, bad input is the client's exceptions.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_official_openai_client_chats_through_the_memory_proxy() {
-    let dir = tempfile::tempdir().unwrap();
-    let llm =
-        std::env::var("ENGRAM_TEST_LLM_URL").unwrap_or_else(|_| "http://127.0.0.1:18080/v1".into());
-    let llm_model = std::env::var("ENGRAM_TEST_LLM_MODEL").unwrap_or_else(|_| "gemma3-270m".into());
-    let node = NodeBuilder::serve(BIN)
-        .data_dir(dir.path())
-        .env("ENGRAM_LLM__BASE_URL", llm)
-        .env("ENGRAM_LLM__MODEL", &llm_model)
-        .start()
-        .await;
-    let writer = create_key(BIN.as_ref(), dir.path(), "writer", &[]);
-    let reader = create_key(BIN.as_ref(), dir.path(), "reader", &[]);
-    run_script(
-        "openai_proxy.py",
-        &[
-            ("ENGRAM_URL", &node.url),
-            ("ENGRAM_WRITER_KEY", &writer),
-            ("ENGRAM_READER_KEY", &reader),
-            ("ENGRAM_LLM_MODEL", &llm_model),
-        ],
-    );
-}
