@@ -79,9 +79,12 @@ for _ in $(seq 600); do
     sleep 0.1
 done
 
+# The memory proxy is left out: its answers are the LLM server's documents,
+# not engram's (its bad-input handling is fuzzed by engram-server's decoding
+# test, its behaviour tested with the official openai client).
 # Per operation: enough for FUZZ_CASES in all (operations without
 # parameters produce few cases; the assertion below is what counts).
-ops=$(curl -fsS "$url/openapi.json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(len(v) for v in d["paths"].values()))')
+ops=$(curl -fsS "$url/openapi.json" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(len(v) for k, v in d["paths"].items() if k != "/v1/chat/completions"))')
 per_op=$(( cases * 13 / 10 / ops + 1 ))
 log "$ops operations, $per_op examples each, seed $seed, server $url"
 run_st() { # workers
@@ -91,7 +94,8 @@ run_st() { # workers
         -c not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection \
         --mode all -n "$per_op" --seed "$seed" -w "$1" --request-timeout 30 \
         --phases examples,coverage,fuzzing --generation-database none \
-        --report json --report-dir "$work/report" --no-color --max-failures 50) >"$work/st.out" 2>&1
+        --report json --report-dir "$work/report" --no-color --max-failures 50 \
+        --exclude-path /v1/chat/completions) >"$work/st.out" 2>&1
 }
 root=$PWD
 set +e

@@ -29,8 +29,18 @@ try {
   page.on("request", (r) => {
     if (!r.url().startsWith(url)) foreign.push(r.url());
   });
+  // What the page itself reports, to say why it did not render if it does not.
+  const problems = [];
+  page.on("pageerror", (e) => problems.push(`page error: ${e}`));
+  page.on("console", (m) => m.type() === "error" && problems.push(`console: ${m.text()}`));
+  page.on("requestfailed", (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
   await page.goto(`${url}/docs`, { waitUntil: "load" });
-  await page.waitForSelector(".opblock", { timeout: 30000 });
+  try {
+    await page.waitForSelector(".opblock", { timeout: 60000 });
+  } catch (e) {
+    const shown = (await page.locator("#swagger-ui").innerText().catch(() => "")).slice(0, 2000);
+    fail(`no operation rendered (${e.message})\n${problems.join("\n")}\npage shows:\n${shown}`);
+  }
   const paths = await page.$$eval(".opblock-summary-path", (els) =>
     els.map((e) => e.getAttribute("data-path") || e.textContent.trim()),
   );

@@ -79,6 +79,8 @@ pub struct EngineConfig {
     pub max_quarantined: usize,
     /// How conversation messages are indexed with their context.
     pub context: crate::context::Recipe,
+    /// The memory proxy's namespace when a request names none.
+    pub proxy_namespace: Option<String>,
 }
 
 impl Default for EngineConfig {
@@ -110,6 +112,7 @@ impl Default for EngineConfig {
             index_stall_after: Duration::from_secs(60),
             max_quarantined: 0,
             context: crate::context::Recipe::default(),
+            proxy_namespace: None,
         }
     }
 }

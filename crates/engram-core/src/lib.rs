@@ -26,6 +26,7 @@ mod write;
 pub use governance::StoreAdmin;
 pub mod pii;
 pub mod probe;
+pub mod proxy;
 pub mod quarantine;
 pub mod query;
 pub mod rag;

@@ -63,6 +63,25 @@ pub trait Llm: Send + Sync + 'static {
 
     /// The model ids the server offers (`GET /models`).
     async fn models(&self) -> Result<Vec<String>>;
+
+    /// Send an OpenAI chat-completions request body as it is, for the
+    /// memory proxy; the answer comes back as the server sent it (JSON, or
+    /// server-sent events when the body asks to stream). The server's own
+    /// 4xx verdicts come back too; being unreachable, overloaded or too slow
+    /// are errors as in [`Llm::chat`].
+    async fn forward(&self, body: Value) -> Result<Forwarded> {
+        let _ = body;
+        Err(Error::LlmFailed(
+            "this LLM client cannot forward chat requests".into(),
+        ))
+    }
+}
+
+/// A chat-completions answer as the LLM server sent it.
+pub struct Forwarded {
+    pub status: u16,
+    pub content_type: String,
+    pub body: BoxStream<'static, Result<Vec<u8>>>,
 }
 
 /// `POST /v1/ask`: retrieval options as in search, plus generation options.
@@ -176,6 +195,21 @@ pub fn build_prompt(
     question: &str,
     hits: Vec<SearchHit>,
 ) -> (Vec<ChatMessage>, Vec<Source>) {
+    let (context, sources) = memory_lines(cfg, hits);
+    let user = format!("Memories:\n{context}\nQuestion: {}", question.trim());
+    (
+        vec![
+            ChatMessage::new("system", cfg.system_prompt.clone()),
+            ChatMessage::new("user", user),
+        ],
+        sources,
+    )
+}
+
+/// The numbered memory lines of a prompt, `[n] (date, namespace) text`,
+/// within `cfg.max_context_bytes` (a first memory longer than that is cut),
+/// and the memories they number; "(no memories were found)" when none.
+pub fn memory_lines(cfg: &RagConfig, hits: Vec<SearchHit>) -> (String, Vec<Source>) {
     let mut context = String::new();
     let mut sources = Vec::new();
     let mut used = 0usize;
@@ -207,14 +241,7 @@ pub fn build_prompt(
     if sources.is_empty() {
         context.push_str("(no memories were found)\n");
     }
-    let user = format!("Memories:\n{context}\nQuestion: {}", question.trim());
-    (
-        vec![
-            ChatMessage::new("system", cfg.system_prompt.clone()),
-            ChatMessage::new("user", user),
-        ],
-        sources,
-    )
+    (context, sources)
 }
 
 /// The `[n]` and `[n, m]` markers of `answer` that name a source, each once,

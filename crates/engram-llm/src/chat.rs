@@ -1,7 +1,7 @@
 //! Streamed chat completions over `POST {base}/chat/completions`.
 
 use async_trait::async_trait;
-use engram_core::rag::{ChatRequest, TokenStream};
+use engram_core::rag::{ChatRequest, Forwarded, TokenStream};
 use engram_core::{Error, Llm, Result};
 use eventsource_stream::{EventStreamError, Eventsource};
 use futures::stream::{self, BoxStream};
@@ -72,6 +72,29 @@ impl OpenAiChat {
             client: http_client(opts.connect_timeout)?,
             opts,
         })
+    }
+
+    /// `POST chat/completions` with `body`; the response head must arrive
+    /// by `deadline`.
+    async fn post_chat(
+        &self,
+        body: &serde_json::Value,
+        deadline: tokio::time::Instant,
+    ) -> Result<reqwest::Response> {
+        let rb = self
+            .request(
+                self.client
+                    .post(endpoint(&self.opts.base_url, "chat/completions")),
+            )
+            .timeout(self.opts.timeout)
+            .json(body);
+        match tokio::time::timeout_at(deadline, rb.send()).await {
+            Ok(r) => r.map_err(transport),
+            Err(_) => Err(Error::LlmTimeout(format!(
+                "no response from the LLM within {:?}",
+                self.opts.first_token_timeout
+            ))),
+        }
     }
 
     fn request(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -256,22 +279,7 @@ impl Llm for OpenAiChat {
             "temperature": req.temperature,
             "stream": true,
         });
-        let rb = self
-            .request(
-                self.client
-                    .post(endpoint(&self.opts.base_url, "chat/completions")),
-            )
-            .timeout(self.opts.timeout)
-            .json(&body);
-        let resp = match tokio::time::timeout_at(first_deadline, rb.send()).await {
-            Ok(r) => r.map_err(transport)?,
-            Err(_) => {
-                return Err(Error::LlmTimeout(format!(
-                    "no response from the LLM within {:?}",
-                    self.opts.first_token_timeout
-                )))
-            }
-        };
+        let resp = self.post_chat(&body, first_deadline).await?;
         if !resp.status().is_success() {
             return Err(status_error(resp).await);
         }
@@ -303,6 +311,47 @@ impl Llm for OpenAiChat {
             .await
             .map_err(|e| Error::LlmFailed(format!("not an OpenAI model list: {e}")))?;
         Ok(list.data.into_iter().map(|m| m.id).collect())
+    }
+
+    async fn forward(&self, body: serde_json::Value) -> Result<Forwarded> {
+        let deadline = tokio::time::Instant::now() + self.opts.first_token_timeout;
+        let resp = self.post_chat(&body, deadline).await?;
+        let status = resp.status();
+        if status.is_client_error() && status.as_u16() != 429 {
+            // The server's verdict on the caller's request: the caller's
+            // 400 (413 for a prompt over the context), in engram's shape.
+            let body = resp.text().await.unwrap_or_default();
+            return Err(if context_overflow(&body) {
+                Error::TooLarge(format!(
+                    "the messages and their memories do not fit the model's context: {}",
+                    excerpt(&body)
+                ))
+            } else {
+                Error::invalid(format!(
+                    "the LLM server refused the request (HTTP {status}): {}",
+                    excerpt(&body)
+                ))
+            });
+        }
+        // Overload and server failures are 503/502, as for /v1/ask.
+        if !status.is_success() {
+            return Err(status_error(resp).await);
+        }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_string();
+        let body = resp
+            .bytes_stream()
+            .map(|chunk| chunk.map(|b| b.to_vec()).map_err(transport))
+            .boxed();
+        Ok(Forwarded {
+            status: status.as_u16(),
+            content_type,
+            body,
+        })
     }
 }
 

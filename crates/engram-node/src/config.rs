@@ -77,6 +77,16 @@ pub struct Config {
     pub search: SearchConfig,
     /// The MCP tools (`/mcp` and `engram mcp`).
     pub mcp: McpConfig,
+    /// The OpenAI-compatible memory proxy (`/v1/chat/completions`).
+    pub proxy: ProxyConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// The namespace whose memories are added when a request names none
+    /// (neither the `X-Engram-Namespace` header nor `user`).
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -634,6 +644,7 @@ impl Default for Config {
             search: SearchConfig::default(),
             retention: RetentionConfig::default(),
             mcp: McpConfig::default(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -908,12 +919,17 @@ impl Config {
         if self.retention.sweep_interval_secs == 0 {
             bail!(Config, "retention.sweep_interval_secs must be at least 1");
         }
-        if let Some(ns) = &self.mcp.default_namespace {
-            if engram_core::validate_namespace(ns).is_err() {
-                bail!(
-                    Config,
-                    "mcp.default_namespace = {ns:?} is not a namespace (1 to 128 letters, digits and _-:./@)"
-                );
+        for (key, ns) in [
+            ("mcp.default_namespace", &self.mcp.default_namespace),
+            ("proxy.namespace", &self.proxy.namespace),
+        ] {
+            if let Some(ns) = ns {
+                if engram_core::validate_namespace(ns).is_err() {
+                    bail!(
+                        Config,
+                        "{key} = {ns:?} is not a namespace (1 to 128 letters, digits and _-:./@)"
+                    );
+                }
             }
         }
         Ok(())

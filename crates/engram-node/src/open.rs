@@ -56,6 +56,7 @@ fn engine_config(cfg: &Config) -> EngineConfig {
                 .clone()
                 .unwrap_or_else(|| RagConfig::default().system_prompt),
         },
+        proxy_namespace: cfg.proxy.namespace.clone(),
         ..EngineConfig::default()
     }
 }

@@ -278,6 +278,38 @@ pub enum EmbeddingVector {
     Base64(String),
 }
 
+/// An OpenAI chat-completions request. Fields not listed here (`tools`,
+/// `stop`, `top_p`, ...) are forwarded to the LLM server unchanged.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ChatCompletionBody {
+    /// The LLM server's model; default: the configured `[llm] model`.
+    model: Option<String>,
+    /// The conversation so far, OpenAI-style.
+    #[schema(min_items = 1)]
+    messages: Vec<ChatMessageBody>,
+    /// Answer with server-sent events, as the LLM server streams them.
+    stream: Option<bool>,
+    /// Default and limit: `[llm] max_tokens` and `max_tokens_limit`.
+    #[schema(minimum = 1, maximum = 4096)]
+    max_tokens: Option<u32>,
+    #[schema(minimum = 0, maximum = 2)]
+    temperature: Option<f32>,
+    /// The namespace when no `X-Engram-Namespace` header names one.
+    #[schema(pattern = r"^[A-Za-z0-9_\-:./@]{1,128}$")]
+    user: Option<String>,
+}
+
+/// One message of a chat.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct ChatMessageBody {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    role: String,
+    /// The text (or OpenAI's list of content parts).
+    content: String,
+}
+
 /// OpenAI's model list (`GET /v1/models`).
 #[derive(Serialize, ToSchema)]
 pub struct ModelList {
@@ -296,7 +328,8 @@ pub struct ModelCard {
     /// Unix seconds; engram does not track when a model was published: 0.
     pub created: i64,
     pub owned_by: String,
-    /// What engram uses it for: `embedding`.
+    /// What engram uses it for: `embedding`, or `chat` (the LLM server's
+    /// models, answered through `/v1/chat/completions`).
     pub purpose: String,
     /// The embedding's dimensions.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -454,7 +487,7 @@ mod tests {
         let doc: Value = serde_json::from_str(&document()).unwrap();
         let paths = doc["paths"].as_object().unwrap();
         let ops: usize = paths.values().map(|i| i.as_object().unwrap().len()).sum();
-        assert_eq!(ops, 30, "{:?}", paths.keys());
+        assert_eq!(ops, 31, "{:?}", paths.keys());
         for (path, item) in paths {
             for (method, op) in item.as_object().unwrap() {
                 for status in statuses().keys() {

@@ -11,6 +11,7 @@ use engram_core::requests::{
 use engram_core::{
     Answer, AskRequest, AuditQuery, Code, Error, JobState, NamespaceInfo, NewApiKey, VerifyReport,
 };
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -24,9 +25,9 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::extract::{Caller, Json, Path, Query};
 use crate::openapi::{
-    AskStreamEvent, AuditPage, CreateBody, CreateResult, Embedding, EmbeddingVector,
-    EmbeddingsResponse, JobList, KeyList, ModelCard, ModelList, NamespaceList, QuarantineList,
-    ReadyBody,
+    AskStreamEvent, AuditPage, ChatCompletionBody, CreateBody, CreateResult, Embedding,
+    EmbeddingVector, EmbeddingsResponse, JobList, KeyList, ModelCard, ModelList, NamespaceList,
+    QuarantineList, ReadyBody,
 };
 use crate::views::*;
 use crate::AppState;
@@ -88,6 +89,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_export))
         .routes(routes!(embeddings))
         .routes(routes!(models))
+        .routes(routes!(chat_completions))
         .routes(routes!(jobs))
         .routes(routes!(job))
         .routes(routes!(retry_job))
@@ -677,19 +679,102 @@ async fn stats(State(s): State<AppState>, Caller(p): Caller) -> ApiResult {
     responses((status = 200, description = "The served models", body = ModelList)))]
 async fn models(State(s): State<AppState>, Caller(_p): Caller) -> ApiResult {
     let m = s.engine.model().clone();
-    Ok(Json(ModelList {
-        object: "list".into(),
-        data: vec![ModelCard {
-            id: m.name,
+    let mut data = vec![ModelCard {
+        id: m.name,
+        object: "model".into(),
+        created: 0,
+        owned_by: "engram".into(),
+        purpose: "embedding".into(),
+        dimensions: Some(m.dims),
+        version: Some(m.version),
+    }];
+    // The chat models of the memory proxy: the LLM server's list, or at
+    // least the configured model when the server cannot be asked now.
+    if let Some(llm) = s.engine.llm() {
+        let ids = match llm.models().await {
+            Ok(ids) if !ids.is_empty() => ids,
+            _ => vec![llm.model().to_string()],
+        };
+        data.extend(ids.into_iter().map(|id| ModelCard {
+            id,
             object: "model".into(),
             created: 0,
             owned_by: "engram".into(),
-            purpose: "embedding".into(),
-            dimensions: Some(m.dims),
-            version: Some(m.version),
-        }],
+            purpose: "chat".into(),
+            dimensions: None,
+            version: None,
+        }));
+    }
+    Ok(Json(ModelList {
+        object: "list".into(),
+        data,
     })
     .into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(crate) struct ChatHeaders {
+    /// The namespace whose memories are added (else the body's `user`,
+    /// else `[proxy] namespace`).
+    #[serde(rename = "x-engram-namespace")]
+    #[param(
+        rename = "X-Engram-Namespace",
+        pattern = r"^[A-Za-z0-9_\-:./@]{1,128}$"
+    )]
+    namespace: Option<String>,
+    /// Append the user message and the answer to this conversation session
+    /// (needs a writer).
+    #[serde(rename = "x-engram-session")]
+    #[param(rename = "X-Engram-Session")]
+    session: Option<String>,
+}
+
+/// The OpenAI-compatible memory proxy: the memories relevant to the latest
+/// user message (with the caller's rights) join the system prompt, numbered
+/// with their ids; the request goes to the configured LLM server and its
+/// answer comes back as the server sent it (JSON, or server-sent events with
+/// `"stream": true`). `X-Engram-Memories` lists the ids of the memories
+/// added. With `X-Engram-Session`, the exchange is appended to that session.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "search", params(ChatHeaders),
+    request_body = ChatCompletionBody,
+    responses((status = 200, description = "The LLM server's answer", content(
+        (Value = "application/json"),
+        (String = "text/event-stream"),
+    ))))]
+async fn chat_completions(
+    State(s): State<AppState>,
+    Caller(p): Caller,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> ApiResult {
+    let header = |name: &str| -> Result<Option<String>, ApiError> {
+        match headers.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .to_str()
+                .map(|v| Some(v.to_string()))
+                .map_err(|_| ApiError::new(Code::InvalidRequest, format!("{name} must be text"))),
+        }
+    };
+    let target = engram_core::proxy::ChatTarget {
+        namespace: header("x-engram-namespace")?,
+        session: header("x-engram-session")?,
+    };
+    let proxied = s.engine.chat_completion(&p, target, body).await?;
+    let ids: Vec<String> = proxied.memories.iter().map(Uuid::to_string).collect();
+    let answer = proxied.answer;
+    let stream = answer
+        .body
+        .map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())));
+    Response::builder()
+        .status(answer.status)
+        .header(axum::http::header::CONTENT_TYPE, answer.content_type)
+        .header("x-engram-memories", ids.join(","))
+        .header("x-engram-namespace", proxied.namespace)
+        .body(axum::body::Body::from_stream(stream))
+        .map_err(|e| ApiError::new(Code::Internal, e.to_string()))
 }
 
 /// OpenAI-style `input`: one string or a list of strings.
