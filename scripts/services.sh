@@ -28,7 +28,7 @@ LLM_PORT="${ENGRAM_LLM_PORT:-18080}"
 LLM_MODEL=gemma3-270m
 # Pinned so every machine builds the same server.
 LLAMA_CPP_PYTHON=0.3.36
-PY_CLIENTS="openai==3.63.0 mcp==2.3.0"
+PY_CLIENTS="openai==3.63.0 mcp==2.3.0 httpx==0.28.1 chromadb==1.5.9"
 S3_KEY="${ENGRAM_S3_ACCESS_KEY:-engram}"
 S3_SECRET="${ENGRAM_S3_SECRET_KEY:-engram-secret-key}"
 S3_BUCKET=engram

@@ -22,6 +22,9 @@ pub enum Error {
     /// A streamed answer (`ask`) reported an error after it started.
     #[error("{code}: {message}")]
     Stream { code: String, message: String },
+    /// Another server read from (Chroma, for an import) answered an error.
+    #[error("{0}")]
+    Source(String),
     /// The client was set up wrong (bad URL, API key not valid header text).
     #[error("{0}")]
     Config(String),

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod chroma;
 mod error;
 pub mod models;
 

@@ -1,5 +1,5 @@
 //! Hermetic unit tests of the request mapping; the tools end to end (both
-//! transports, a real MCP client) are in the binary's `tests/python.rs`.
+//! transports, a real MCP client) are in the binary's `tests/clients.rs`.
 
 use super::*;
 

@@ -2,6 +2,7 @@
 //! `engram-client`.
 
 use anyhow::{bail, Context};
+use engram_client::chroma::ChromaCollection;
 use engram_client::{
     AskEvent, AskRequest, Client, ListRequest, NewMemory, NewMessage, SearchRequest,
 };
@@ -209,6 +210,64 @@ pub async fn import(
         eprint!("\r\x1b[2K");
     }
     eprintln!("imported {created} (+{duplicates} duplicates)");
+    Ok(())
+}
+
+/// Where `import --from-chroma` reads.
+pub struct Chroma<'a> {
+    pub url: &'a str,
+    pub tenant: &'a str,
+    pub database: &'a str,
+    pub collection: &'a str,
+}
+
+/// Import a Chroma collection (see `ChromaCollection::import_into`): the
+/// refused records are named, and fail the command once the rest are in.
+pub async fn import_chroma(
+    c: &Client,
+    from: Chroma<'_>,
+    namespace: Option<String>,
+    batch: u32,
+    wait: bool,
+) -> anyhow::Result<()> {
+    let col = ChromaCollection::open(from.url, from.tenant, from.database, from.collection)
+        .await
+        .with_context(|| format!("opening the Chroma collection {:?}", from.collection))?;
+    let namespace = namespace.unwrap_or_else(|| col.name.clone());
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let out = col
+        .import_into(c, &namespace, batch, wait, |read, total| {
+            if terminal {
+                eprint!("\r\x1b[2Kread {read} of {total} records");
+            }
+        })
+        .await;
+    if terminal {
+        eprint!("\r\x1b[2K");
+    }
+    let out = out?;
+    eprintln!(
+        "imported {} memories from Chroma collection {:?} into namespace {namespace:?} \
+         (+{} already there) from {} records",
+        out.created, col.name, out.duplicates, out.read
+    );
+    if !out.without_document.is_empty() {
+        let n = out.without_document.len();
+        let mut shown = out.without_document[..n.min(10)].join(", ");
+        if n > 10 {
+            shown.push_str(", ...");
+        }
+        eprintln!("{n} records have no document (no text to remember) and were left out: {shown}");
+    }
+    for (id, e) in &out.rejected {
+        eprintln!("Chroma record {id:?} not imported: {e}");
+    }
+    if !out.rejected.is_empty() {
+        bail!(
+            "{} records were not imported (see above); the rest were",
+            out.rejected.len()
+        );
+    }
     Ok(())
 }
 

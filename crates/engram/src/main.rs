@@ -218,18 +218,36 @@ enum Cmd {
     /// Import memories from JSONL (one memory object per line; a line may carry its own
     /// "namespace"), or with --session a conversation transcript (one message per line:
     /// {"speaker" or "role", "text", "occurred_at"?, "metadata"?}; a line without a
-    /// "position" takes its line number, so importing the file again adds nothing).
+    /// "position" takes its line number, so importing the file again adds nothing), or
+    /// with --from-chroma a ChromaDB collection (documents and metadata, page by page;
+    /// Chroma ids become client ids, so a re-run or the rest of an interrupted run adds
+    /// nothing twice; the texts are embedded again by engram's model).
     Import {
         #[command(flatten)]
         remote: Remote,
-        file: PathBuf,
-        #[arg(long, short)]
-        namespace: String,
+        #[arg(
+            required_unless_present = "from_chroma",
+            conflicts_with = "from_chroma"
+        )]
+        file: Option<PathBuf>,
+        /// The namespace to import into (for --from-chroma, default: the collection's name).
+        #[arg(long, short, required_unless_present = "from_chroma")]
+        namespace: Option<String>,
         /// Append the lines as messages of this conversation session.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "from_chroma")]
         session: Option<String>,
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
+        /// Read a ChromaDB collection from this server (e.g. http://127.0.0.1:8000).
+        #[arg(long, value_name = "URL", requires = "collection")]
+        from_chroma: Option<String>,
+        /// The Chroma collection's name.
+        #[arg(long, requires = "from_chroma")]
+        collection: Option<String>,
+        #[arg(long, default_value = "default_tenant", requires = "from_chroma")]
+        chroma_tenant: String,
+        #[arg(long, default_value = "default_database", requires = "from_chroma")]
+        chroma_database: String,
+        #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        batch: u32,
         /// Wait until everything is searchable.
         #[arg(long)]
         wait: bool,
@@ -567,22 +585,46 @@ async fn main() -> anyhow::Result<()> {
         } => client::ask(&remote.conn()?, question, namespaces, k, json).await,
         Cmd::Import {
             remote,
-            file,
+            from_chroma: Some(chroma),
+            collection: Some(collection),
+            chroma_tenant,
+            chroma_database,
             namespace,
-            session: Some(session),
             batch,
             wait,
+            ..
         } => {
-            client::import_session(&remote.conn()?, &file, &namespace, &session, batch, wait).await
+            let from = client::Chroma {
+                url: &chroma,
+                tenant: &chroma_tenant,
+                database: &chroma_database,
+                collection: &collection,
+            };
+            client::import_chroma(&remote.conn()?, from, namespace, batch, wait).await
         }
         Cmd::Import {
             remote,
-            file,
-            namespace,
-            session: None,
+            file: Some(file),
+            namespace: Some(namespace),
+            session,
             batch,
             wait,
-        } => client::import(&remote.conn()?, &file, &namespace, batch, wait).await,
+            ..
+        } => {
+            let c = remote.conn()?;
+            let batch = batch as usize;
+            match session {
+                Some(session) => {
+                    client::import_session(&c, &file, &namespace, &session, batch, wait).await
+                }
+                None => client::import(&c, &file, &namespace, batch, wait).await,
+            }
+        }
+        Cmd::Import { .. } => {
+            anyhow::bail!(
+                "import needs FILE and --namespace, or --from-chroma URL and --collection NAME"
+            )
+        }
         Cmd::Export {
             remote,
             namespace,

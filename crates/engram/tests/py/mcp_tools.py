@@ -1,6 +1,6 @@
 """engram's MCP tools through the official `mcp` Python SDK, over both
 transports: streamable HTTP at /mcp and stdio (`engram mcp`). Run by
-tests/python.rs against a real `engram serve`; exits non-zero (with a
+tests/clients.rs against a real `engram serve`; exits non-zero (with a
 traceback) on the first failed check.
 
 Environment: ENGRAM_URL, ENGRAM_BIN (the engram binary), and keys:

@@ -1,5 +1,5 @@
 """engram's OpenAI-compatible routes, driven by the official `openai` package
-exactly as an application would use it. Run by tests/python.rs against a real
+exactly as an application would use it. Run by tests/clients.rs against a real
 `engram serve`; exits non-zero (with a traceback) on the first failed check.
 
 Environment: ENGRAM_URL (the node), ENGRAM_API_KEY (a reader key).

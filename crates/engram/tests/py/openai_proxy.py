@@ -1,7 +1,7 @@
 """The memory proxy (/v1/chat/completions) driven by the official `openai`
 package, as Open WebUI or an agent framework would: engram adds the
 namespace's memories to the prompt and forwards to the real llama.cpp
-server of the test suite. Run by tests/python.rs; exits non-zero on the
+server of the test suite. Run by tests/clients.rs; exits non-zero on the
 first failed check.
 
 Environment: ENGRAM_URL, ENGRAM_WRITER_KEY, ENGRAM_READER_KEY, ENGRAM_LLM_MODEL.
