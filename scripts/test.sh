@@ -9,7 +9,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/engram-target}"
 # Redis, S3 (s3s-fs), a llama.cpp LLM server and the official Python clients
 # (openai, mcp) in a venv, installed once into a cache
 # (the first run builds s3s-fs and llama.cpp: ~25 min) and started if down.
-eval "$(scripts/services.sh start postgres nats redis s3 llm py)"
+eval "$(scripts/services.sh start postgres nats redis s3 llm py ts)"
 # Deploy files (compose, Helm, alerts, dashboard, runbooks) against the code.
 bash scripts/check-deploy.sh
 cargo fmt --all -- --check

@@ -9,6 +9,7 @@ a fake server: they inject 503 answers, which a healthy node never gives.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.server
 import json
 import os
@@ -19,6 +20,12 @@ import uuid
 
 from engram_client import (
     Answer,
+    AuditEvent,
+    Citation,
+    Hit,
+    Memory,
+    Scores,
+    SessionRef,
     AskDone,
     AskSources,
     AskToken,
@@ -29,8 +36,6 @@ from engram_client import (
     Created,
     Engram,
     EngramError,
-    Hit,
-    Memory,
     NotFoundError,
     PermissionDeniedError,
     UnavailableError,
@@ -222,6 +227,46 @@ class _FlakyHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+OPENAPI = os.path.join(os.path.dirname(__file__), "..", "..", "..", "docs", "openapi.json")
+
+
+class InStepWithTheOpenApiDocument(unittest.TestCase):
+    """The typed models name only fields the API documents, and every field
+    the API always sends (so a renamed or new required field fails here)."""
+
+    def test_models_match_their_schemas(self) -> None:
+        with open(OPENAPI) as f:
+            schemas = json.load(f)["components"]["schemas"]
+
+        def properties(name: str) -> tuple:
+            schema = schemas[name]
+            props, required = dict(schema.get("properties", {})), set(schema.get("required", []))
+            for part in schema.get("allOf", []):
+                part = schemas[part["$ref"].rsplit("/", 1)[1]] if "$ref" in part else part
+                props.update(part.get("properties", {}))
+                required |= set(part.get("required", []))
+            return set(props), required
+
+        models = {
+            Memory: "MemoryView",
+            Created: "Appended",
+            Hit: "Source",
+            Scores: "Fused",
+            Citation: "Citation",
+            SessionRef: "SessionRef",
+            Answer: "Answer",
+            AuditEvent: "AuditEvent",
+        }
+        for model, schema in models.items():
+            fields = {f.name for f in dataclasses.fields(model)} - {"raw"}
+            documented, required = properties(schema)
+            self.assertLessEqual(fields, documented, f"{model.__name__} names fields {schema} does not have")
+            # The model may leave out what it does not type (kept in `raw`),
+            # but not what the API always sends, except these on purpose:
+            untyped = {"pii", "provenance", "embedding_model", "embedding_version", "tenant"}
+            self.assertLessEqual(required - untyped, fields, f"{model.__name__} misses required fields of {schema}")
 
 
 class Retries(unittest.TestCase):

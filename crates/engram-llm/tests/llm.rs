@@ -6,18 +6,11 @@
 use engram_core::rag::{ChatMessage, ChatRequest};
 use engram_core::{Embedder, Error, Llm};
 use engram_llm::{OpenAiChat, OpenAiChatOptions, OpenAiEmbedder, OpenAiEmbedderOptions};
+use engram_testkit::{llm_model, llm_url};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-fn llm_url() -> String {
-    std::env::var("ENGRAM_TEST_LLM_URL").unwrap_or_else(|_| "http://127.0.0.1:18080/v1".into())
-}
-
-fn llm_model() -> String {
-    std::env::var("ENGRAM_TEST_LLM_MODEL").unwrap_or_else(|_| "gemma3-270m".into())
-}
 
 async fn real_llm() -> OpenAiChat {
     let llm = OpenAiChat::new(OpenAiChatOptions::new(llm_url(), llm_model())).unwrap();

@@ -9,6 +9,7 @@
 //!   running: the engine tested alone, without HTTP;
 //! - [`model_dir`] and [`free_port`]: the real model folder and a free port,
 //!   for the tests that need the real model or spawn real nodes;
+//! - [`llm_url`] and [`llm_model`]: the test suite's real LLM server;
 //! - [`NodeBuilder`] / [`Node`]: a real `engram serve` (or `worker`) as a
 //!   child process on a free port, ready-waited, with an `engram-client`
 //!   of it, killed when dropped.
@@ -51,6 +52,40 @@ pub fn python() -> PathBuf {
     std::env::var_os("ENGRAM_TEST_PYTHON")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/var/tmp/engram-services/py-venv/bin/python".into())
+}
+
+/// The API root of the test suite's OpenAI-compatible LLM server (a
+/// llama.cpp server, `scripts/services.sh start llm`):
+/// `ENGRAM_TEST_LLM_URL`, default `http://127.0.0.1:18080/v1`. Panics with
+/// how to start it when nothing listens there, rather than letting a test
+/// fail later on a connection error.
+pub fn llm_url() -> String {
+    let url =
+        std::env::var("ENGRAM_TEST_LLM_URL").unwrap_or_else(|_| "http://127.0.0.1:18080/v1".into());
+    let authority = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(authority)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+        });
+    assert!(
+        reachable,
+        "no LLM server at {url}: start it with `scripts/services.sh start llm` \
+         (or point ENGRAM_TEST_LLM_URL at an OpenAI-compatible server)"
+    );
+    url
+}
+
+/// The model the test LLM server serves: `ENGRAM_TEST_LLM_MODEL`, default
+/// `gemma3-270m`.
+pub fn llm_model() -> String {
+    std::env::var("ENGRAM_TEST_LLM_MODEL").unwrap_or_else(|_| "gemma3-270m".into())
 }
 
 /// A TCP port free on 127.0.0.1 right now.

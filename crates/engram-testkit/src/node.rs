@@ -259,6 +259,13 @@ impl Node {
         self.child.wait().expect("waiting for the node")
     }
 
+    /// [`Node::stop`], which must succeed (a graceful shutdown persists the
+    /// indexes).
+    pub fn stop_ok(self) {
+        let status = self.stop();
+        assert!(status.success(), "engram exited with {status}");
+    }
+
     /// SIGKILL and wait: no shutdown hooks, no flushing.
     pub fn kill9(mut self) {
         let _ = self.child.kill();

@@ -44,12 +44,6 @@ fn serve_env(data: &Path, env: &[(&str, String)]) -> (Node, String) {
     (node, url)
 }
 
-fn stop(node: Node) {
-    // SIGTERM: a graceful shutdown persists the indexes.
-    let status = node.stop();
-    assert!(status.success(), "engram exited with {status}");
-}
-
 fn search_ids(url: &str, query: &str, mode: &str) -> Vec<String> {
     let out = engram(&["search", "--url", url, "--mode", mode, "-k", "5", query]);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -207,7 +201,7 @@ fn add_import_search_export_and_rebuild() {
     );
     let hits = search_ids(&url, "What is the name of Ann's dog?", "keyword");
     assert_eq!(hits[0], "Her name is Pixel", "{hits:?}");
-    stop(child);
+    child.stop_ok();
 
     // Lose both derived indexes; rebuild re-derives them from the store.
     std::fs::remove_dir_all(data.join("index")).unwrap();
@@ -232,7 +226,7 @@ fn add_import_search_export_and_rebuild() {
         hits[0],
         "The staging database password rotates every Monday"
     );
-    stop(child);
+    child.stop_ok();
 }
 
 fn admin_key(data: &Path) -> String {
@@ -267,9 +261,7 @@ fn a_node_embeds_through_another_engram_and_answers_through_the_llm() {
     let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
     let (a, a_url) = serve(&a_data);
     let a_key = admin_key(&a_data);
-    let llm =
-        std::env::var("ENGRAM_TEST_LLM_URL").unwrap_or_else(|_| "http://127.0.0.1:18080/v1".into());
-    let llm_model = std::env::var("ENGRAM_TEST_LLM_MODEL").unwrap_or_else(|_| "gemma3-270m".into());
+    let (llm, llm_model) = (engram_testkit::llm_url(), engram_testkit::llm_model());
     let (b, b_url) = serve_env(
         &b_data,
         &[
@@ -349,7 +341,7 @@ fn a_node_embeds_through_another_engram_and_answers_through_the_llm() {
 
     // With A gone, B cannot embed: vector search is 503 with Retry-After
     // (not 500), keyword search still answers.
-    stop(a);
+    a.stop_ok();
     let (s, v) = post(
         &format!("{b_url}/v1/search"),
         &b_key,
@@ -364,7 +356,7 @@ fn a_node_embeds_through_another_engram_and_answers_through_the_llm() {
     );
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["hits"][0]["id"], id.as_str());
-    stop(b);
+    b.stop_ok();
 }
 
 /// JSON logs carry the request id of the request they belong to.
@@ -395,7 +387,7 @@ fn json_logs_carry_the_request_id() {
     });
     assert_eq!(status, 401, "no credentials");
     std::thread::sleep(Duration::from_millis(300));
-    stop(child);
+    child.stop_ok();
     let text = std::fs::read_to_string(&log).unwrap();
     let line = text
         .lines()
@@ -518,5 +510,5 @@ fn the_http_layer_answers_its_own_errors_as_json() {
             "{what}: {v}"
         );
     }
-    stop(child);
+    child.stop_ok();
 }

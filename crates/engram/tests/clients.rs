@@ -12,9 +12,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_engram");
 /// A node whose `/v1/ask` and proxy use the test suite's llama.cpp server
 /// (`scripts/services.sh start llm`); the model's name too.
 fn llm_node(dir: &Path) -> (NodeBuilder, String) {
-    let llm =
-        std::env::var("ENGRAM_TEST_LLM_URL").unwrap_or_else(|_| "http://127.0.0.1:18080/v1".into());
-    let model = std::env::var("ENGRAM_TEST_LLM_MODEL").unwrap_or_else(|_| "gemma3-270m".into());
+    let (llm, model) = (engram_testkit::llm_url(), engram_testkit::llm_model());
     let node = NodeBuilder::serve(BIN)
         .data_dir(dir)
         .env("ENGRAM_LLM__BASE_URL", llm)
@@ -189,6 +187,41 @@ async fn the_typescript_client_passes_its_suite_against_a_real_node() {
         "the TypeScript client",
         command,
         &client_env(&node.url, dir.path()),
+    );
+}
+
+/// The TypeScript client's published types (`src/index.d.ts`) compile the
+/// calls of its README under `--strict`, and refuse the mistakes
+/// `test/types.ts` expects them to (`@ts-expect-error` fails when no error
+/// comes).
+#[test]
+fn the_typescript_clients_types_check() {
+    let tsc = std::env::var_os("ENGRAM_TEST_TSC")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/var/tmp/engram-services/ts/node_modules/.bin/tsc".into());
+    let out = Command::new(&tsc)
+        .args([
+            "--noEmit",
+            "--strict",
+            "--module",
+            "nodenext",
+            "--moduleResolution",
+            "nodenext",
+        ])
+        .args(["--target", "es2022", "test/types.ts"])
+        .current_dir(client_dir("typescript"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "running {} (scripts/services.sh start ts): {e}",
+                tsc.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "the TypeScript types do not check:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

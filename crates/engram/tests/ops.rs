@@ -6,36 +6,12 @@
 //! The llama.cpp server must be running (`scripts/services.sh start llm`);
 //! `ENGRAM_TEST_LLM_URL` / `ENGRAM_TEST_LLM_MODEL` override where and which.
 
-use engram_testkit::{model_dir, Node, NodeBuilder};
+use engram_testkit::{llm_model, llm_url, model_dir, Node, NodeBuilder};
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn llm_model() -> String {
-    std::env::var("ENGRAM_TEST_LLM_MODEL").unwrap_or_else(|_| "gemma3-270m".into())
-}
-
-/// The llama.cpp server's API root; fails the test when nothing listens there.
-fn llm_url() -> String {
-    let url =
-        std::env::var("ENGRAM_TEST_LLM_URL").unwrap_or_else(|_| "http://127.0.0.1:18080/v1".into());
-    let u = reqwest::Url::parse(&url).expect("ENGRAM_TEST_LLM_URL is a URL");
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(
-        u.host_str().unwrap_or_default(),
-        u.port_or_known_default().unwrap_or(80),
-    ))
-    .ok()
-    .and_then(|mut a| a.next());
-    match addr.map(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2))) {
-        Some(Ok(_)) => url,
-        other => panic!(
-            "no llama.cpp server at {url} ({other:?}): start it with `scripts/services.sh start llm` \
-             (or point ENGRAM_TEST_LLM_URL at an OpenAI-compatible server)"
-        ),
-    }
-}
 
 /// An address nobody listens on.
 fn closed_url() -> String {
@@ -119,11 +95,6 @@ fn serve(data: &Path, env: &[(&str, String)]) -> (Node, String) {
     (node, url)
 }
 
-fn stop(node: Node) {
-    let status = node.stop();
-    assert!(status.success(), "engram exited with {status}");
-}
-
 fn llm_env(url: String) -> Vec<(&'static str, String)> {
     vec![
         ("ENGRAM_LLM__BASE_URL", url),
@@ -146,7 +117,7 @@ fn probe_is_ok_with_a_real_llm_then_unreachable_once_stopped() {
     let (code, v, _) = probe(&url, &["--require-llm"]);
     assert_eq!((code, v["status"].as_str()), (0, Some("ok")), "{v}");
 
-    stop(child);
+    child.stop_ok();
     let (code, v, took) = probe(&url, &["--timeout", "2"]);
     assert_eq!(code, 2, "{v}");
     assert_eq!(v["status"], "unreachable", "{v}");
@@ -175,7 +146,7 @@ fn probe_is_degraded_with_the_llm_down_and_failing_with_require_llm() {
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["status"], "degraded", "{v}");
     assert_eq!(readyz_status(&url), "HTTP/1.0 200 OK");
-    stop(child);
+    child.stop_ok();
 }
 
 #[test]
@@ -203,7 +174,7 @@ fn probe_is_failing_when_the_remote_embedder_is_down() {
     );
     assert_eq!(v["checks"]["llm"]["skipped"], true, "{v}");
     assert_eq!(readyz_status(&url), "HTTP/1.0 503 Service Unavailable");
-    stop(child);
+    child.stop_ok();
 }
 
 #[test]
@@ -815,5 +786,5 @@ fn traces_follow_a_write_from_the_request_through_the_queue_to_the_worker() {
     let stats = spans.iter().find(|s| s.name == "GET /v1/stats").unwrap();
     assert!(stats.parent_span_id.is_empty(), "{stats:?}");
     assert_eq!(stats.trace_id.len(), 32);
-    stop(child);
+    child.stop_ok();
 }

@@ -9,8 +9,7 @@ use engram_core::{Llm, Permission};
 use engram_llm::{OpenAiChat, OpenAiChatOptions};
 
 fn llm_opts(url: String) -> OpenAiChatOptions {
-    let model =
-        std::env::var("ENGRAM_TEST_LLM_MODEL").unwrap_or_else(|_| "gemma3-270m".to_string());
+    let model = engram_testkit::llm_model();
     OpenAiChatOptions {
         first_token_timeout: Duration::from_secs(60),
         timeout: Duration::from_secs(120),
@@ -19,8 +18,7 @@ fn llm_opts(url: String) -> OpenAiChatOptions {
 }
 
 async fn real_llm() -> Arc<dyn Llm> {
-    let url =
-        std::env::var("ENGRAM_TEST_LLM_URL").unwrap_or_else(|_| "http://127.0.0.1:18080/v1".into());
+    let url = engram_testkit::llm_url();
     let llm = OpenAiChat::new(llm_opts(url.clone())).unwrap();
     if let Err(e) = llm.models().await {
         panic!("no llama.cpp server at {url} ({e}); start it with `scripts/services.sh start llm`");
@@ -105,10 +103,7 @@ async fn ask_answers_with_the_retrieved_memories_as_numbered_sources() {
     let (s, v) = app.call("POST", "/v1/ask", Some(q)).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(v["answer"].is_string(), "{v}");
-    assert_eq!(
-        v["model"],
-        std::env::var("ENGRAM_TEST_LLM_MODEL").unwrap_or("gemma3-270m".into())
-    );
+    assert_eq!(v["model"], engram_testkit::llm_model());
     // The sources are the search hits for the question, in rank order, numbered from 1.
     let hits = app
         .search(json!({"query": "Which database version does staging run?", "k": 2}))

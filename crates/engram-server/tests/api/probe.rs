@@ -6,14 +6,7 @@
 use super::*;
 use engram_core::Llm;
 use engram_llm::{OpenAiChat, OpenAiChatOptions};
-
-fn llm_url() -> String {
-    std::env::var("ENGRAM_TEST_LLM_URL").unwrap_or_else(|_| "http://127.0.0.1:18080/v1".into())
-}
-
-fn llm_model() -> String {
-    std::env::var("ENGRAM_TEST_LLM_MODEL").unwrap_or_else(|_| "gemma3-270m".to_string())
-}
+use engram_testkit::{llm_model, llm_url};
 
 fn chat(url: String, model: String) -> Arc<dyn Llm> {
     Arc::new(OpenAiChat::new(OpenAiChatOptions::new(url, model)).unwrap())
