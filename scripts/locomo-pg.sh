@@ -8,7 +8,7 @@
 #
 # The conversations are loaded into a fresh database through the session API,
 # then ANALYZE and a wait for the keyword index to re-read the statistics
-# (its common terms and their frequencies), then every mode is evaluated.
+# (the lexemes' frequencies), then every mode is evaluated.
 # PostgreSQL from scripts/services.sh; the database is dropped afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -177,9 +177,13 @@ pub struct PostgresConfig {
     pub hnsw_m: usize,
     pub hnsw_ef_construction: usize,
     pub hnsw_ef_search: usize,
-    /// Full-text search: lexemes in at least this fraction of the rows (or,
-    /// from 1 up, this many rows) are common: they rank but do not match on
-    /// their own. 0: off (every query matches the OR of its words).
+    /// Full-text search: how many rows a search may rank. A query matches
+    /// the OR of its rarest words while their document frequencies add up
+    /// to at most this; its other words only add to the rank. 0: no bound.
+    pub keyword_match_budget: u64,
+    /// Full-text search: words in at least this fraction of the rows (or,
+    /// from 1 up, this many rows) never match on their own, whatever the
+    /// budget. 0: off (the default).
     pub keyword_common_cutoff: f64,
 }
 
@@ -194,8 +198,9 @@ impl Default for PostgresConfig {
             // 100 gave recall 0.89-0.93 on random 384-d vectors; 200 gives ~0.97.
             hnsw_ef_search: 200,
             // Measured at 30k memories: a keyword search ranking every row
-            // took 178 ms, matching on the rare words < 1 ms.
-            keyword_common_cutoff: 0.01,
+            // took 178 ms; the budget bounds the rows ranked.
+            keyword_match_budget: engram_postgres::DEFAULT_MATCH_BUDGET,
+            keyword_common_cutoff: 0.0,
         }
     }
 }

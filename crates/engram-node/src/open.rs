@@ -290,6 +290,7 @@ async fn open_indexes(
     if let Some(pg) = pg {
         let p = &cfg.postgres;
         let kw = PgKeywordOptions {
+            match_budget: p.keyword_match_budget,
             common_cutoff: p.keyword_common_cutoff,
             ..PgKeywordOptions::default()
         };

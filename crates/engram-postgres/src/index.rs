@@ -626,14 +626,19 @@ impl VectorIndex for PgVectorIndex {
 /// Options of the keyword index.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PgKeywordOptions {
-    /// How often [`DerivedIndex::len`] is recounted and the common lexemes
-    /// re-read from PostgreSQL's statistics; zero: only on open and by
-    /// [`PgKeywordIndex::refresh_len`] / [`PgKeywordIndex::refresh_stats`].
+    /// How often [`DerivedIndex::len`] is recounted and the lexemes'
+    /// frequencies re-read from PostgreSQL's statistics; zero: only on open
+    /// and by [`PgKeywordIndex::refresh_len`] / [`PgKeywordIndex::refresh_stats`].
     pub len_refresh: Duration,
-    /// Which lexemes count as common (see [`PgKeywordIndex`]): below 1 a
-    /// fraction of the rows that contain it, 1 or more a number of rows (as
-    /// Elasticsearch's `cutoff_frequency`). 0 turns it off: every query
-    /// matches the OR of all its lexemes.
+    /// How many rows a search may rank (see [`PgKeywordIndex`]): a query
+    /// matches the OR of its rarest lexemes while their document frequencies
+    /// add up to at most this; the others only add to a row's rank. 0: no
+    /// bound (every query matches the OR of all its lexemes).
+    pub match_budget: u64,
+    /// Lexemes in at least this fraction of the rows (from 1 up: this many
+    /// rows) never match on their own, whatever the budget (as
+    /// Elasticsearch's `cutoff_frequency`). 0: off (the default; the budget
+    /// bounds the cost without dropping a word because the corpus is small).
     pub common_cutoff: f64,
 }
 
@@ -641,10 +646,15 @@ impl Default for PgKeywordOptions {
     fn default() -> Self {
         PgKeywordOptions {
             len_refresh: Duration::from_secs(30),
-            common_cutoff: 0.01,
+            match_budget: DEFAULT_MATCH_BUDGET,
+            common_cutoff: 0.0,
         }
     }
 }
+
+/// The default [`PgKeywordOptions::match_budget`] (BENCHMARKS.md, scale-out
+/// mode: quality on LoCoMo dev and the cost of a ranked row).
+pub const DEFAULT_MATCH_BUDGET: u64 = 2_000;
 
 /// Keyword search with PostgreSQL full-text search over `memories.tsv`
 /// (`to_tsvector('english', ...)` of a message's speaker and the text with
@@ -657,28 +667,36 @@ impl Default for PgKeywordOptions {
 /// counts for more than a word found in many rows, as in the embedded mode's
 /// tantivy BM25. Measured on the LoCoMo dev conversations (BENCHMARKS.md),
 /// hybrid evidence fraction@10 0.679 with cover density (`ts_rank_cd`, no
-/// IDF) → 0.693 with this at the default cutoff below, 0.797 at a cutoff of
-/// 0.1. Scores are only comparable within one query, which is all rank
-/// fusion needs.
+/// IDF) → 0.800 with this and the match budget below. Scores are only
+/// comparable within one query, which is all rank fusion needs.
 ///
-/// **Which rows are ranked: common terms.** PostgreSQL has no top-k pruning
-/// (BM25 engines skip posting lists with block-max WAND); the ranking runs
-/// on every matching row, and a query word found in most rows makes a search
-/// rank most of the table (measured: 178 ms for 30k rows, all matching). So,
-/// as Elasticsearch's common terms query, the lexemes are split by document
-/// frequency, read from PostgreSQL's own column statistics (`pg_stats`
-/// `most_common_elems` of `tsv`, kept by ANALYZE / autovacuum):
+/// **Which rows are ranked: a budget of rows.** PostgreSQL has no top-k
+/// pruning (BM25 engines skip posting lists with block-max WAND): the
+/// ranking runs on every matching row, and a query word found in most rows
+/// makes a search rank most of the table (measured: 178 ms for 30k rows,
+/// all matching). So the cost is bounded in rows, as a BM25 engine's
+/// rarest-first evaluation would: the query's lexemes are taken from the
+/// rarest up while their document frequencies add up to at most
+/// [`PgKeywordOptions::match_budget`], and a row must contain one of those;
+/// the commoner lexemes only add to its rank. A row holding only commoner
+/// words of the query is what BM25 scores lowest, so this trims the tail.
+/// When even the rarest lexeme is over the budget, a row must contain all
+/// the query's lexemes (AND, which the GIN index intersects), and a search
+/// may return fewer than `k` hits (hybrid search still has the vector list).
 ///
-/// * if some lexemes are rare (below [`PgKeywordOptions::common_cutoff`]),
-///   a row must contain one of them; the common ones only add to its rank;
-/// * if all are common, a row must contain all of them.
+/// A budget in rows, not a fraction of the table (an earlier version made
+/// lexemes in over 1% of the rows "common", as Elasticsearch's common
+/// terms): with a message's neighbours in its row, content words pass 1% of
+/// a small corpus, and a question made of them matched almost nothing
+/// (LoCoMo dev hybrid evidence fraction@10 0.693, against 0.800 with no
+/// bound). The fraction rule is still there, off by default
+/// ([`PgKeywordOptions::common_cutoff`]).
 ///
-/// A row with only common words of the query is what BM25 would score
-/// lowest, so this mostly trims the tail; with only common words the
-/// semantics become AND and can return fewer than `k` hits (hybrid search
-/// still has the vector list). Statistics are table-wide, across tenants;
-/// before the first ANALYZE no lexeme is common and every query matches the
-/// OR of its lexemes.
+/// Document frequencies come from PostgreSQL's own column statistics
+/// (`pg_stats` `most_common_elems` of `tsv`, kept by ANALYZE / autovacuum)
+/// for the lexemes listed there, and are counted through the GIN index for
+/// the others (rare by construction). Statistics are table-wide, across
+/// tenants; before the first ANALYZE every lexeme is counted.
 ///
 /// Cheap to clone: clones share the same state.
 #[derive(Clone)]
@@ -689,8 +707,8 @@ pub struct PgKeywordIndex {
 struct KeywordInner {
     common: Common,
     opts: PgKeywordOptions,
-    /// The lexemes counted as common, from the last statistics read.
-    common_lexemes: std::sync::RwLock<Arc<CommonTerms>>,
+    /// The lexemes' frequencies, from the last statistics read.
+    stats: std::sync::RwLock<Arc<TermStats>>,
 }
 
 impl Counted for KeywordInner {
@@ -701,41 +719,46 @@ impl Counted for KeywordInner {
 }
 
 impl KeywordInner {
-    /// Re-read the common lexemes from `pg_stats`. `most_common_elem_freqs`
-    /// holds one frequency per element, then min, max and null fraction: the
-    /// elements padded with NULL by `unnest` are skipped.
+    /// Re-read the lexemes' frequencies from `pg_stats`.
+    /// `most_common_elem_freqs` holds one frequency per element, then min,
+    /// max and null fraction: the elements padded with NULL by `unnest` are
+    /// skipped. The table's row estimate turns a cutoff in rows into a
+    /// fraction.
     async fn read_stats(&self) -> Result<usize> {
+        let rows: Vec<(String, f32)> = sqlx::query_as(
+            "SELECT x.e, x.f FROM pg_stats s CROSS JOIN LATERAL \
+             unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS x(e, f) \
+             WHERE s.schemaname = current_schema() AND s.tablename = 'memories' \
+             AND s.attname = 'tsv' AND x.e IS NOT NULL",
+        )
+        .fetch_all(&self.common.pool)
+        .await
+        .map_err(db_err)?;
+        let reltuples: f32 =
+            sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE oid = 'memories'::regclass")
+                .fetch_one(&self.common.pool)
+                .await
+                .map_err(db_err)?;
         let cutoff = self.opts.common_cutoff;
-        let rows: Vec<(String, f32)> = if cutoff > 0.0 {
-            sqlx::query_as(
-                "SELECT x.e, x.f FROM pg_stats s CROSS JOIN LATERAL \
-                 unnest(s.most_common_elems::text::text[], s.most_common_elem_freqs) AS x(e, f) \
-                 WHERE s.schemaname = current_schema() AND s.tablename = 'memories' \
-                 AND s.attname = 'tsv' AND x.e IS NOT NULL AND x.f >= CASE WHEN $1 < 1 THEN $1 \
-                 ELSE $1 / GREATEST((SELECT reltuples FROM pg_class \
-                 WHERE oid = 'memories'::regclass), 1) END",
-            )
-            .bind(cutoff)
-            .fetch_all(&self.common.pool)
-            .await
-            .map_err(db_err)?
+        let common_from = if cutoff <= 0.0 {
+            f32::INFINITY
+        } else if cutoff < 1.0 {
+            cutoff as f32
         } else {
-            Vec::new()
+            cutoff as f32 / reltuples.max(1.0)
         };
         let n = rows.len();
         let (lexemes, freqs) = rows.into_iter().unzip();
-        *self
-            .common_lexemes
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(CommonTerms { lexemes, freqs });
+        *self.stats.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(TermStats {
+            lexemes,
+            freqs,
+            common_from,
+        });
         Ok(n)
     }
 
-    fn common_lexemes(&self) -> Arc<CommonTerms> {
-        self.common_lexemes
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn stats(&self) -> Arc<TermStats> {
+        self.stats.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -756,7 +779,7 @@ impl PgKeywordIndex {
         let inner = Arc::new(KeywordInner {
             common: Common::new(pool).await?,
             opts,
-            common_lexemes: std::sync::RwLock::new(Arc::default()),
+            stats: std::sync::RwLock::new(Arc::default()),
         });
         inner.read_stats().await?;
         inner.common.count("").await?;
@@ -769,15 +792,23 @@ impl PgKeywordIndex {
         self.inner.common.count("").await
     }
 
-    /// Re-read the common lexemes from PostgreSQL's statistics now (also
-    /// done every `len_refresh`); returns how many there are.
+    /// Re-read the lexemes' frequencies from PostgreSQL's statistics now
+    /// (also done every `len_refresh`); returns how many are listed.
     pub async fn refresh_stats(&self) -> Result<usize> {
         self.inner.read_stats().await
     }
 
-    /// The lexemes currently counted as common.
+    /// The lexemes currently counted as common
+    /// ([`PgKeywordOptions::common_cutoff`]; none while it is off).
     pub fn common_lexemes(&self) -> Vec<String> {
-        self.inner.common_lexemes().lexemes.clone()
+        let stats = self.inner.stats();
+        stats
+            .lexemes
+            .iter()
+            .zip(&stats.freqs)
+            .filter(|(_, f)| **f >= stats.common_from)
+            .map(|(l, _)| l.clone())
+            .collect()
     }
 
     /// The plan PostgreSQL chooses for a search (`EXPLAIN`, no costs).
@@ -786,7 +817,8 @@ impl PgKeywordIndex {
         build_keyword(
             &mut qb,
             query,
-            &self.inner.common_lexemes(),
+            &self.inner.stats(),
+            self.inner.opts.match_budget,
             self.len(),
             k.max(1),
             scope,
@@ -801,16 +833,27 @@ impl PgKeywordIndex {
     }
 }
 
-/// The common lexemes and the fraction of rows holding each, from
-/// PostgreSQL's statistics.
-#[derive(Debug, Default)]
-struct CommonTerms {
+/// The lexemes PostgreSQL's statistics list, the fraction of rows holding
+/// each, and the fraction from which one is common (infinite: none is).
+#[derive(Debug)]
+struct TermStats {
     lexemes: Vec<String>,
     freqs: Vec<f32>,
+    common_from: f32,
+}
+
+impl Default for TermStats {
+    fn default() -> Self {
+        TermStats {
+            lexemes: Vec::new(),
+            freqs: Vec::new(),
+            common_from: f32::INFINITY,
+        }
+    }
 }
 
 /// A lexeme's document frequency is counted up to this many rows (a lexeme
-/// PostgreSQL's statistics list as common takes its frequency from them).
+/// PostgreSQL's statistics list takes its frequency from them).
 const DF_COUNT_CAP: i64 = 100_000;
 
 /// `ts_rank` normalisation: rank / (1 + log(document length)).
@@ -819,21 +862,25 @@ const RANK_NORMALIZATION: i32 = 1;
 /// The keyword search statement. The tsqueries are built inside PostgreSQL
 /// from the lexemes of `to_tsvector('english', $query)`, each quoted as a
 /// tsquery literal (quotes and backslashes doubled): the user's text is only
-/// ever a bound parameter and is never parsed as tsquery syntax. `match_q`
-/// is the OR of the lexemes not in `common`, or the AND of all when every
-/// one is common; no lexemes (empty or stopwords only): NULL, which matches
-/// nothing.
+/// ever a bound parameter and is never parsed as tsquery syntax.
 ///
-/// A matching row scores `Σ idf(t) · ts_rank(weights, tsv, t)` over the
+/// `match_q`, which selects the rows to rank, is the OR of the rarest
+/// lexemes whose document frequencies add up to at most `budget` (0: all),
+/// leaving out the common ones ([`TermStats::common_from`]); when none
+/// qualifies, the AND of all the lexemes; no lexemes (empty or stopwords
+/// only): NULL, which matches nothing.
+///
+/// A matching row scores `Σ idf(t) · ts_rank(weights, tsv, t)` over all the
 /// query's lexemes `t`, with BM25's `idf(t) = ln(1 + (N − df + 0.5) / (df +
 /// 0.5))` (`N`: searchable rows; `df`: rows holding `t`, from the statistics
-/// for a common lexeme, else counted, which the GIN index makes cheap for
+/// for a lexeme they list, else counted, which the GIN index makes cheap for
 /// the rare ones). Without it a word found in every other message weighs as
 /// much as a name found once.
 fn build_keyword<'a>(
     qb: &mut QueryBuilder<'a, Postgres>,
     query: &str,
-    common: &CommonTerms,
+    stats: &TermStats,
+    budget: u64,
     total: usize,
     k: usize,
     scope: &Scope<'_>,
@@ -845,33 +892,46 @@ fn build_keyword<'a>(
     )
     // PostgreSQL text cannot hold NUL; it separates words like a space.
     .push_bind(query.replace('\0', " "))
-    .push(
-        "::text))) AS lex), \
-         q AS (SELECT COALESCE(string_agg(lit, ' | ') FILTER (WHERE lex <> ALL(",
-    )
-    .push_bind(common.lexemes.clone())
-    // Each tsquery is computed once (an InitPlan), so that `tsv @@ match_q`
-    // is an index condition on the GIN index.
-    .push(
-        "::text[])), string_agg(lit, ' & '))::tsquery AS match_q FROM l), \
-         c AS (SELECT * FROM unnest(",
-    )
-    .push_bind(common.lexemes.clone())
+    .push("::text))) AS lex), c AS (SELECT * FROM unnest(")
+    .push_bind(stats.lexemes.clone())
     .push("::text[], ")
-    .push_bind(common.freqs.clone())
+    .push_bind(stats.freqs.clone())
     .push("::float4[]) AS c(e, f)), n AS (SELECT ")
     .push_bind(total as f64)
-    // Materialised: computed once per search, not once per ranked row.
+    // Materialised: each lexeme's frequency is looked up or counted once
+    // per search (COALESCE counts only the lexemes the statistics miss).
     .push(
         "::float8 AS total), \
-         w AS MATERIALIZED (SELECT l.lit::tsquery AS tq, \
-         ln(1 + (GREATEST(n.total, d.df) - d.df + 0.5) / (d.df + 0.5)) AS idf \
-         FROM l CROSS JOIN n CROSS JOIN LATERAL (SELECT COALESCE(\
-         (SELECT c.f * n.total FROM c WHERE c.e = l.lex LIMIT 1), \
+         d AS MATERIALIZED (SELECT l.lex, l.lit, s.f, COALESCE(s.f * n.total, \
          (SELECT count(*) FROM (SELECT 1 FROM memories m WHERE m.tsv @@ l.lit::tsquery LIMIT ",
     )
     .push_bind(DF_COUNT_CAP)
-    .push(") s))::float8 AS df) d) SELECT key, (SELECT sum(w.idf * ts_rank(")
+    .push(
+        ") x))::float8 AS df FROM l CROSS JOIN n \
+         LEFT JOIN LATERAL (SELECT c.f FROM c WHERE c.e = l.lex LIMIT 1) s ON true), \
+         r AS (SELECT lex, lit, COALESCE(f >= ",
+    )
+    .push_bind(stats.common_from)
+    .push("::float4, false) AS common, df FROM d), ")
+    // The running total of document frequencies, rarest first, over the
+    // lexemes that may match on their own.
+    .push(
+        "b AS (SELECT lit, sum(df) OVER (ORDER BY df, lex ROWS UNBOUNDED PRECEDING) AS upto \
+         FROM r WHERE NOT common), \
+         q AS (SELECT COALESCE((SELECT string_agg(lit, ' | ') FROM b WHERE ",
+    )
+    .push_bind(budget as f64)
+    // Each tsquery is computed once (an InitPlan), so that `tsv @@ match_q`
+    // is an index condition on the GIN index.
+    .push("::float8 = 0 OR upto <= ")
+    .push_bind(budget as f64)
+    .push(
+        "::float8), string_agg(lit, ' & '))::tsquery AS match_q FROM r), \
+         w AS MATERIALIZED (SELECT d.lit::tsquery AS tq, \
+         ln(1 + (GREATEST(n.total, d.df) - d.df + 0.5) / (d.df + 0.5)) AS idf \
+         FROM d CROSS JOIN n) \
+         SELECT key, (SELECT sum(w.idf * ts_rank(",
+    )
     // Weights of D, C, B (a message's context) and A (its speaker and text).
     .push_bind(vec![0.1f32, 0.2, KEYWORD_CONTEXT_WEIGHT, 1.0])
     .push("::float4[], memories.tsv, w.tq, ")
@@ -956,9 +1016,17 @@ impl KeywordIndex for PgKeywordIndex {
         if k == 0 || query.trim().is_empty() {
             return Ok(Vec::new());
         }
-        let common = self.inner.common_lexemes();
+        let stats = self.inner.stats();
         let mut qb = QueryBuilder::new("");
-        build_keyword(&mut qb, query, &common, self.len(), k, scope);
+        build_keyword(
+            &mut qb,
+            query,
+            &stats,
+            self.inner.opts.match_budget,
+            self.len(),
+            k,
+            scope,
+        );
         let rows = qb
             .build()
             .persistent(false)

@@ -88,7 +88,9 @@ pub mod filter_sql;
 pub mod index;
 
 pub use error::PgError;
-pub use index::{PgKeywordIndex, PgKeywordOptions, PgVectorIndex, PgVectorOptions};
+pub use index::{
+    PgKeywordIndex, PgKeywordOptions, PgVectorIndex, PgVectorOptions, DEFAULT_MATCH_BUDGET,
+};
 
 type Result<T, E = PgError> = std::result::Result<T, E>;
 

@@ -448,9 +448,19 @@ async fn keyword_ranking_weighs_rare_words_above_common_ones() {
     db.finish().await;
 }
 
+/// A keyword index with no match budget and the given common-terms cutoff.
 async fn keyword_index(db: &TestDb, common_cutoff: f64) -> engram_core::Result<PgKeywordIndex> {
+    budgeted_keyword_index(db, 0, common_cutoff).await
+}
+
+async fn budgeted_keyword_index(
+    db: &TestDb,
+    match_budget: u64,
+    common_cutoff: f64,
+) -> engram_core::Result<PgKeywordIndex> {
     let opts = PgKeywordOptions {
         len_refresh: std::time::Duration::ZERO,
+        match_budget,
         common_cutoff,
     };
     PgKeywordIndex::open_with(db.pool.clone(), opts).await
@@ -561,6 +571,91 @@ async fn keyword_common_terms_rank_but_do_not_match_alone() {
         assert!(r.is_err(), "{bad}");
     }
     drop((relative, absolute, off));
+    db.finish().await;
+}
+
+/// The match budget: a query matches the OR of its rarest words while their
+/// document frequencies add up to at most the budget; the others only rank;
+/// when even the rarest is over it, rows must hold every word.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyword_matches_the_rarest_words_within_the_budget() {
+    let mut db = TestDb::new("match_budget").await;
+    // Document frequencies: statu 175, updat 125, report 50, kubernet 10,
+    // cluster 5, each ref word 1.
+    let groups: [(&str, usize); 4] = [
+        ("status update", 120),
+        ("status report", 50),
+        ("status update about kubernetes", 5),
+        ("kubernetes cluster", 5),
+    ];
+    let mut docs = Vec::new();
+    let mut group_of = Vec::new();
+    for (g, (text, n)) in groups.iter().enumerate() {
+        for i in 0..*n {
+            docs.push(Doc::new(
+                &format!("{text} ref{g}x{i}"),
+                Some(vec![1.0, 0.0]),
+            ));
+            group_of.push(g);
+        }
+    }
+    let keys = db.insert(&docs).await;
+    let group: std::collections::HashMap<Key, usize> =
+        keys.iter().copied().zip(group_of.iter().copied()).collect();
+    let groups_of = |hits: &[(Key, f32)]| {
+        let mut n = [0usize; 4];
+        for h in hits {
+            n[group[&h.0]] += 1;
+        }
+        n
+    };
+    let attrs = AttrTable::new();
+    let all: Vec<String> = vec![];
+    let s = scope("t1", &all, None, &attrs);
+    // Without statistics (every frequency counted) and after ANALYZE
+    // (frequencies of the listed words from pg_stats) alike.
+    for analysed in [false, true] {
+        if analysed {
+            sqlx::query("ANALYZE memories")
+                .execute(&db.pool)
+                .await
+                .unwrap();
+        }
+        let cases: [(u64, &str, [usize; 4]); 6] = [
+            // kubernet (10) fits, updat would bring the total to 135.
+            (20, "status update kubernetes", [0, 0, 5, 5]),
+            // kubernet + updat = 135 fit, statu would make 310.
+            (200, "status update kubernetes", [120, 0, 5, 5]),
+            (1000, "status update kubernetes", [120, 50, 5, 5]),
+            // No bound: the OR of every word.
+            (0, "status update kubernetes", [120, 50, 5, 5]),
+            // The rarest word (updat, 125) is over the budget: all words.
+            (100, "status update", [120, 0, 5, 0]),
+            // A word found nowhere counts 0 and matches nothing.
+            (20, "zeppelin cluster", [0, 0, 0, 5]),
+        ];
+        for (budget, query, want) in cases {
+            let index = budgeted_keyword_index(&db, budget, 0.0).await.unwrap();
+            let hits = index.search(query, 500, &s).await.unwrap();
+            assert_eq!(
+                groups_of(&hits),
+                want,
+                "budget {budget}, {query:?}, analysed {analysed}"
+            );
+            // The budget decides which rows match, not their scores: the
+            // commoner words still count in the rank.
+            let unbounded = budgeted_keyword_index(&db, 0, 0.0).await.unwrap();
+            let all: std::collections::HashMap<Key, f32> = unbounded
+                .search(query, 500, &s)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+            for (key, score) in &hits {
+                assert_eq!(Some(score), all.get(key), "{query:?} budget {budget}");
+            }
+        }
+    }
     db.finish().await;
 }
 
