@@ -466,12 +466,11 @@ async fn budgeted_keyword_index(
     PgKeywordIndex::open_with(db.pool.clone(), opts).await
 }
 
-/// Common terms: with PostgreSQL's statistics read, a word in most rows does
-/// not match on its own; a query of only common words matches rows
-/// with all of them; a cutoff of 0 keeps OR semantics.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keyword_common_terms_rank_but_do_not_match_alone() {
-    let mut db = TestDb::new("common_terms").await;
+/// 180 rows in four groups of texts, each row with a unique rare word
+/// (texts are unique per namespace); returns each row's group (0-3).
+/// Document frequencies: statu 175, updat 125, report 50, kubernet 10,
+/// cluster 5.
+async fn status_rows(db: &mut TestDb) -> std::collections::HashMap<Key, usize> {
     let groups: [(&str, usize); 4] = [
         ("status update", 120),
         ("status report", 50),
@@ -482,7 +481,6 @@ async fn keyword_common_terms_rank_but_do_not_match_alone() {
     let mut group_of = Vec::new();
     for (g, (text, n)) in groups.iter().enumerate() {
         for i in 0..*n {
-            // A unique rare word per row (texts are unique per namespace).
             docs.push(Doc::new(
                 &format!("{text} ref{g}x{i}"),
                 Some(vec![1.0, 0.0]),
@@ -491,8 +489,16 @@ async fn keyword_common_terms_rank_but_do_not_match_alone() {
         }
     }
     let keys = db.insert(&docs).await;
-    let group: std::collections::HashMap<Key, usize> =
-        keys.iter().copied().zip(group_of.iter().copied()).collect();
+    keys.into_iter().zip(group_of).collect()
+}
+
+/// Common terms: with PostgreSQL's statistics read, a word in most rows does
+/// not match on its own; a query of only common words matches rows
+/// with all of them; a cutoff of 0 keeps OR semantics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyword_common_terms_rank_but_do_not_match_alone() {
+    let mut db = TestDb::new("common_terms").await;
+    let group = status_rows(&mut db).await;
     let count = |hits: &[(Key, f32)], g: usize| hits.iter().filter(|h| group[&h.0] == g).count();
     let attrs = AttrTable::new();
     let all: Vec<String> = vec![];
@@ -580,28 +586,7 @@ async fn keyword_common_terms_rank_but_do_not_match_alone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyword_matches_the_rarest_words_within_the_budget() {
     let mut db = TestDb::new("match_budget").await;
-    // Document frequencies: statu 175, updat 125, report 50, kubernet 10,
-    // cluster 5, each ref word 1.
-    let groups: [(&str, usize); 4] = [
-        ("status update", 120),
-        ("status report", 50),
-        ("status update about kubernetes", 5),
-        ("kubernetes cluster", 5),
-    ];
-    let mut docs = Vec::new();
-    let mut group_of = Vec::new();
-    for (g, (text, n)) in groups.iter().enumerate() {
-        for i in 0..*n {
-            docs.push(Doc::new(
-                &format!("{text} ref{g}x{i}"),
-                Some(vec![1.0, 0.0]),
-            ));
-            group_of.push(g);
-        }
-    }
-    let keys = db.insert(&docs).await;
-    let group: std::collections::HashMap<Key, usize> =
-        keys.iter().copied().zip(group_of.iter().copied()).collect();
+    let group = status_rows(&mut db).await;
     let groups_of = |hits: &[(Key, f32)]| {
         let mut n = [0usize; 4];
         for h in hits {
