@@ -43,8 +43,13 @@ impl Telemetry {
 /// What every output layer sits on: the registry behind the level filter.
 type Base = tracing_subscriber::layer::Layered<EnvFilter, tracing_subscriber::Registry>;
 
+/// `ENGRAM_LOG` if set, else the node's default.
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_env("ENGRAM_LOG").unwrap_or_else(|_| EnvFilter::new("info,tantivy=warn"))
+    filter_or("info,tantivy=warn")
+}
+
+fn filter_or(default: &str) -> EnvFilter {
+    EnvFilter::try_from_env("ENGRAM_LOG").unwrap_or_else(|_| EnvFilter::new(default))
 }
 
 /// Colour only on a terminal: a log redirected to a file or collected by a
@@ -57,8 +62,20 @@ fn ansi() -> bool {
 
 /// Logs only, for the short-lived commands.
 pub fn init_logs(format: &str) {
+    init_logs_with(format, filter());
+}
+
+/// Logs for a command that runs under another program (`engram mcp`, which
+/// a desktop or IDE agent starts and whose stderr it keeps): warnings and
+/// errors only unless `ENGRAM_LOG` asks for more, so the host's log is not
+/// filled with a line per request.
+pub fn init_quiet_logs(format: &str) {
+    init_logs_with(format, filter_or("warn"));
+}
+
+fn init_logs_with(format: &str, filter: EnvFilter) {
     let b = tracing_subscriber::fmt()
-        .with_env_filter(filter())
+        .with_env_filter(filter)
         .with_ansi(ansi())
         .with_writer(std::io::stderr);
     if format == "json" {

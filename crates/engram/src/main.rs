@@ -557,8 +557,9 @@ async fn main() -> anyhow::Result<()> {
             .await
         }
         Cmd::Mcp { remote, namespace } => {
-            // stdout carries the protocol: logs go to stderr only.
-            engram_node::telemetry::init_logs("text");
+            // stdout carries the protocol: logs go to stderr only, and only
+            // warnings unless ENGRAM_LOG says otherwise.
+            engram_node::telemetry::init_quiet_logs("text");
             let api = engram_mcp::client::ClientApi::new(remote.conn()?);
             let options = engram_mcp::McpOptions {
                 default_namespace: namespace,

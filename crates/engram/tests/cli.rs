@@ -512,3 +512,67 @@ fn the_http_layer_answers_its_own_errors_as_json() {
     }
     child.stop_ok();
 }
+
+/// `engram mcp` runs under an agent host that keeps its stderr: warnings
+/// only by default, `ENGRAM_LOG` for more. The protocol still answers on
+/// stdout (initialize, then tools/list; no engram server is needed for
+/// either).
+#[test]
+fn engram_mcp_is_quiet_on_stderr_unless_asked() {
+    use std::io::{BufRead, BufReader, Write};
+    let session = |log: Option<&str>| -> (Vec<String>, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_engram"));
+        cmd.args(["mcp", "--url", "http://127.0.0.1:9", "--namespace", "agent"])
+            .env_remove("ENGRAM_LOG")
+            .env_remove("ENGRAM_API_KEY")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(l) = log {
+            cmd.env("ENGRAM_LOG", l);
+        }
+        let mut child = cmd.spawn().expect("engram mcp");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut send = |v: Value| {
+            writeln!(stdin, "{v}").unwrap();
+            stdin.flush().unwrap();
+        };
+        send(
+            json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "cli-test", "version": "0"}}}),
+        );
+        let mut answers = Vec::new();
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        answers.push(line.clone());
+        send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}));
+        line.clear();
+        stdout.read_line(&mut line).unwrap();
+        answers.push(line);
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (answers, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (answers, stderr) = session(None);
+    let init: Value = serde_json::from_str(&answers[0]).unwrap();
+    assert_eq!(init["id"], 1, "{init}");
+    assert!(init["result"]["serverInfo"].is_object(), "{init}");
+    let tools: Value = serde_json::from_str(&answers[1]).unwrap();
+    let names: Vec<&str> = tools["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{tools}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"add_memory") && names.contains(&"search_memory"),
+        "{names:?}"
+    );
+    assert!(!stderr.contains("INFO"), "stderr: {stderr}");
+    // Asked for: the same session logs at info.
+    let (_, stderr) = session(Some("info"));
+    assert!(stderr.contains("INFO"), "stderr: {stderr}");
+}
